@@ -1,1 +1,74 @@
-int main() { return 0; }
+// qshard: post-training quantization of large language models.
+// main() owns start-up (MPI), sub-command dispatch and turning errors into one line.
+#include <cstdio>
+#include <exception>
+#include <string>
+#include <vector>
+
+#include "cli/commands.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "dist/communicator.h"
+
+namespace qshard::cli {
+
+const std::vector<Command>& commands() {
+  static const std::vector<Command> all = {
+      {"eval", "perplexity and KL divergence of a model, optionally against a reference", run_eval},
+      {"info", "describe a model directory, or this build of qshard", run_info},
+  };
+  return all;
+}
+
+namespace {
+
+void print_usage(std::FILE* f) {
+  std::fprintf(f,
+               "qshard %s: post-training quantization of large language models\n\n"
+               "usage: qshard COMMAND [OPTIONS]        (one process is one rank;\n"
+               "       mpirun -n N qshard COMMAND ...   under mpirun work is split over N ranks)\n\n"
+               "commands:\n",
+               QSHARD_VERSION);
+  for (const auto& c : commands()) std::fprintf(f, "  %-8s %s\n", c.name, c.summary);
+  std::fprintf(f, "\n'qshard COMMAND --help' lists the options of a command.\n");
+}
+
+}  // namespace
+}  // namespace qshard::cli
+
+int main(int argc, char** argv) {
+  using namespace qshard;
+  std::vector<std::string> args(argv + 1, argv + argc);
+  if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
+    cli::print_usage(stdout);
+    return args.empty() ? 2 : 0;
+  }
+  if (args[0] == "--version") {
+    std::printf("qshard %s\n", QSHARD_VERSION);
+    return 0;
+  }
+  const cli::Command* cmd = nullptr;
+  for (const auto& c : cli::commands())
+    if (args[0] == c.name) cmd = &c;
+  if (!cmd) {
+    std::fprintf(stderr, "qshard: error: unknown command '%s' (see 'qshard --help')\n", args[0].c_str());
+    return 2;
+  }
+
+  std::unique_ptr<Communicator> comm;
+  int code = 0;
+  try {
+    comm = make_world_communicator(&argc, &argv);
+    log_set_rank(comm->rank(), comm->size());
+    code = cmd->run(args, *comm);
+  } catch (const InputError& e) {
+    std::fprintf(stderr, "qshard: error: %s\n", e.what());
+    code = 2;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "qshard: error: %s\n", e.what());
+    code = 1;
+  }
+  // A failure on one rank would leave the others waiting in a collective.
+  if (code != 0 && comm && comm->size() > 1) comm->abort(code);
+  return code;
+}

@@ -101,6 +101,7 @@ float f8e4m3_to_f32(uint8_t v) {
 }
 
 void convert_to_f32(DType src, const void* data, float* out, size_t n) {
+  if (n == 0) return;  // data/out may be null for empty tensors
   switch (src) {
     case DType::F32:
       std::memcpy(out, data, n * 4);

@@ -60,8 +60,9 @@ Progress::Progress(std::string what, int64_t total, std::string unit)
 void Progress::update(int64_t done) {
   if (g_rank != 0 || g_level < LogLevel::Info || finished_) return;
   const double now = wall_seconds();
-  if (now - last_print_ < (tty_ ? 0.2 : 10.0) && done < total_) return;
+  if (done == last_done_ || (now - last_print_ < (tty_ ? 0.2 : 10.0) && done < total_)) return;
   last_print_ = now;
+  last_done_ = done;
   const double el = now - start_;
   const double rate = el > 0 ? double(done) / el : 0;
   const double eta = rate > 0 ? double(total_ - done) / rate : -1;

@@ -42,6 +42,7 @@ class Progress {
  private:
   std::string what_, unit_;
   int64_t total_;
+  int64_t last_done_ = -1;
   double start_, last_print_ = -1e9;
   bool tty_, finished_ = false;
 };

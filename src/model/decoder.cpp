@@ -1,1 +1,198 @@
-// placeholder
+#include "model/decoder.h"
+
+#include <cmath>
+
+#include "core/error.h"
+#include "core/log.h"
+
+namespace qshard {
+
+const char* linear_group_name(LinearGroup g) {
+  switch (g) {
+    case LinearGroup::QKV: return "qkv";
+    case LinearGroup::O: return "o";
+    case LinearGroup::GateUp: return "gate_up";
+    case LinearGroup::Down: return "down";
+  }
+  return "?";
+}
+
+namespace {
+
+struct ExpectedTensor {
+  std::string name;
+  Shape shape;
+};
+
+void check_tensor(const TensorSource& w, const ExpectedTensor& e) {
+  const Tensor t = w.get(e.name);
+  if (t.shape() != e.shape)
+    fail_input("tensor ", e.name, " has shape ", shape_str(t.shape()), " but config.json implies ",
+               shape_str(e.shape), ": the weights do not belong to this config.json");
+  if (!dtype_is_float(t.dtype()))
+    fail_input("tensor ", e.name, " has dtype ", dtype_name(t.dtype()),
+               "; expected BF16, F16 or F32 weights (is this checkpoint already quantized?)");
+}
+
+}  // namespace
+
+CausalLM::CausalLM(ModelSpec spec, const TensorSource& weights, Backend& backend)
+    : spec_(std::move(spec)), weights_(weights), backend_(backend) {
+  check_shapes();
+}
+
+std::string CausalLM::layer_tensor(int64_t layer, const char* suffix) const {
+  return spec_.layer_prefix(layer) + suffix;
+}
+
+void CausalLM::check_shapes() const {
+  const ModelSpec& s = spec_;
+  std::vector<ExpectedTensor> expect = {
+      {"model.embed_tokens.weight", {s.vocab_size, s.hidden_size}},
+      {"model.norm.weight", {s.hidden_size}},
+  };
+  if (!s.tie_word_embeddings && weights_.contains("lm_head.weight"))
+    expect.push_back({"lm_head.weight", {s.vocab_size, s.hidden_size}});
+  else if (!s.tie_word_embeddings)
+    fail_input("lm_head.weight is missing and config.json does not set tie_word_embeddings: "
+               "the checkpoint is incomplete");
+  for (int64_t l = 0; l < s.num_layers; ++l) {
+    auto add = [&](const char* suffix, Shape shape) { expect.push_back({layer_tensor(l, suffix), shape}); };
+    add("input_layernorm.weight", {s.hidden_size});
+    add("post_attention_layernorm.weight", {s.hidden_size});
+    add("self_attn.q_proj.weight", {s.q_dim(), s.hidden_size});
+    add("self_attn.k_proj.weight", {s.kv_dim(), s.hidden_size});
+    add("self_attn.v_proj.weight", {s.kv_dim(), s.hidden_size});
+    add("self_attn.o_proj.weight", {s.hidden_size, s.q_dim()});
+    add("mlp.gate_proj.weight", {s.intermediate_size, s.hidden_size});
+    add("mlp.up_proj.weight", {s.intermediate_size, s.hidden_size});
+    add("mlp.down_proj.weight", {s.hidden_size, s.intermediate_size});
+    if (s.qkv_bias) {
+      add("self_attn.q_proj.bias", {s.q_dim()});
+      add("self_attn.k_proj.bias", {s.kv_dim()});
+      add("self_attn.v_proj.bias", {s.kv_dim()});
+    }
+    if (s.o_bias) add("self_attn.o_proj.bias", {s.hidden_size});
+    if (s.mlp_bias) {
+      add("mlp.gate_proj.bias", {s.intermediate_size});
+      add("mlp.up_proj.bias", {s.intermediate_size});
+      add("mlp.down_proj.bias", {s.hidden_size});
+    }
+  }
+  for (const auto& e : expect) check_tensor(weights_, e);
+}
+
+LayerWeights CausalLM::load_layer(int64_t layer) const {
+  auto up = [&](const char* suffix) { return backend_.upload(weights_.get(layer_tensor(layer, suffix))); };
+  auto linear = [&](const char* name, bool has_bias) {
+    LinearWeights lw{up(str_cat(name, ".weight").c_str()), {}};
+    if (has_bias) lw.bias = up(str_cat(name, ".bias").c_str());
+    return lw;
+  };
+  LayerWeights w;
+  w.input_norm = up("input_layernorm.weight");
+  w.post_attention_norm = up("post_attention_layernorm.weight");
+  w.q = linear("self_attn.q_proj", spec_.qkv_bias);
+  w.k = linear("self_attn.k_proj", spec_.qkv_bias);
+  w.v = linear("self_attn.v_proj", spec_.qkv_bias);
+  w.o = linear("self_attn.o_proj", spec_.o_bias);
+  w.gate = linear("mlp.gate_proj", spec_.mlp_bias);
+  w.up = linear("mlp.up_proj", spec_.mlp_bias);
+  w.down = linear("mlp.down_proj", spec_.mlp_bias);
+  return w;
+}
+
+Tensor CausalLM::embed(const Tensor& tokens) const {
+  Tensor h = backend_.zeros(DType::F32, {tokens.numel(), spec_.hidden_size});
+  backend_.embedding(weights_.get("model.embed_tokens.weight"), tokens, h);
+  return h;
+}
+
+const Tensor& CausalLM::positions(int64_t batch, int64_t seqlen) {
+  if (rope_host_.cos.defined() ? rope_host_.cos.dim(0) < seqlen : true) {
+    if (spec_.sliding_window && seqlen > *spec_.sliding_window)
+      fail_input("seqlen ", seqlen, " exceeds the model's sliding_window ", *spec_.sliding_window,
+                 "; sliding-window attention is not implemented: use --seqlen <= ",
+                 *spec_.sliding_window);
+    if (seqlen > spec_.max_position_embeddings)
+      log_warn("seqlen ", seqlen, " exceeds max_position_embeddings ",
+               spec_.max_position_embeddings, " of the model; quality may suffer");
+    rope_host_ = make_rope_tables(spec_, seqlen);
+    rope_cos_ = backend_.upload(rope_host_.cos);
+    rope_sin_ = backend_.upload(rope_host_.sin);
+  }
+  if (batch != positions_batch_ || seqlen != positions_seqlen_) {
+    Tensor p = Tensor::zeros(DType::I32, {batch * seqlen});
+    for (int64_t i = 0; i < batch * seqlen; ++i) p.data<int32_t>()[i] = int32_t(i % seqlen);
+    positions_ = backend_.upload(p);
+    positions_batch_ = batch;
+    positions_seqlen_ = seqlen;
+  }
+  return positions_;
+}
+
+void CausalLM::layer_forward(int64_t layer, const LayerWeights& w, Tensor& h, int64_t batch,
+                             int64_t seqlen, LayerObserver* observer) {
+  const ModelSpec& s = spec_;
+  const int64_t T = batch * seqlen;
+  QS_ASSERT(h.shape() == (Shape{T, s.hidden_size}), "layer_forward got ", shape_str(h.shape()));
+  Backend& be = backend_;
+  const Tensor& pos = positions(batch, seqlen);
+  auto bias = [](const LinearWeights& lw) { return lw.bias.defined() ? &lw.bias : nullptr; };
+
+  Tensor x = be.zeros(DType::F32, {T, s.hidden_size});
+  be.rmsnorm(h, w.input_norm, float(s.rms_norm_eps), x);
+  if (observer) observer->on_linear_input(layer, LinearGroup::QKV, x);
+  Tensor q = be.zeros(DType::F32, {T, s.q_dim()});
+  Tensor k = be.zeros(DType::F32, {T, s.kv_dim()});
+  Tensor v = be.zeros(DType::F32, {T, s.kv_dim()});
+  be.linear(x, w.q.weight, bias(w.q), q);
+  be.linear(x, w.k.weight, bias(w.k), k);
+  be.linear(x, w.v.weight, bias(w.v), v);
+  be.rope(q, s.n_heads, s.head_dim, rope_cos_, rope_sin_, pos);
+  be.rope(k, s.n_kv_heads, s.head_dim, rope_cos_, rope_sin_, pos);
+  Tensor attn = be.zeros(DType::F32, {T, s.q_dim()});
+  const AttentionShape shape{batch, seqlen, s.n_heads, s.n_kv_heads, s.head_dim};
+  be.attention(q, k, v, shape, float(1.0 / std::sqrt(double(s.head_dim))), attn);
+  if (observer) observer->on_linear_input(layer, LinearGroup::O, attn);
+  be.linear(attn, w.o.weight, bias(w.o), x);
+  be.add_inplace(h, x);
+
+  be.rmsnorm(h, w.post_attention_norm, float(s.rms_norm_eps), x);
+  if (observer) observer->on_linear_input(layer, LinearGroup::GateUp, x);
+  Tensor gate = be.zeros(DType::F32, {T, s.intermediate_size});
+  Tensor up = be.zeros(DType::F32, {T, s.intermediate_size});
+  be.linear(x, w.gate.weight, bias(w.gate), gate);
+  be.linear(x, w.up.weight, bias(w.up), up);
+  be.silu_mul(gate, up, gate);
+  if (observer) observer->on_linear_input(layer, LinearGroup::Down, gate);
+  be.linear(gate, w.down.weight, bias(w.down), x);
+  be.add_inplace(h, x);
+}
+
+Tensor CausalLM::forward_hidden(const Tensor& tokens, int64_t batch, int64_t seqlen,
+                                LayerObserver* observer) {
+  QS_ASSERT(tokens.numel() == batch * seqlen, "forward_hidden: ", tokens.numel(), " tokens for ",
+            batch, "x", seqlen);
+  Tensor h = embed(tokens);
+  for (int64_t l = 0; l < spec_.num_layers; ++l) {
+    const LayerWeights w = load_layer(l);  // dropped at the end of the iteration
+    layer_forward(l, w, h, batch, seqlen, observer);
+  }
+  if (!final_norm_.defined()) final_norm_ = backend_.upload(weights_.get("model.norm.weight"));
+  backend_.rmsnorm(h, final_norm_, float(spec_.rms_norm_eps), h);
+  return h;
+}
+
+Tensor CausalLM::logits(const Tensor& hidden) {
+  if (!lm_head_.defined()) {
+    // transformers ties whenever the config says so, even if lm_head.weight is stored.
+    const bool tied = spec_.tie_word_embeddings || !weights_.contains("lm_head.weight");
+    lm_head_ = backend_.upload(weights_.get(tied ? "model.embed_tokens.weight" : "lm_head.weight"));
+  }
+  Tensor out = backend_.zeros(DType::F32, {hidden.dim(0), spec_.vocab_size});
+  backend_.linear(hidden, lm_head_, nullptr, out);
+  return out;
+}
+
+}  // namespace qshard

@@ -1,0 +1,77 @@
+// The Llama-family causal LM forward, written once against Backend. Weights are read
+// from a TensorSource one layer at a time, so memory holds one layer plus the
+// activations, whatever the depth of the model.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "core/tensor.h"
+#include "kernels/backend.h"
+#include "model/model_spec.h"
+#include "model/rope.h"
+
+namespace qshard {
+
+struct LinearWeights {
+  Tensor weight;  // backend F32 [out, in]
+  Tensor bias;    // backend F32 [out], or undefined
+};
+
+struct LayerWeights {
+  Tensor input_norm;  // [hidden]
+  Tensor post_attention_norm;
+  LinearWeights q, k, v, o, gate, up, down;
+};
+
+// Linears that read the same input, in true-sequential order: what GPTQ and AWQ
+// collect statistics over.
+enum class LinearGroup { QKV, O, GateUp, Down };
+const char* linear_group_name(LinearGroup g);
+
+// Sees the input of every linear group during a layer forward (the calibration
+// pipeline's hook for Hessians and activation statistics).
+class LayerObserver {
+ public:
+  virtual ~LayerObserver() = default;
+  virtual void on_linear_input(int64_t layer, LinearGroup group, const Tensor& x) = 0;
+};
+
+class CausalLM {
+ public:
+  // Checks every tensor the spec names exists with the right shape; throws InputError.
+  CausalLM(ModelSpec spec, const TensorSource& weights, Backend& backend);
+
+  const ModelSpec& spec() const { return spec_; }
+  Backend& backend() { return backend_; }
+
+  // Checkpoint tensor names (e.g. "model.layers.3.self_attn.q_proj.weight").
+  std::string layer_tensor(int64_t layer, const char* suffix) const;
+  LayerWeights load_layer(int64_t layer) const;
+
+  // h[B*S, hidden] = embed_tokens[tokens]; tokens host I32 [B*S].
+  Tensor embed(const Tensor& tokens) const;
+  // One decoder layer, in place on the residual stream h[B*S, hidden].
+  void layer_forward(int64_t layer, const LayerWeights& w, Tensor& h, int64_t batch,
+                     int64_t seqlen, LayerObserver* observer = nullptr);
+  // Embedding, every layer, final norm: backend F32 [B*S, hidden].
+  Tensor forward_hidden(const Tensor& tokens, int64_t batch, int64_t seqlen,
+                        LayerObserver* observer = nullptr);
+  // lm_head on final-norm hidden rows: backend F32 [rows, vocab].
+  Tensor logits(const Tensor& hidden);
+
+ private:
+  void check_shapes() const;
+  const Tensor& positions(int64_t batch, int64_t seqlen);
+
+  ModelSpec spec_;
+  const TensorSource& weights_;
+  Backend& backend_;
+  RopeTables rope_host_;
+  Tensor rope_cos_, rope_sin_;  // backend copies, grown on demand
+  Tensor positions_;
+  int64_t positions_batch_ = -1, positions_seqlen_ = -1;
+  Tensor final_norm_, lm_head_;  // uploaded once: every window needs them
+};
+
+}  // namespace qshard
