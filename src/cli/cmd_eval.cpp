@@ -23,7 +23,12 @@ constexpr const char* kUsage =
     "Protocol: tokens = [BOS] + encode(whole file); non-overlapping windows of --seqlen\n"
     "tokens (the remainder is dropped); each window predicts its positions 1..seqlen-1;\n"
     "ppl = exp(mean NLL). Under mpirun the windows are split over the ranks; the result\n"
-    "does not depend on the number of ranks.";
+    "does not depend on the number of ranks.\n\n"
+    "--json keys: ppl, nll_mean, tokens (predicted), windows, kld_mean, kld_median, kld_p99,\n"
+    "kld_max, top1_agree (null without --reference), seconds, ranks.\n"
+    "Threads per rank: OMP_NUM_THREADS (with several ranks on a node, cores / ranks).\n"
+    "Exit status: 0 done, 2 bad input (the message names the file or option), 1 other errors.\n\n"
+    "example: mpirun -n 4 qshard eval --model out/llama-w4 --reference llama --text wiki.txt --json";
 
 // Everything needed to run one model; the store outlives the model that reads it.
 struct LoadedModel {

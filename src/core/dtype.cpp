@@ -100,58 +100,32 @@ float f8e4m3_to_f32(uint8_t v) {
   return neg ? -r : r;
 }
 
+namespace {
+template <class T, class F>
+void map_to_f32(const void* data, float* out, size_t n, F f) {
+  const auto* p = static_cast<const T*>(data);
+  for (size_t i = 0; i < n; ++i) out[i] = f(p[i]);
+}
+template <class T>
+void cast_to_f32(const void* data, float* out, size_t n) {
+  map_to_f32<T>(data, out, n, [](T x) { return float(x); });
+}
+}  // namespace
+
 void convert_to_f32(DType src, const void* data, float* out, size_t n) {
   if (n == 0) return;  // data/out may be null for empty tensors
   switch (src) {
-    case DType::F32:
-      std::memcpy(out, data, n * 4);
-      return;
-    case DType::BF16: {
-      const auto* p = static_cast<const uint16_t*>(data);
-      for (size_t i = 0; i < n; ++i) out[i] = bf16_to_f32(p[i]);
-      return;
-    }
-    case DType::F16: {
-      const auto* p = static_cast<const uint16_t*>(data);
-      for (size_t i = 0; i < n; ++i) out[i] = f16_to_f32(p[i]);
-      return;
-    }
-    case DType::F64: {
-      const auto* p = static_cast<const double*>(data);
-      for (size_t i = 0; i < n; ++i) out[i] = float(p[i]);
-      return;
-    }
-    case DType::F8_E4M3: {
-      const auto* p = static_cast<const uint8_t*>(data);
-      for (size_t i = 0; i < n; ++i) out[i] = f8e4m3_to_f32(p[i]);
-      return;
-    }
-    case DType::I64: {
-      const auto* p = static_cast<const int64_t*>(data);
-      for (size_t i = 0; i < n; ++i) out[i] = float(p[i]);
-      return;
-    }
-    case DType::I32: {
-      const auto* p = static_cast<const int32_t*>(data);
-      for (size_t i = 0; i < n; ++i) out[i] = float(p[i]);
-      return;
-    }
-    case DType::I16: {
-      const auto* p = static_cast<const int16_t*>(data);
-      for (size_t i = 0; i < n; ++i) out[i] = float(p[i]);
-      return;
-    }
-    case DType::I8: {
-      const auto* p = static_cast<const int8_t*>(data);
-      for (size_t i = 0; i < n; ++i) out[i] = float(p[i]);
-      return;
-    }
+    case DType::F32: std::memcpy(out, data, n * 4); return;
+    case DType::BF16: map_to_f32<uint16_t>(data, out, n, bf16_to_f32); return;
+    case DType::F16: map_to_f32<uint16_t>(data, out, n, f16_to_f32); return;
+    case DType::F8_E4M3: map_to_f32<uint8_t>(data, out, n, f8e4m3_to_f32); return;
+    case DType::F64: cast_to_f32<double>(data, out, n); return;
+    case DType::I64: cast_to_f32<int64_t>(data, out, n); return;
+    case DType::I32: cast_to_f32<int32_t>(data, out, n); return;
+    case DType::I16: cast_to_f32<int16_t>(data, out, n); return;
+    case DType::I8: cast_to_f32<int8_t>(data, out, n); return;
     case DType::U8:
-    case DType::BOOL: {
-      const auto* p = static_cast<const uint8_t*>(data);
-      for (size_t i = 0; i < n; ++i) out[i] = float(p[i]);
-      return;
-    }
+    case DType::BOOL: cast_to_f32<uint8_t>(data, out, n); return;
   }
   QS_ASSERT(false, "unhandled dtype in convert_to_f32");
 }
