@@ -1,0 +1,61 @@
+// Writers of quantized checkpoints. The pipeline streams tensors in as layers finish;
+// nothing in the output directory has its final name until finish() (shards renamed,
+// then config.json last), so a killed run never looks finished.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+#include "quant/quantized.h"
+
+namespace qshard {
+
+enum class ExportKind {
+  Gptq,               // AutoGPTQ/GPTQModel v1 layout (formats.md B), loads in vLLM/transformers
+  CompressedTensors,  // pack-quantized (formats.md D), what llm-compressor writes
+  FakeQuant,          // dense checkpoint of the dequantized weights, any format
+  Hdf5,               // our own layout: codes, scales, zeros, g_idx per module (+ dense tensors)
+};
+
+ExportKind parse_export_kind(const std::string& name);  // InputError on unknown names
+const char* export_kind_name(ExportKind kind);
+
+// What the run was, for quantization_config / quantize_config.json / HDF5 attributes.
+struct ExportInfo {
+  std::string source_model_dir;  // config.json and tokenizer files are copied from here
+  std::string method;            // "gptq", "rtn"
+  QuantFormat format;
+  bool act_order = false;
+  bool static_groups = false;
+  double damp = 0.01;
+  bool true_sequential = true;
+  // Linear modules left unquantized (e.g. "lm_head"): compressed-tensors "ignore",
+  // GPTQ modules_in_block_to_quantize, ...
+  std::vector<std::string> ignored_modules;
+};
+
+class Exporter {
+ public:
+  virtual ~Exporter() = default;
+  // A tensor kept as stored in the source checkpoint (norms, embeddings, lm_head, biases).
+  virtual void add_dense(const std::string& name, const Tensor& t) = 0;
+  // module: e.g. "model.layers.0.self_attn.q_proj" (no ".weight").
+  virtual void add_quantized(const std::string& module, const QuantizedLinear& q) = 0;
+  virtual void finish(const ExportInfo& info) = 0;
+};
+
+// Refuses (InputError) before any work a combination the container cannot hold, e.g.
+// MX formats in the GPTQ layout or asymmetric int8 where engines do not load it.
+void check_export_supports(ExportKind kind, const QuantFormat& format, bool act_order);
+
+std::unique_ptr<Exporter> make_exporter(ExportKind kind, const std::string& out_dir,
+                                        uint64_t max_shard_bytes = 5ull << 30);
+
+// Opens a model directory for evaluation: a plain checkpoint, or any of our exports,
+// whose quantized modules are dequantized on read into "<module>.weight" F32 tensors,
+// so the forward sees exactly the weights an engine would compute with.
+std::unique_ptr<TensorSource> open_checkpoint(const std::string& dir);
+
+}  // namespace qshard

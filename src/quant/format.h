@@ -1,0 +1,39 @@
+// Number formats qshard quantizes weights to: what the user names on the command line
+// (--format int4 --group-size 128 --sym) as one value the rest of the code passes around.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace qshard {
+
+enum class FormatFamily {
+  Int,    // INTk, k = 2..8, group-wise scale (+ zero point when asymmetric)
+  MXInt,  // MXINTk, k = 8, 6, 4, 3: k-bit signed integer elements, E8M0 shared exponent per block
+  MXFP4,  // OCP MXFP4: E2M1 elements, E8M0 shared exponent per block of 32
+  NVFP4,  // E2M1 elements, E4M3 scale per 16, fp32 tensor scale
+};
+
+struct QuantFormat {
+  FormatFamily family = FormatFamily::Int;
+  int bits = 4;
+  // Columns (input features) sharing one scale: INT 32/64/128/... or -1 (one group per
+  // output channel); MX block size (32 default; 16, 32, 128); NVFP4 always 16.
+  int64_t group_size = 128;
+  bool symmetric = true;  // INT only; MX/NV formats are symmetric by construction
+
+  // --format NAME: int2..int8, mxint8/6/4/3, mxfp4, nvfp4. group_size 0 means the
+  // family's default (INT 128, MX 32, NVFP4 16). InputError on anything unsupported.
+  static QuantFormat parse(const std::string& name, int64_t group_size, bool symmetric);
+
+  std::string name() const;      // "int4", "mxint8", "mxfp4", "nvfp4"
+  std::string describe() const;  // "int4 g128 sym", "mxfp4 b32", "nvfp4 b16"
+  // Width of one group for a row of `in_features` columns (per-channel: all of them).
+  int64_t group_width(int64_t in_features) const;
+  int64_t n_groups(int64_t in_features) const;  // in_features / group_width (exact)
+  // InputError naming `tensor` if in_features does not divide into groups.
+  void check_divides(int64_t in_features, const std::string& tensor) const;
+  bool has_zero_point() const { return family == FormatFamily::Int && !symmetric; }
+};
+
+}  // namespace qshard

@@ -1,0 +1,51 @@
+// GPTQ (Frantar et al. 2022) as in the reference gptq.py, see
+// shared/docs/algorithms.md §1 and §7 (MX formats).
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "core/tensor.h"
+#include "quant/quantized.h"
+#include "quant/rtn.h"
+#include "quant/scheme.h"
+
+namespace qshard {
+
+// Σ xxᵀ over calibration tokens in fp32, plus the token count; normalization is applied
+// once (GPTQ is invariant to the scale of H).
+class HessianAccumulator {
+ public:
+  explicit HessianAccumulator(int64_t in_features);
+  void add(const Tensor& x);  // host F32 [tokens, in_features]
+  int64_t tokens() const { return tokens_; }
+  Tensor& sum() { return sum_; }  // host F32 [in, in], symmetric (both triangles)
+  const Tensor& sum() const { return sum_; }
+  // 2/n · Σ xxᵀ (the reference's H).
+  Tensor normalized() const;
+
+ private:
+  Tensor sum_;
+  int64_t tokens_ = 0;
+};
+
+struct GptqOptions {
+  double damp = 0.01;          // percdamp × mean(diag H)
+  int64_t block_size = 128;    // lazy batch
+  bool act_order = false;      // desc_act
+  bool static_groups = false;
+  ClipSearch clip;             // MSE search when fitting group parameters
+};
+
+struct GptqResult {
+  QuantizedLinear q;
+  double loss = 0;             // Σ (w − q)² / U_jj² / 2, as the reference reports
+  double damp_used = 0;        // after escalation, relative
+  int damp_escalations = 0;    // times H + damp·I was not positive definite
+};
+
+// weight: host F32 [out, in]; hessian: host F32 [in, in] (any positive scaling).
+GptqResult gptq_quantize(const Tensor& weight, const Tensor& hessian, const Scheme& scheme,
+                         const GptqOptions& options, const std::string& name);
+
+}  // namespace qshard
