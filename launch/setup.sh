@@ -24,7 +24,7 @@ apt_packages=(
   # Python for the tests that check our output against readers we did not write.
   # Debian's torch is CPU-only and uses OpenBLAS (PyPI's pulls gigabytes of CUDA).
   python3 python3-venv python3-pip python3-numpy python3-torch python3-sentencepiece
-  python3-yaml python3-requests python3-typing-extensions
+  python3-yaml python3-requests python3-typing-extensions python3-h5py
 )
 # Test-only Python packages that Debian 12 does not ship, pinned. transformers is the
 # newest that runs on Debian's torch 1.13; --no-deps keeps pip from replacing that torch

@@ -7,6 +7,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "eval/eval.h"
+#include "export/exporter.h"
 #include "io/json_file.h"
 #include "io/safetensors.h"
 #include "io/tokenizer.h"
@@ -32,7 +33,7 @@ constexpr const char* kUsage =
 
 // Everything needed to run one model; the store outlives the model that reads it.
 struct LoadedModel {
-  std::unique_ptr<TensorStore> store;
+  std::unique_ptr<TensorSource> store;
   std::unique_ptr<Backend> backend;
   std::unique_ptr<CausalLM> lm;
 };
@@ -40,7 +41,7 @@ struct LoadedModel {
 LoadedModel load_model(const std::string& dir) {
   LoadedModel m;
   ModelSpec spec = ModelSpec::load(dir);
-  m.store = std::make_unique<TensorStore>(TensorStore::open(dir));
+  m.store = open_checkpoint(dir);  // plain, or any of our exports dequantized on read
   m.backend = make_cpu_backend();
   m.lm = std::make_unique<CausalLM>(std::move(spec), *m.store, *m.backend);
   return m;

@@ -14,6 +14,7 @@ namespace qshard::cli {
 
 const std::vector<Command>& commands() {
   static const std::vector<Command> all = {
+      {"quantize", "quantize a model (RTN, GPTQ) and export it (gptq, compressed-tensors, fakequant, hdf5)", run_quantize},
       {"eval", "perplexity and KL divergence of a model, optionally against a reference", run_eval},
       {"info", "describe a model directory, or this build of qshard", run_info},
   };

@@ -1,0 +1,63 @@
+#include "pipeline/calibration.h"
+
+#include <cstring>
+#include <random>
+
+#include "core/error.h"
+#include "core/log.h"
+#include "io/json_file.h"
+
+namespace qshard {
+
+bool is_token_file(const std::string& path) {
+  auto ends = [&](const char* suffix) {
+    const size_t n = std::strlen(suffix);
+    return path.size() >= n && path.compare(path.size() - n, n, suffix) == 0;
+  };
+  return ends(".tokens") || ends(".bin");
+}
+
+std::vector<int32_t> read_token_file(const std::string& path) {
+  const std::string bytes = read_text_file(path);
+  if (bytes.size() % 4 != 0)
+    fail_input(path, ": a token file holds little-endian int32 ids, but its size (", bytes.size(),
+               " bytes) is not a multiple of 4");
+  std::vector<int32_t> ids(bytes.size() / 4);
+  std::memcpy(ids.data(), bytes.data(), bytes.size());
+  for (size_t i = 0; i < ids.size(); ++i)
+    if (ids[i] < 0) fail_input(path, ": token ", i, " is negative (", ids[i], ")");
+  return ids;
+}
+
+CalibrationSet make_calibration_windows(const std::vector<int32_t>& stream,
+                                        const CalibrationOptions& o) {
+  if (o.n_samples < 1) fail_input("--n-calib must be positive");
+  if (o.seqlen < 2) fail_input("--calib-seqlen must be at least 2");
+  const int64_t available = int64_t(stream.size());
+  if (available < o.seqlen)
+    fail_input(o.path, ": ", available, " tokens, fewer than one calibration window of ", o.seqlen,
+               ": use more calibration text or a smaller --calib-seqlen");
+  CalibrationSet set;
+  set.seqlen = o.seqlen;
+  set.source_tokens = available;
+  if (o.shuffle_seed) {
+    // Random windows as the reference GPTQ samples them: uniform start positions.
+    std::mt19937_64 rng(*o.shuffle_seed);
+    std::uniform_int_distribution<int64_t> start(0, available - o.seqlen);
+    set.n_samples = o.n_samples;
+    for (int64_t i = 0; i < o.n_samples; ++i) {
+      const int64_t s = start(rng);
+      set.tokens.insert(set.tokens.end(), stream.begin() + s, stream.begin() + s + o.seqlen);
+    }
+    return set;
+  }
+  set.n_samples = std::min(o.n_samples, available / o.seqlen);
+  if (set.n_samples < o.n_samples)
+    log_warn(o.path, " gives only ", set.n_samples, " non-overlapping windows of ", o.seqlen,
+             " tokens (asked for ", o.n_samples, "); using those. --calib-shuffle SEED samples "
+             "overlapping random windows instead");
+  set.tokens.assign(stream.begin(), stream.begin() + set.n_samples * o.seqlen);
+  return set;
+}
+
+}  // namespace qshard

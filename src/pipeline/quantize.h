@@ -1,0 +1,38 @@
+// The sequential calibration pipeline: layer by layer, linear group by linear group in
+// true-sequential order (qkv → o → gate/up → down), each group's Hessian collected from
+// the already-quantized earlier groups, and the quantized layer's outputs fed to the
+// next layer. Calibration windows are split over ranks; Hessians are summed over ranks.
+#pragma once
+
+#include <string>
+
+#include "dist/communicator.h"
+#include "export/exporter.h"
+#include "model/decoder.h"
+#include "pipeline/calibration.h"
+#include "pipeline/recipe.h"
+#include "pipeline/report.h"
+#include "quant/gptq.h"
+
+namespace qshard {
+
+struct QuantizeOptions {
+  std::string method = "gptq";  // "gptq" or "rtn"
+  GptqOptions gptq;
+  ClipSearch clip;  // RTN's clip search (GPTQ uses gptq.clip)
+  bool true_sequential = true;
+  bool quantize_lm_head = false;
+  int64_t batch_tokens = 2048;        // calibration tokens per forward
+  int64_t lm_head_chunk_rows = 8192;  // lm_head rows quantized at a time
+};
+
+// `source` holds the original weights `lm` reads (dense tensors are exported from it as
+// stored). `exporter` may be null on ranks that do not write.
+QuantizeReport quantize_model(CausalLM& lm, const TensorSource& source, const CalibrationSet& calib,
+                              const Recipe& recipe, const QuantizeOptions& options,
+                              Exporter* exporter, Communicator& comm);
+
+// ‖ΔW X‖² / ‖W X‖² from H = Σ xxᵀ: tr(ΔW H ΔWᵀ) / tr(W H Wᵀ). Host F32 tensors.
+double relative_output_error(const Tensor& w, const Tensor& w_hat, const Tensor& hessian_sum);
+
+}  // namespace qshard

@@ -1,0 +1,61 @@
+#include "pipeline/recipe.h"
+
+#include "core/error.h"
+#include "io/json_file.h"
+
+namespace qshard {
+
+namespace {
+std::regex compile(const std::string& pattern, const std::string& where) {
+  try {
+    return std::regex(pattern, std::regex::ECMAScript);
+  } catch (const std::regex_error& e) {
+    fail_input(where, ": invalid regular expression '", pattern, "' (", e.what(), ")");
+  }
+}
+}  // namespace
+
+void Recipe::add_skip(const std::string& pattern) {
+  rules_.push_back({pattern, compile(pattern, "--skip"), true, std::nullopt});
+}
+
+void Recipe::load_file(const std::string& path) {
+  const auto j = read_json_file(path);
+  if (!j.is_object() || !j.contains("rules") || !j["rules"].is_array())
+    fail_input(path, ": a recipe is a JSON object with a \"rules\" array");
+  for (size_t i = 0; i < j["rules"].size(); ++i) {
+    const auto& r = j["rules"][i];
+    const std::string where = str_cat(path, ": rules[", i, "]");
+    if (!r.is_object() || !r.contains("match") || !r["match"].is_string())
+      fail_input(where, " needs a \"match\" string (a regex on module names)");
+    ModuleRule rule{r["match"].get<std::string>(), {}, false, std::nullopt};
+    rule.regex = compile(rule.pattern, where);
+    if (r.contains("skip")) {
+      if (!r["skip"].is_boolean()) fail_input(where, ": \"skip\" must be true or false");
+      rule.skip = r["skip"].get<bool>();
+    }
+    if (r.contains("format")) {
+      if (!r["format"].is_string()) fail_input(where, ": \"format\" must be a string like \"int8\"");
+      const int64_t group = r.contains("group_size") && r["group_size"].is_number_integer()
+                                ? r["group_size"].get<int64_t>()
+                                : 0;
+      const bool sym = r.contains("sym") && r["sym"].is_boolean() ? r["sym"].get<bool>() : default_.symmetric;
+      try {
+        rule.format = QuantFormat::parse(r["format"].get<std::string>(), group, sym);
+      } catch (const InputError& e) {
+        fail_input(where, ": ", e.what());
+      }
+    }
+    if (!rule.skip && !rule.format) fail_input(where, " has neither \"skip\" nor \"format\"");
+    rules_.push_back(std::move(rule));
+  }
+}
+
+std::optional<QuantFormat> Recipe::format_for(const std::string& module) const {
+  std::optional<QuantFormat> f = default_;
+  for (const auto& r : rules_)
+    if (std::regex_search(module, r.regex)) f = r.skip ? std::nullopt : r.format;
+  return f;
+}
+
+}  // namespace qshard

@@ -1,0 +1,40 @@
+// Which format each Linear gets: the default from the command line, then per-module
+// rules matched by regex against the module name ("model.layers.3.mlp.down_proj"), in
+// order, the last match winning. Rules come from repeated --skip REGEX options and from
+// a JSON recipe file:
+//   {"rules": [{"match": "mlp\\.down_proj", "format": "int8", "group_size": 128, "sym": true},
+//              {"match": "layers\\.0\\.", "skip": true}]}
+#pragma once
+
+#include <optional>
+#include <regex>
+#include <string>
+#include <vector>
+
+#include "quant/format.h"
+
+namespace qshard {
+
+struct ModuleRule {
+  std::string pattern;  // as written, for messages and the report
+  std::regex regex;
+  bool skip = false;
+  std::optional<QuantFormat> format;
+};
+
+class Recipe {
+ public:
+  explicit Recipe(QuantFormat default_format) : default_(default_format) {}
+  void add_skip(const std::string& pattern);
+  void load_file(const std::string& path);  // appends its rules
+  // nullopt: leave the module unquantized.
+  std::optional<QuantFormat> format_for(const std::string& module) const;
+  const QuantFormat& default_format() const { return default_; }
+  const std::vector<ModuleRule>& rules() const { return rules_; }
+
+ private:
+  QuantFormat default_;
+  std::vector<ModuleRule> rules_;
+};
+
+}  // namespace qshard
