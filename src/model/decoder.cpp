@@ -142,7 +142,10 @@ void CausalLM::layer_forward(int64_t layer, const LayerWeights& w, Tensor& h, in
 
   Tensor x = be.zeros(DType::F32, {T, s.hidden_size});
   be.rmsnorm(h, w.input_norm, float(s.rms_norm_eps), x);
-  if (observer) observer->on_linear_input(layer, LinearGroup::QKV, x);
+  if (observer) {
+    observer->on_linear_input(layer, LinearGroup::QKV, x);
+    if (observer->stop_after(LinearGroup::QKV)) return;
+  }
   Tensor q = be.zeros(DType::F32, {T, s.q_dim()});
   Tensor k = be.zeros(DType::F32, {T, s.kv_dim()});
   Tensor v = be.zeros(DType::F32, {T, s.kv_dim()});
@@ -154,18 +157,27 @@ void CausalLM::layer_forward(int64_t layer, const LayerWeights& w, Tensor& h, in
   Tensor attn = be.zeros(DType::F32, {T, s.q_dim()});
   const AttentionShape shape{batch, seqlen, s.n_heads, s.n_kv_heads, s.head_dim};
   be.attention(q, k, v, shape, float(1.0 / std::sqrt(double(s.head_dim))), attn);
-  if (observer) observer->on_linear_input(layer, LinearGroup::O, attn);
+  if (observer) {
+    observer->on_linear_input(layer, LinearGroup::O, attn);
+    if (observer->stop_after(LinearGroup::O)) return;
+  }
   be.linear(attn, w.o.weight, bias(w.o), x);
   be.add_inplace(h, x);
 
   be.rmsnorm(h, w.post_attention_norm, float(s.rms_norm_eps), x);
-  if (observer) observer->on_linear_input(layer, LinearGroup::GateUp, x);
+  if (observer) {
+    observer->on_linear_input(layer, LinearGroup::GateUp, x);
+    if (observer->stop_after(LinearGroup::GateUp)) return;
+  }
   Tensor gate = be.zeros(DType::F32, {T, s.intermediate_size});
   Tensor up = be.zeros(DType::F32, {T, s.intermediate_size});
   be.linear(x, w.gate.weight, bias(w.gate), gate);
   be.linear(x, w.up.weight, bias(w.up), up);
   be.silu_mul(gate, up, gate);
-  if (observer) observer->on_linear_input(layer, LinearGroup::Down, gate);
+  if (observer) {
+    observer->on_linear_input(layer, LinearGroup::Down, gate);
+    if (observer->stop_after(LinearGroup::Down)) return;
+  }
   be.linear(gate, w.down.weight, bias(w.down), x);
   be.add_inplace(h, x);
 }

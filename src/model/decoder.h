@@ -35,6 +35,9 @@ class LayerObserver {
  public:
   virtual ~LayerObserver() = default;
   virtual void on_linear_input(int64_t layer, LinearGroup group, const Tensor& x) = 0;
+  // True when nothing after this group's input is needed: the forward stops there
+  // (statistics passes need not finish the layer; h is then left partly updated).
+  virtual bool stop_after(LinearGroup) const { return false; }
 };
 
 class CausalLM {
