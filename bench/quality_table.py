@@ -65,9 +65,10 @@ def main():
             dt = time.perf_counter() - t0
             r = json.loads(subprocess.run([a.qshard, "eval", "--model", out, "--reference", a.model] + evalargs,
                                           check=True, stdout=subprocess.PIPE, text=True).stdout.splitlines()[-1])
-            desc = " ".join([fmt] + [x for x in extra if not x.startswith("--group")]).replace("--", "")
-            g = extra[extra.index("--group-size") + 1] if "--group-size" in extra else "-"
-            print(f"| {method} | {desc} g{g} | {r['ppl']:.4f} | {r['kld_mean']:.5f} | {r['kld_p99']:.5f} | "
+            g = extra[extra.index("--group-size") + 1] if "--group-size" in extra else None
+            flags = [x[2:] for x in extra if x.startswith("--") and x != "--group-size"]
+            desc = " ".join([fmt + (f" g{g}" if g else "")] + flags)
+            print(f"| {method} | {desc} | {r['ppl']:.4f} | {r['kld_mean']:.5f} | {r['kld_p99']:.5f} | "
                   f"{r['top1_agree']:.4f} | {dt:.1f} |", flush=True)
 
 

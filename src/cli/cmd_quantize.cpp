@@ -82,6 +82,7 @@ int run_quantize(const std::vector<std::string>& args, Communicator& comm) {
   po::options_description desc("options");
   std::string model_dir, out_dir, calib_path, format_name = "int4", export_name = "gptq", recipe_path;
   int64_t group_size = 0;
+  std::string block_gptq;
   uint64_t shuffle_seed = 0;
   double max_shard_gb = 5.0;
   std::vector<std::string> skips;
@@ -102,6 +103,9 @@ int run_quantize(const std::vector<std::string>& args, Communicator& comm) {
       ("static-groups", "GPTQ: fix group parameters before the loop (kernels need no g_idx reorder)")
       ("damp", po::value(&opt.gptq.damp)->default_value(0.01), "GPTQ damping, relative to mean(diag H)")
       ("block-size", po::value(&opt.gptq.block_size)->default_value(128), "GPTQ lazy-batch width")
+      ("block-gptq", po::value(&block_gptq)->default_value("columnwise"),
+       "GPTQ for MX/NVFP4: columnwise (block scale fitted from updated weights, then one column "
+       "per step) or microblock (whole block at once, algorithms.md 7.3)")
       ("mse-clip", "search clip (shrink) factors per group by MSE (RTN and GPTQ group fits)")
       ("n-calib", po::value(&calib.n_samples)->default_value(128), "calibration windows")
       ("calib-seqlen", po::value(&calib.seqlen)->default_value(2048), "tokens per calibration window")
@@ -124,6 +128,10 @@ int run_quantize(const std::vector<std::string>& args, Communicator& comm) {
   opt.true_sequential = vm.count("no-true-sequential") == 0;
   opt.clip.enabled = opt.gptq.clip.enabled = vm.count("mse-clip") > 0;
   if (vm.count("calib-shuffle")) calib.shuffle_seed = shuffle_seed;
+  if (block_gptq == "microblock")
+    opt.gptq.block_gptq = BlockGptq::Microblock;
+  else if (block_gptq != "columnwise")
+    fail_input("--block-gptq ", block_gptq, " is not one of columnwise, microblock");
   calib.path = calib_path;
   if (opt.method != "gptq" && opt.method != "rtn")
     fail_input("--method ", opt.method, " is not supported (gptq, rtn)");

@@ -94,7 +94,7 @@ bool inverse_factor(const float* h, const std::vector<int64_t>& perm,
   return bad == 0;
 }
 
-enum class Mode { PerChannel, Dynamic, Static, MicroBlock };
+enum class Mode { PerChannel, Dynamic, Static, MicroBlock, BlockColumnwise };
 
 constexpr int64_t kTile = 16;  // rows per tile: one AVX-512 vector of fp32
 
@@ -171,10 +171,11 @@ GptqResult gptq_quantize(const Tensor& weight_in, const Tensor& hessian_in, cons
   if (per_channel) mode = Mode::PerChannel;
   else if (options.static_groups) mode = Mode::Static;
   else if (is_int) mode = Mode::Dynamic;
-  else mode = Mode::MicroBlock;
-  // MX blocks must not straddle two lazy batches (§7.3): round B up to a multiple of G.
+  else mode = options.block_gptq == BlockGptq::Microblock ? Mode::MicroBlock : Mode::BlockColumnwise;
+  // MX blocks must not straddle two lazy batches (§7.3), so a block's columns are all in
+  // the tile when it starts: round B up to a multiple of G.
   int64_t B = options.block_size;
-  if (mode == Mode::MicroBlock) B = (B + G - 1) / G * G;
+  if (mode == Mode::MicroBlock || mode == Mode::BlockColumnwise) B = (B + G - 1) / G * G;
 
   GptqResult res;
   QuantizedLinear& q = res.q;
@@ -328,6 +329,9 @@ GptqResult gptq_quantize(const Tensor& weight_in, const Tensor& hessian_in, cons
             } else {
               if (mode == Mode::Dynamic && j % G == 0) {  // stale global W (the quirk)
                 pk = fit_group(scheme, W.data() + r * d + j, G, 1, ts, clip);
+                store(r, j / G, pk);
+              } else if (mode == Mode::BlockColumnwise && t % G == 0) {  // updated W1
+                pk = fit_group(scheme, col + k, G, kTile, ts, clip);
                 store(r, j / G, pk);
               } else if (mode == Mode::Static) {
                 const int64_t g = perm[size_t(j)] / G;

@@ -558,6 +558,16 @@ TEST_P(GptqMx, BeatsRtnOfTheSameFormat) {
   EXPECT_LT(e, 0.8 * e_rtn);
   EXPECT_LT(e_st, 0.8 * e_rtn);
   EXPECT_EQ(res.q.dequantize().numel(), 64 * 256);
+
+  // The §7.3 microblock variant also beats RTN, and the column-wise default is no worse.
+  GptqOptions micro;
+  micro.block_gptq = BlockGptq::Microblock;
+  const GptqResult mb = gptq_quantize(to_tensor(L.w, {64, 256}), h, *scheme, micro, "mx");
+  const double e_mb = recon_error(L, decode(mb.q, *scheme));
+  std::printf("[%s b%ld] microblock %.6g (ratio to rtn %.3f)\n", k.name, long(fmt.group_size), e_mb,
+              e_mb / e_rtn);
+  EXPECT_LT(e_mb, 0.9 * e_rtn);
+  EXPECT_LE(e, 1.02 * e_mb);
 }
 
 INSTANTIATE_TEST_SUITE_P(Formats, GptqMx,
