@@ -15,21 +15,12 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "io/file_io.h"
 #include "io/safetensors.h"
 
 namespace qshard {
 
 namespace {
-
-[[noreturn]] void io_fail(int err, const char* doing, const std::string& path) {
-  if (err == ENOSPC || err == EDQUOT)
-    fail_input("no space left on device while ", doing, " ", path,
-               ": free space there or choose another output directory");
-  if (err == EACCES || err == EPERM || err == EROFS)
-    fail_input("permission denied while ", doing, " ", path, " (", std::strerror(err),
-               "): choose an output directory you can write to");
-  fail_input(doing, " ", path, " failed: ", std::strerror(err));
-}
 
 int open_for_write(const std::string& path, int extra_flags = 0) {
   const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | extra_flags, 0644);
@@ -265,11 +256,7 @@ std::vector<std::string> SafetensorsWriter::finish() {
   }
 
   // Make the renames durable before reporting success.
-  const int dfd = ::open(out_dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    ::fsync(dfd);
-    ::close(dfd);
-  }
+  fsync_dir(out_dir_);
   finished_ = true;
   return paths;
 }

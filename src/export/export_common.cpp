@@ -11,6 +11,7 @@
 
 #include "core/dtype.h"
 #include "core/error.h"
+#include "io/file_io.h"
 #include "io/json_file.h"
 #include "quant/scheme.h"
 
@@ -24,43 +25,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-[[noreturn]] void io_fail(int err, const char* doing, const std::string& path) {
-  if (err == ENOSPC || err == EDQUOT)
-    fail_input("no space left on device while ", doing, " ", path,
-               ": free space there or choose another output directory");
-  if (err == EACCES || err == EPERM || err == EROFS)
-    fail_input("permission denied while ", doing, " ", path, " (", std::strerror(err),
-               "): choose an output directory you can write to");
-  fail_input(doing, " ", path, " failed: ", std::strerror(err));
-}
-
-std::string temp_name(const std::string& path) {
-  const fs::path p(path);
-  std::string name = ".";  // built by appending: GCC 12 warns falsely on "." + string
-  name += p.filename().string();
-  name += ".tmp";
-  return (p.parent_path() / name).string();
-}
-
-void fsync_file(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) io_fail(errno, "opening", path);
-  if (::fsync(fd) != 0) {
-    const int err = errno;
-    ::close(fd);
-    io_fail(err, "syncing", path);
-  }
-  ::close(fd);
-}
-
-void rename_into_place(const std::string& tmp, const std::string& path) {
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    const int err = errno;
-    ::unlink(tmp.c_str());
-    io_fail(err, "renaming into place", path);
-  }
-}
-
 // Top-level files of a model directory that are weights or quantization metadata of the
 // source: never copied (they would be read together with, or instead of, ours).
 bool is_weight_or_quant_file(const std::string& f) {
@@ -73,40 +37,6 @@ bool is_weight_or_quant_file(const std::string& f) {
 }
 
 }  // namespace
-
-void write_file_atomic(const std::string& path, const std::string& bytes) {
-  const std::string tmp = temp_name(path);
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) io_fail(errno, "creating", tmp);
-  const char* p = bytes.data();
-  size_t n = bytes.size();
-  while (n > 0) {
-    const ssize_t w = ::write(fd, p, n);
-    if (w < 0 && errno == EINTR) continue;
-    if (w < 0) {
-      const int err = errno;
-      ::close(fd);
-      ::unlink(tmp.c_str());
-      io_fail(err, "writing", tmp);
-    }
-    p += w;
-    n -= size_t(w);
-  }
-  if (::fsync(fd) != 0 || ::close(fd) != 0) {
-    const int err = errno;
-    ::unlink(tmp.c_str());
-    io_fail(err, "syncing", tmp);
-  }
-  rename_into_place(tmp, path);
-}
-
-void fsync_dir(const std::string& dir) {
-  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd >= 0) {
-    ::fsync(fd);
-    ::close(fd);
-  }
-}
 
 nlohmann::json read_source_config(const std::string& source_dir) {
   if (source_dir.empty())
@@ -160,7 +90,7 @@ void finish_output(const std::string& out_dir, const ExportInfo& info,
   for (const auto& f : to_copy) {
     const std::string src = (fs::path(info.source_model_dir) / f).string();
     const std::string dst = (fs::path(out_dir) / f).string();
-    const std::string tmp = temp_name(dst);
+    const std::string tmp = temp_path_for(dst);
     std::error_code cec;
     fs::copy_file(src, tmp, fs::copy_options::overwrite_existing, cec);
     if (cec) {

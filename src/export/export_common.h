@@ -15,6 +15,7 @@
 
 #include "core/tensor.h"
 #include "export/exporter.h"
+#include "io/file_io.h"
 #include "io/safetensors.h"
 
 namespace qshard::exporting {
@@ -28,9 +29,7 @@ std::unique_ptr<Exporter> make_hdf5_exporter(const std::string& out_dir);
 
 // ---- output directory protocol
 
-// Writes bytes to `path` through a temporary in the same directory, fsync'd, then renamed.
-void write_file_atomic(const std::string& path, const std::string& bytes);
-void fsync_dir(const std::string& dir);
+// write_file_atomic, fsync_dir: io/file_io.h
 
 // The source's config.json, parsed; InputError naming the file if missing or broken.
 nlohmann::json read_source_config(const std::string& source_dir);
