@@ -92,12 +92,7 @@ struct ModuleSpec {
 };
 
 inline QuantFormat int_format(int bits, int64_t group, bool sym) {
-  QuantFormat f;
-  f.family = FormatFamily::Int;
-  f.bits = bits;
-  f.group_size = group;
-  f.symmetric = sym;
-  return f;
+  return QuantFormat::parse("int" + std::to_string(bits), group, sym);
 }
 
 inline QuantFormat other_format(FormatFamily family, int bits, int64_t group) {

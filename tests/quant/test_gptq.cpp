@@ -290,12 +290,7 @@ RefOut ref_gptq(const Layer& L, int bits, bool sym, int64_t groupsize, bool acto
 }
 
 QuantFormat int_format(int bits, int64_t group, bool sym) {
-  QuantFormat f;
-  f.family = FormatFamily::Int;
-  f.bits = bits;
-  f.group_size = group;
-  f.symmetric = sym;
-  return f;
+  return QuantFormat::parse("int" + std::to_string(bits), group, sym);
 }
 
 double rtn_error(const Layer& L, const Scheme& scheme) {
