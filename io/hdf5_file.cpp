@@ -156,13 +156,13 @@ H5Group H5Group::create_group(const std::string& name) {
   check_name(name, where("."));
   const hid_t g = QS_H5(H5Gcreate2(h_.id(), name.c_str(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
                         where(name));
-  return H5Group(H5Handle(g, H5Gclose), file_, child_path(name));
+  return H5Group(H5Handle(g, H5Gclose), file_, child_path(name), par_);
 }
 
 H5Group H5Group::open_group(const std::string& name) const {
   check_name(name, where("."));
   const hid_t g = QS_H5(H5Gopen2(h_.id(), name.c_str(), H5P_DEFAULT), where(name));
-  return H5Group(H5Handle(g, H5Gclose), file_, child_path(name));
+  return H5Group(H5Handle(g, H5Gclose), file_, child_path(name), par_);
 }
 
 bool H5Group::has(const std::string& name) const {
@@ -200,7 +200,20 @@ void H5Group::write_dataset(const std::string& name, H5Type type, const Shape& s
                                  H5P_DEFAULT, H5P_DEFAULT),
                       where(name)),
                 H5Dclose);
-  if (shape_numel(shape) > 0) {
+  if (shape_numel(shape) > 0 && par_) {
+    // Collective transfer: the rank with the data writes all of it, the others select
+    // nothing (HDF5 wants a buffer pointer even then).
+    H5Handle fspace(QS_H5(H5Dget_space(dset.id()), where(name)), H5Sclose);
+    H5Handle mspace(QS_H5(H5Scopy(fspace.id()), where(name)), H5Sclose);
+    static const uint64_t dummy = 0;
+    if (!data) {
+      QS_H5(H5Sselect_none(fspace.id()), where(name));
+      QS_H5(H5Sselect_none(mspace.id()), where(name));
+    }
+    QS_H5(H5Dwrite(dset.id(), mem_type(type), mspace.id(), fspace.id(), par_->dxpl.id(),
+                   data ? data : &dummy),
+          where(name));
+  } else if (shape_numel(shape) > 0) {
     QS_ASSERT(data != nullptr, "no data for ", where(name));
     QS_H5(H5Dwrite(dset.id(), mem_type(type), H5S_ALL, H5S_ALL, H5P_DEFAULT, data), where(name));
   }
@@ -361,10 +374,12 @@ double H5Group::attr_double(const std::string& attr, const std::string& object) 
 
 H5File::~H5File() = default;  // H5Handle closes quietly
 
-H5File H5File::create(const std::string& path) {
+H5File H5File::create(const std::string& path, std::shared_ptr<const H5Parallel> parallel) {
   H5File f;
   f.path_ = path;
-  f.h_ = H5Handle(QS_H5(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT),
+  f.par_ = std::move(parallel);
+  const hid_t fapl = f.par_ ? f.par_->fapl.id() : H5P_DEFAULT;
+  f.h_ = H5Handle(QS_H5(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl),
                         "creating " + path),
                   H5Fclose);
   return f;
@@ -387,7 +402,7 @@ H5File H5File::open_read(const std::string& path) {
 H5Group H5File::root() const {
   QS_ASSERT(h_.valid(), "HDF5 file ", path_, " is not open");
   const hid_t g = QS_H5(H5Gopen2(h_.id(), "/", H5P_DEFAULT), path_ + ":/");
-  return H5Group(H5Handle(g, H5Gclose), path_, "/");
+  return H5Group(H5Handle(g, H5Gclose), path_, "/", par_);
 }
 
 void H5File::close() {

@@ -46,6 +46,15 @@ class H5Handle {
   std::shared_ptr<Id> h_;
 };
 
+// Parallel (MPI-IO) access to one file by every rank of a job, made by dist/hdf5_mpio.h:
+// the file access list (H5Pset_fapl_mpio) and a collective transfer list. With it every
+// structural call (create_group, write_dataset's create, set_attr, close) is collective:
+// every rank makes it, in the same order, with the same arguments.
+struct H5Parallel {
+  H5Handle fapl;  // H5P_FILE_ACCESS with the MPI-IO driver
+  H5Handle dxpl;  // H5P_DATASET_XFER, H5FD_MPIO_COLLECTIVE
+};
+
 struct H5DatasetInfo {
   H5Type type = H5Type::U8;
   Shape shape;  // {} for a scalar dataset
@@ -66,7 +75,9 @@ class H5Group {
   bool is_group(const std::string& name) const;  // ... and it is a group
   std::vector<std::string> children() const;     // link names, in name order
 
-  // shape {} writes a scalar. `data` holds numel · h5_type_size(type) bytes.
+  // shape {} writes a scalar. `data` holds numel · h5_type_size(type) bytes. In a
+  // parallel file, one rank passes the data and the others nullptr (they still take
+  // part in the collective create and write, selecting nothing).
   void write_dataset(const std::string& name, H5Type type, const Shape& shape, const void* data);
   H5DatasetInfo dataset_info(const std::string& name) const;
   // Reads the whole dataset converted to `type`; out_bytes must be numel · size(type).
@@ -86,12 +97,13 @@ class H5Group {
 
  private:
   friend class H5File;
-  H5Group(H5Handle h, std::string file, std::string path)
-      : h_(std::move(h)), file_(std::move(file)), path_(std::move(path)) {}
+  H5Group(H5Handle h, std::string file, std::string path, std::shared_ptr<const H5Parallel> par)
+      : h_(std::move(h)), file_(std::move(file)), path_(std::move(path)), par_(std::move(par)) {}
   std::string child_path(const std::string& name) const;
   std::string where(const std::string& object) const;  // "file.h5:/group/name"
   H5Handle h_;
   std::string file_, path_;
+  std::shared_ptr<const H5Parallel> par_;
 };
 
 class H5File {
@@ -101,8 +113,8 @@ class H5File {
   H5File(H5File&&) noexcept = default;
   H5File& operator=(H5File&&) noexcept = default;
 
-  // Creates (truncating) a file for writing.
-  static H5File create(const std::string& path);
+  // Creates (truncating) a file for writing; with `parallel`, collectively by every rank.
+  static H5File create(const std::string& path, std::shared_ptr<const H5Parallel> parallel = nullptr);
   // Opens an existing file read-only; InputError naming the file if it is not HDF5.
   static H5File open_read(const std::string& path);
 
@@ -115,6 +127,7 @@ class H5File {
  private:
   H5Handle h_;
   std::string path_;
+  std::shared_ptr<const H5Parallel> par_;
 };
 
 }  // namespace qshard

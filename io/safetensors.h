@@ -86,9 +86,11 @@ class TensorStore : public TensorSource {
 // temporaries, so a failed run never leaves a plausible-looking partial checkpoint.
 class SafetensorsWriter {
  public:
+  // temp_tag keeps the temporaries of several writers of one directory apart ("r3").
   explicit SafetensorsWriter(std::string out_dir, std::string basename = "model",
                              uint64_t max_shard_bytes = 5ull << 30,
-                             std::map<std::string, std::string> metadata = {{"format", "pt"}});
+                             std::map<std::string, std::string> metadata = {{"format", "pt"}},
+                             std::string temp_tag = "");
   ~SafetensorsWriter();
   SafetensorsWriter(const SafetensorsWriter&) = delete;
   SafetensorsWriter& operator=(const SafetensorsWriter&) = delete;
@@ -102,6 +104,21 @@ class SafetensorsWriter {
   // of an earlier run that this one does not overwrite (a stale index.json or extra
   // shards would otherwise be read together with the new files).
   std::vector<std::string> finish();
+
+  // For a checkpoint written by several processes: each closes its shards under their
+  // temporary names (complete and fsync'd, nothing renamed; possibly none), and one of
+  // them commits every process's parts in order with commit_shards. The writer no
+  // longer owns the returned temporaries (a failed run may leave them, hidden).
+  struct Part {
+    std::string tmp_path;
+    uint64_t bytes = 0;                // tensor data bytes (the index's total_size)
+    std::vector<std::string> names;
+  };
+  std::vector<Part> close_parts();
+  // Renames parts (in checkpoint order) to <basename>.safetensors or the numbered shard
+  // names, writes the index when there are several, removes stale outputs, as finish().
+  static std::vector<std::string> commit_shards(const std::string& out_dir, const std::string& basename,
+                                                const std::vector<Part>& parts);
 
  private:
   struct Entry {
@@ -119,9 +136,8 @@ class SafetensorsWriter {
   void open_shard();
   void close_shard();
   void remove_temporaries() noexcept;
-  std::string final_name(size_t index, size_t count) const;
 
-  std::string out_dir_, basename_;
+  std::string out_dir_, basename_, temp_tag_;
   uint64_t max_shard_bytes_;
   std::map<std::string, std::string> metadata_;
   std::vector<Shard> shards_;

@@ -101,9 +101,11 @@ bool is_shard_name(std::string_view f, std::string_view base) {
 
 SafetensorsWriter::SafetensorsWriter(std::string out_dir, std::string basename,
                                      uint64_t max_shard_bytes,
-                                     std::map<std::string, std::string> metadata)
+                                     std::map<std::string, std::string> metadata,
+                                     std::string temp_tag)
     : out_dir_(std::move(out_dir)),
       basename_(std::move(basename)),
+      temp_tag_(std::move(temp_tag)),
       max_shard_bytes_(max_shard_bytes),
       metadata_(std::move(metadata)) {
   QS_ASSERT(!basename_.empty() && basename_.find('/') == std::string::npos,
@@ -129,15 +131,10 @@ void SafetensorsWriter::remove_temporaries() noexcept {
   ::unlink((out_dir_ + "/." + basename_ + ".safetensors.index.json.tmp").c_str());
 }
 
-std::string SafetensorsWriter::final_name(size_t index, size_t count) const {
-  if (count == 1) return basename_ + ".safetensors";
-  return basename_ + "-" + shard_number(index + 1) + "-of-" + shard_number(count) +
-         ".safetensors";
-}
-
 void SafetensorsWriter::open_shard() {
   Shard s;
-  const std::string stem = out_dir_ + "/." + basename_ + "-" + shard_number(shards_.size() + 1);
+  const std::string stem = out_dir_ + "/." + basename_ + (temp_tag_.empty() ? "" : "-" + temp_tag_) +
+                           "-" + shard_number(shards_.size() + 1);
   s.data_tmp = stem + ".data.tmp";
   s.shard_tmp = stem + ".safetensors.tmp";
   shards_.push_back(std::move(s));  // first, so the destructor cleans up after a failed open
@@ -204,11 +201,41 @@ void SafetensorsWriter::close_shard() {
 std::vector<std::string> SafetensorsWriter::finish() {
   QS_ASSERT(!finished_, "finish() called twice");
   QS_ASSERT(!broken_, "finish() after an earlier write failed");
-  broken_ = true;  // a failed finish() cannot be retried; the destructor cleans up
   if (data_fd_ < 0 && shards_.empty()) open_shard();  // no tensors: a metadata-only file
+  std::vector<Part> parts = close_parts();
+  finished_ = false;  // the temporaries are still ours until renamed
+  broken_ = true;     // a failed commit cannot be retried; the destructor cleans up
+  std::vector<std::string> paths = commit_shards(out_dir_, basename_, parts);
+  finished_ = true;
+  return paths;
+}
+
+std::vector<SafetensorsWriter::Part> SafetensorsWriter::close_parts() {
+  QS_ASSERT(!finished_, "close_parts() after finish()");
+  QS_ASSERT(!broken_, "close_parts() after an earlier write failed");
+  broken_ = true;
   if (data_fd_ >= 0) close_shard();
-  const size_t n = shards_.size();
-  const std::string index_path = out_dir_ + "/" + basename_ + ".safetensors.index.json";
+  std::vector<Part> parts;
+  for (const Shard& s : shards_) {
+    Part p{s.shard_tmp, s.bytes, {}};
+    for (const auto& e : s.entries) p.names.push_back(e.name);
+    parts.push_back(std::move(p));
+  }
+  broken_ = false;
+  finished_ = true;  // handed over: the destructor leaves the temporaries alone
+  return parts;
+}
+
+std::vector<std::string> SafetensorsWriter::commit_shards(const std::string& out_dir,
+                                                          const std::string& basename,
+                                                          const std::vector<Part>& parts) {
+  const size_t n = parts.size();
+  QS_ASSERT(n > 0, "commit_shards of no shards into ", out_dir);
+  const std::string index_path = out_dir + "/" + basename + ".safetensors.index.json";
+  auto final_name = [&](size_t i) {
+    if (n == 1) return basename + ".safetensors";
+    return basename + "-" + shard_number(i + 1) + "-of-" + shard_number(n) + ".safetensors";
+  };
 
   // An index left by an earlier sharded run would make readers ignore a new single file.
   if (n == 1 && ::unlink(index_path.c_str()) != 0 && errno != ENOENT)
@@ -216,9 +243,9 @@ std::vector<std::string> SafetensorsWriter::finish() {
 
   std::vector<std::string> paths, files;
   for (size_t i = 0; i < n; ++i) {
-    files.push_back(final_name(i, n));
-    paths.push_back(out_dir_ + "/" + files.back());
-    if (::rename(shards_[i].shard_tmp.c_str(), paths.back().c_str()) != 0)
+    files.push_back(final_name(i));
+    paths.push_back(out_dir + "/" + files.back());
+    if (::rename(parts[i].tmp_path.c_str(), paths.back().c_str()) != 0)
       io_fail(errno, "renaming into place", paths.back());
   }
 
@@ -226,12 +253,16 @@ std::vector<std::string> SafetensorsWriter::finish() {
     nlohmann::json index;
     uint64_t total = 0;
     for (size_t i = 0; i < n; ++i) {
-      total += shards_[i].bytes;
-      for (const auto& e : shards_[i].entries) index["weight_map"][e.name] = files[i];
+      total += parts[i].bytes;
+      for (const auto& name : parts[i].names) {
+        if (index["weight_map"].contains(name))
+          fail("tensor '", name, "' was written twice to the checkpoint in ", out_dir);
+        index["weight_map"][name] = files[i];
+      }
     }
     index["metadata"] = {{"total_size", total}};
     const std::string text = index.dump(2) + "\n";
-    const std::string tmp = out_dir_ + "/." + basename_ + ".safetensors.index.json.tmp";
+    const std::string tmp = out_dir + "/." + basename + ".safetensors.index.json.tmp";
     const int fd = open_for_write(tmp);
     try {
       write_all(fd, text.data(), text.size(), tmp);
@@ -246,18 +277,17 @@ std::vector<std::string> SafetensorsWriter::finish() {
 
   // Shards of an earlier run with another shard count (or its single file) would be
   // picked up by tools that glob or that prefer model.safetensors over the index.
-  const std::string single = basename_ + ".safetensors";
+  const std::string single = basename + ".safetensors";
   std::error_code ec;
-  for (const auto& entry : std::filesystem::directory_iterator(out_dir_, ec)) {
+  for (const auto& entry : std::filesystem::directory_iterator(out_dir, ec)) {
     const std::string f = entry.path().filename().string();
-    const bool stale = (is_shard_name(f, basename_) || (n > 1 && f == single)) &&
+    const bool stale = (is_shard_name(f, basename) || (n > 1 && f == single)) &&
                        std::find(files.begin(), files.end(), f) == files.end();
     if (stale) ::unlink(entry.path().c_str());
   }
 
   // Make the renames durable before reporting success.
-  fsync_dir(out_dir_);
-  finished_ = true;
+  fsync_dir(out_dir);
   return paths;
 }
 

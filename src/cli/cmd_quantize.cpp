@@ -12,6 +12,7 @@
 #include "io/json_file.h"
 #include "io/safetensors.h"
 #include "io/tokenizer.h"
+#include "pipeline/layer_owner.h"
 #include "pipeline/quantize.h"
 
 namespace qshard::cli {
@@ -159,13 +160,16 @@ int run_quantize(const std::vector<std::string>& args, Communicator& comm) {
   log_info("quantize: ", opt.method, " ", format.describe(), " -> ", export_kind_name(kind), " ", out_dir,
            "; calibration ", set.n_samples, " x ", set.seqlen, " tokens; ", comm.size(), " rank(s)");
 
-  std::unique_ptr<Exporter> exporter;
-  if (comm.is_root()) exporter = make_exporter(kind, out_dir, uint64_t(max_shard_gb * 1e9));
+  // Every rank exports; each writes the layers it owns (pipeline/layer_owner.h).
+  comm.barrier();  // rank 0 has checked and made the output directory
+  const LayerOwnership owners(lm.spec().num_layers, comm.size());
+  const WriteSplit split{&comm, [&owners](const std::string& t) { return owners.owner_of_tensor(t); }};
+  std::unique_ptr<Exporter> exporter = make_exporter(kind, out_dir, uint64_t(max_shard_gb * 1e9), &split);
   QuantizeReport report = quantize_model(lm, store, set, recipe, opt, exporter.get(), comm);
   report.model_dir = model_dir;
   report.export_kind = export_kind_name(kind);
-  if (comm.is_root()) {
-    std::ofstream(out_dir + "/quantize_report.json") << report.to_json() << "\n";
+  if (comm.is_root()) std::ofstream(out_dir + "/quantize_report.json") << report.to_json() << "\n";
+  {
     ExportInfo info;
     info.source_model_dir = model_dir;
     info.method = opt.method;
@@ -177,7 +181,9 @@ int run_quantize(const std::vector<std::string>& args, Communicator& comm) {
     for (const auto& m : report.modules)
       if (m.format == "skipped") info.ignored_modules.push_back(m.module);
     if (!opt.quantize_lm_head) info.ignored_modules.push_back("lm_head");
-    exporter->finish(info);
+    exporter->finish(info);  // collective; rank 0 finishes the directory
+  }
+  if (comm.is_root()) {
     report.print_table(stdout);
     std::printf("wrote %s (%s)\n", out_dir.c_str(), export_kind_name(kind));
     std::fflush(stdout);

@@ -21,11 +21,15 @@
 namespace qshard::exporting {
 
 // ---- the four writers (one .cpp each)
-std::unique_ptr<Exporter> make_gptq_exporter(const std::string& out_dir, uint64_t max_shard_bytes);
+std::unique_ptr<Exporter> make_gptq_exporter(const std::string& out_dir, uint64_t max_shard_bytes,
+                                             const WriteSplit* split = nullptr);
 std::unique_ptr<Exporter> make_compressed_tensors_exporter(const std::string& out_dir,
-                                                           uint64_t max_shard_bytes);
-std::unique_ptr<Exporter> make_fakequant_exporter(const std::string& out_dir, uint64_t max_shard_bytes);
-std::unique_ptr<Exporter> make_hdf5_exporter(const std::string& out_dir);
+                                                           uint64_t max_shard_bytes,
+                                                           const WriteSplit* split = nullptr);
+std::unique_ptr<Exporter> make_fakequant_exporter(const std::string& out_dir, uint64_t max_shard_bytes,
+                                                  const WriteSplit* split = nullptr);
+std::unique_ptr<Exporter> make_hdf5_exporter(const std::string& out_dir,
+                                             const WriteSplit* split = nullptr);
 
 // ---- output directory protocol
 

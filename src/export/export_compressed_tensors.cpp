@@ -14,6 +14,7 @@
 #include "core/dtype.h"
 #include "core/error.h"
 #include "export/export_common.h"
+#include "export/shard_output.h"
 
 namespace qshard::exporting {
 
@@ -47,14 +48,15 @@ nlohmann::json weight_args(const FormatGroup& g) {
 
 class CompressedTensorsExporter final : public Exporter {
  public:
-  CompressedTensorsExporter(const std::string& out_dir, uint64_t max_shard_bytes)
-      : out_dir_(out_dir), writer_(out_dir, "model", max_shard_bytes) {}
+  CompressedTensorsExporter(const std::string& out_dir, uint64_t max_shard_bytes,
+                            const WriteSplit* split)
+      : out_dir_(out_dir), out_(out_dir, max_shard_bytes, split) {}
 
   void add_dense(const std::string& name, const Tensor& t) override {
     QS_ASSERT(!finished_, "add_dense after finish");
     dense_.see(t);
     if (name == "lm_head.weight") dense_lm_head_ = true;
-    writer_.add(name, t);
+    out_.add(name, t);
   }
 
   void add_quantized(const std::string& module, const QuantizedLinear& q) override {
@@ -68,6 +70,17 @@ class CompressedTensorsExporter final : public Exporter {
     if (groups_.empty()) scale_dtype_ = dense_.get();  // one scale dtype for the checkpoint
     const int bits = q.format.bits;
     const int64_t in = q.in_features, out = q.out_features, ng = q.n_groups();
+
+    // Bookkeeping for quantization_config on every rank; bytes only on the owner.
+    FormatGroup& group = group_of(q.format);
+    group.modules.push_back(module);
+    if (q.has_act_order_g_idx()) {
+      group.actorder = true;
+      if (out_.mine(module + ".weight_g_idx")) add_g_idx(module, g_idx_or_default(q));
+    } else {
+      trivial_g_idx_.push_back({module, {in, q.format.group_width(in)}});
+    }
+    if (!out_.mine(module + ".weight_packed")) return;  // another rank writes this module
 
     const int64_t cols = (in * bits + 31) / 32;
     Tensor packed = Tensor::zeros(DType::I32, {out, cols});
@@ -90,8 +103,8 @@ class CompressedTensorsExporter final : public Exporter {
     shape.data<int64_t>()[0] = out;
     shape.data<int64_t>()[1] = in;
 
-    writer_.add(module + ".weight_packed", packed);
-    writer_.add(module + ".weight_scale", scale);
+    out_.add(module + ".weight_packed", packed);
+    out_.add(module + ".weight_scale", scale);
     if (!q.format.symmetric) {
       const std::vector<int32_t> zeros = int_zero_points(q);
       const int64_t zrows = (out * bits + 31) / 32;
@@ -102,19 +115,9 @@ class CompressedTensorsExporter final : public Exporter {
         const std::vector<int32_t> words = pack_words(fields.data(), out, bits);
         for (int64_t r = 0; r < zrows; ++r) zp.data<int32_t>()[r * ng + g] = words[size_t(r)];
       }
-      writer_.add(module + ".weight_zero_point", zp);
+      out_.add(module + ".weight_zero_point", zp);
     }
-    writer_.add(module + ".weight_shape", shape);
-
-    FormatGroup& group = group_of(q.format);
-    group.modules.push_back(module);
-    if (q.has_act_order_g_idx()) {
-      const std::vector<int32_t> gi = g_idx_or_default(q);
-      add_g_idx(module, gi);
-      group.actorder = true;
-    } else {
-      trivial_g_idx_.push_back({module, {in, q.format.group_width(in)}});
-    }
+    out_.add(module + ".weight_shape", shape);
   }
 
   void finish(const ExportInfo& info) override {
@@ -127,7 +130,7 @@ class CompressedTensorsExporter final : public Exporter {
           const auto [in, gw] = geometry;
           std::vector<int32_t> gi(static_cast<size_t>(in));
           for (int64_t c = 0; c < in; ++c) gi[size_t(c)] = int32_t(c / gw);
-          add_g_idx(module, gi);
+          if (out_.mine(module + ".weight_g_idx")) add_g_idx(module, gi);
         }
     trivial_g_idx_.clear();
 
@@ -183,8 +186,9 @@ class CompressedTensorsExporter final : public Exporter {
     qc["ignore"] = ignore;
     qc["config_groups"] = config_groups;
 
-    finish_output(out_dir_, info, [this] { writer_.finish(); }, qc);
+    const std::function<void()> commit = out_.close();
     finished_ = true;
+    if (out_.finishes_directory()) finish_output(out_dir_, info, commit, qc);
   }
 
  private:
@@ -198,11 +202,11 @@ class CompressedTensorsExporter final : public Exporter {
   void add_g_idx(const std::string& module, const std::vector<int32_t>& gi) {
     Tensor t = Tensor::zeros(DType::I32, {int64_t(gi.size())});
     std::copy(gi.begin(), gi.end(), t.data<int32_t>());
-    writer_.add(module + ".weight_g_idx", t);
+    out_.add(module + ".weight_g_idx", t);
   }
 
   std::string out_dir_;
-  SafetensorsWriter writer_;
+  ShardedOutput out_;
   DenseDType dense_;
   DType scale_dtype_ = DType::BF16;
   bool dense_lm_head_ = false;
@@ -215,8 +219,9 @@ class CompressedTensorsExporter final : public Exporter {
 }  // namespace
 
 std::unique_ptr<Exporter> make_compressed_tensors_exporter(const std::string& out_dir,
-                                                           uint64_t max_shard_bytes) {
-  return std::make_unique<CompressedTensorsExporter>(out_dir, max_shard_bytes);
+                                                           uint64_t max_shard_bytes,
+                                                           const WriteSplit* split) {
+  return std::make_unique<CompressedTensorsExporter>(out_dir, max_shard_bytes, split);
 }
 
 }  // namespace qshard::exporting

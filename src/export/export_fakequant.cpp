@@ -4,6 +4,7 @@
 // loads it; it computes with the quantized grid's values (rounded once to that dtype).
 #include "core/error.h"
 #include "export/export_common.h"
+#include "export/shard_output.h"
 
 namespace qshard::exporting {
 
@@ -11,39 +12,42 @@ namespace {
 
 class FakeQuantExporter final : public Exporter {
  public:
-  FakeQuantExporter(const std::string& out_dir, uint64_t max_shard_bytes)
-      : out_dir_(out_dir), writer_(out_dir, "model", max_shard_bytes) {}
+  FakeQuantExporter(const std::string& out_dir, uint64_t max_shard_bytes, const WriteSplit* split)
+      : out_dir_(out_dir), out_(out_dir, max_shard_bytes, split) {}
 
   void add_dense(const std::string& name, const Tensor& t) override {
     QS_ASSERT(!finished_, "add_dense after finish");
     dense_.see(t);
-    writer_.add(name, t);
+    out_.add(name, t);
   }
 
   void add_quantized(const std::string& module, const QuantizedLinear& q) override {
     QS_ASSERT(!finished_, "add_quantized after finish");
+    if (!out_.mine(module + ".weight")) return;  // another rank writes this module
     validate_quantized(module, q);
     const Tensor w = q.dequantize();
-    writer_.add(module + ".weight", f32_to_dtype(w.data<float>(), w.shape(), dense_.get()));
+    out_.add(module + ".weight", f32_to_dtype(w.data<float>(), w.shape(), dense_.get()));
   }
 
   void finish(const ExportInfo& info) override {
     QS_ASSERT(!finished_, "finish called twice");
-    finish_output(out_dir_, info, [this] { writer_.finish(); }, nullptr);
+    const std::function<void()> commit = out_.close();
     finished_ = true;
+    if (out_.finishes_directory()) finish_output(out_dir_, info, commit, nullptr);
   }
 
  private:
   std::string out_dir_;
-  SafetensorsWriter writer_;
+  ShardedOutput out_;
   DenseDType dense_;
   bool finished_ = false;
 };
 
 }  // namespace
 
-std::unique_ptr<Exporter> make_fakequant_exporter(const std::string& out_dir, uint64_t max_shard_bytes) {
-  return std::make_unique<FakeQuantExporter>(out_dir, max_shard_bytes);
+std::unique_ptr<Exporter> make_fakequant_exporter(const std::string& out_dir, uint64_t max_shard_bytes,
+                                                  const WriteSplit* split) {
+  return std::make_unique<FakeQuantExporter>(out_dir, max_shard_bytes, split);
 }
 
 }  // namespace qshard::exporting

@@ -14,6 +14,7 @@
 #include "core/dtype.h"
 #include "core/error.h"
 #include "export/export_common.h"
+#include "export/shard_output.h"
 
 namespace qshard::exporting {
 
@@ -25,12 +26,12 @@ bool same_int_layout(const QuantFormat& a, const QuantFormat& b) {
 
 class GptqExporter final : public Exporter {
  public:
-  GptqExporter(const std::string& out_dir, uint64_t max_shard_bytes)
-      : out_dir_(out_dir), writer_(out_dir, "model", max_shard_bytes) {}
+  GptqExporter(const std::string& out_dir, uint64_t max_shard_bytes, const WriteSplit* split)
+      : out_dir_(out_dir), out_(out_dir, max_shard_bytes, split) {}
 
   void add_dense(const std::string& name, const Tensor& t) override {
     QS_ASSERT(!finished_, "add_dense after finish");
-    writer_.add(name, t);
+    out_.add(name, t);
   }
 
   void add_quantized(const std::string& module, const QuantizedLinear& q) override {
@@ -58,6 +59,10 @@ class GptqExporter final : public Exporter {
                      "GPTQ v1 checkpoint, which this export is because its first module was "
                      "symmetric: quantize every module asymmetric (gptq_v2) or use --export "
                      "compressed-tensors");
+
+    modules_.push_back({module, q.format});
+    act_order_ = act_order_ || q.has_act_order_g_idx();
+    if (!out_.mine(module + ".qweight")) return;  // another rank writes this module
 
     // qweight: column o of the [in·bits/32, out] matrix is row o of the codes, packed.
     const int64_t rows = in * bits / 32;
@@ -99,12 +104,10 @@ class GptqExporter final : public Exporter {
     Tensor g_idx = Tensor::zeros(DType::I32, {in});
     std::copy(gi.begin(), gi.end(), g_idx.data<int32_t>());
 
-    writer_.add(module + ".qweight", qweight);
-    writer_.add(module + ".qzeros", qzeros);
-    writer_.add(module + ".scales", scales);
-    writer_.add(module + ".g_idx", g_idx);
-    modules_.push_back({module, q.format});
-    act_order_ = act_order_ || q.has_act_order_g_idx();
+    out_.add(module + ".qweight", qweight);
+    out_.add(module + ".qzeros", qzeros);
+    out_.add(module + ".scales", scales);
+    out_.add(module + ".g_idx", g_idx);
   }
 
   void finish(const ExportInfo& info) override {
@@ -144,14 +147,15 @@ class GptqExporter final : public Exporter {
                   {"method", info.method},
                   {"damp_percent", info.damp}};
 
-    finish_output(out_dir_, info, [this] { writer_.finish(); }, qc,
-                  {{"quantize_config.json", qc.dump(2) + "\n"}});
+    const std::function<void()> commit = out_.close();
     finished_ = true;
+    if (!out_.finishes_directory()) return;
+    finish_output(out_dir_, info, commit, qc, {{"quantize_config.json", qc.dump(2) + "\n"}});
   }
 
  private:
   std::string out_dir_;
-  SafetensorsWriter writer_;
+  ShardedOutput out_;
   std::vector<std::pair<std::string, QuantFormat>> modules_;
   bool v2_ = false;
   bool act_order_ = false;
@@ -160,8 +164,9 @@ class GptqExporter final : public Exporter {
 
 }  // namespace
 
-std::unique_ptr<Exporter> make_gptq_exporter(const std::string& out_dir, uint64_t max_shard_bytes) {
-  return std::make_unique<GptqExporter>(out_dir, max_shard_bytes);
+std::unique_ptr<Exporter> make_gptq_exporter(const std::string& out_dir, uint64_t max_shard_bytes,
+                                             const WriteSplit* split) {
+  return std::make_unique<GptqExporter>(out_dir, max_shard_bytes, split);
 }
 
 }  // namespace qshard::exporting

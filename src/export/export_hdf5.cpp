@@ -3,6 +3,10 @@
 // QuantizedLinear has them, and every dense tensor under /dense. Written to a temporary
 // name and renamed by finish(); config.json (with quantization_config.quant_method
 // "qshard-hdf5") is written after it.
+//
+// Under a WriteSplit the file is one, written collectively with parallel HDF5: every rank
+// creates every group, dataset and attribute (they are all the same on every rank), and
+// the owner of each tensor writes its bytes while the others select nothing.
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -11,6 +15,7 @@
 #include <filesystem>
 
 #include "core/error.h"
+#include "dist/hdf5_mpio.h"
 #include "export/export_common.h"
 #include "io/hdf5_file.h"
 
@@ -52,8 +57,9 @@ H5Type storage_type(DType d) {
 
 class Hdf5Exporter final : public Exporter {
  public:
-  explicit Hdf5Exporter(const std::string& out_dir)
+  Hdf5Exporter(const std::string& out_dir, const WriteSplit* split)
       : out_dir_(out_dir),
+        split_(split && split->comm && split->comm->size() > 1 ? *split : WriteSplit{}),
         tmp_((std::filesystem::path(out_dir) / (std::string(".") + kFileName + ".tmp")).string()),
         final_((std::filesystem::path(out_dir) / kFileName).string()) {
     std::error_code ec;
@@ -61,7 +67,7 @@ class Hdf5Exporter final : public Exporter {
     if (ec)
       fail_input("cannot create output directory ", out_dir_, ": ", ec.message(),
                  ": choose a directory you can write to");
-    file_ = H5File::create(tmp_);
+    file_ = H5File::create(tmp_, split_.comm ? mpio_access(*split_.comm) : nullptr);
     root_ = file_.root();
   }
 
@@ -82,26 +88,28 @@ class Hdf5Exporter final : public Exporter {
       dense_created_ = true;
     }
     if (dense_.has(name)) fail("tensor '", name, "' was added twice to ", final_);
-    dense_.write_dataset(name, storage_type(t.dtype()), t.shape(), t.raw());
+    dense_.write_dataset(name, storage_type(t.dtype()), t.shape(), mine(name) ? t.raw() : nullptr);
     dense_.set_attr("dtype", std::string(dtype_name(t.dtype())), name);
     broken_ = false;
   }
 
   void add_quantized(const std::string& module, const QuantizedLinear& q) override {
     QS_ASSERT(!finished_ && !broken_, "add_quantized after finish or a failed add");
-    validate_quantized(module, q);
+    const bool own = mine(module + ".weight");
+    if (own) validate_quantized(module, q);
     if (module == "dense") fail("module name 'dense' collides with the /dense group of ", final_);
     if (root_.has(module)) fail("module '", module, "' was added twice to ", final_);
     broken_ = true;
     const int64_t out = q.out_features, in = q.in_features, ng = q.n_groups();
     H5Group g = root_.create_group(module);
-    g.write_dataset("codes", H5Type::U8, {out, in}, q.codes.data());
-    g.write_dataset("scales", H5Type::F32, {out, ng}, q.scales.data());
+    auto data = [own](const void* p) { return own ? p : nullptr; };
+    g.write_dataset("codes", H5Type::U8, {out, in}, data(q.codes.data()));
+    g.write_dataset("scales", H5Type::F32, {out, ng}, data(q.scales.data()));
     if (q.format.family == FormatFamily::Int && !q.format.symmetric)
-      g.write_dataset("zeros", H5Type::F32, {out, ng}, q.zeros.data());
+      g.write_dataset("zeros", H5Type::F32, {out, ng}, data(q.zeros.data()));
     const std::vector<int32_t> gi = g_idx_or_default(q);
-    g.write_dataset("g_idx", H5Type::I32, {in}, gi.data());
-    g.write_dataset("tensor_scale", H5Type::F32, {}, &q.tensor_scale);
+    g.write_dataset("g_idx", H5Type::I32, {in}, data(gi.data()));
+    g.write_dataset("tensor_scale", H5Type::F32, {}, data(&q.tensor_scale));
     g.set_attr("kind", "quantized_linear");
     g.set_attr("format", q.format.name());
     g.set_attr("family", family_name(q.format.family));
@@ -137,7 +145,11 @@ class Hdf5Exporter final : public Exporter {
     root_.set_attr("quantized_modules", modules_);
     dense_ = H5Group();
     root_ = H5Group();
-    file_.close();
+    file_.close();  // collective under a WriteSplit
+    if (split_.comm && !split_.comm->is_root()) {
+      finished_ = true;  // rank 0 renames the file and finishes the directory
+      return;
+    }
 
     nlohmann::json qc;
     qc["quant_method"] = "qshard-hdf5";
@@ -166,7 +178,13 @@ class Hdf5Exporter final : public Exporter {
   }
 
  private:
-  std::string out_dir_, tmp_, final_;
+  bool mine(const std::string& tensor) const {
+    return !split_.comm || split_.owner(tensor) == split_.comm->rank();
+  }
+
+  std::string out_dir_;
+  WriteSplit split_;
+  std::string tmp_, final_;
   H5File file_;
   H5Group root_, dense_;
   bool dense_created_ = false;
@@ -177,8 +195,8 @@ class Hdf5Exporter final : public Exporter {
 
 }  // namespace
 
-std::unique_ptr<Exporter> make_hdf5_exporter(const std::string& out_dir) {
-  return std::make_unique<Hdf5Exporter>(out_dir);
+std::unique_ptr<Exporter> make_hdf5_exporter(const std::string& out_dir, const WriteSplit* split) {
+  return std::make_unique<Hdf5Exporter>(out_dir, split);
 }
 
 }  // namespace qshard::exporting

@@ -57,14 +57,15 @@ void check_export_supports(ExportKind kind, const QuantFormat& format, bool act_
 }
 
 std::unique_ptr<Exporter> make_exporter(ExportKind kind, const std::string& out_dir,
-                                        uint64_t max_shard_bytes) {
+                                        uint64_t max_shard_bytes, const WriteSplit* split) {
   if (out_dir.empty()) fail_input("--out: an output directory is required");
   switch (kind) {
-    case ExportKind::Gptq: return exporting::make_gptq_exporter(out_dir, max_shard_bytes);
+    case ExportKind::Gptq: return exporting::make_gptq_exporter(out_dir, max_shard_bytes, split);
     case ExportKind::CompressedTensors:
-      return exporting::make_compressed_tensors_exporter(out_dir, max_shard_bytes);
-    case ExportKind::FakeQuant: return exporting::make_fakequant_exporter(out_dir, max_shard_bytes);
-    case ExportKind::Hdf5: return exporting::make_hdf5_exporter(out_dir);
+      return exporting::make_compressed_tensors_exporter(out_dir, max_shard_bytes, split);
+    case ExportKind::FakeQuant:
+      return exporting::make_fakequant_exporter(out_dir, max_shard_bytes, split);
+    case ExportKind::Hdf5: return exporting::make_hdf5_exporter(out_dir, split);
   }
   QS_ASSERT(false, "unhandled export kind");
 }

@@ -3,12 +3,17 @@
 // then config.json last), so a killed run never looks finished.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "core/tensor.h"
 #include "quant/quantized.h"
+
+namespace qshard {
+class Communicator;
+}
 
 namespace qshard {
 
@@ -50,8 +55,21 @@ class Exporter {
 // MX formats in the GPTQ layout or asymmetric int8 where engines do not load it.
 void check_export_supports(ExportKind kind, const QuantFormat& format, bool act_order);
 
+// A checkpoint written by every rank of a job. Every rank makes the same exporter and
+// the same add_dense/add_quantized/finish calls in the same order (every rank holds every
+// tensor); rank owner(tensor name) writes a tensor's bytes, the others only note it.
+// Safetensors: each rank writes its own shards, rank 0 numbers them (rank order),
+// renames them and writes the index. HDF5: one file written collectively (MPI-IO).
+// finish() is collective; rank 0 finishes the directory (config.json last).
+struct WriteSplit {
+  Communicator* comm = nullptr;
+  std::function<int(const std::string& tensor)> owner;
+};
+
+// `split` null (or a world of one): this process writes everything.
 std::unique_ptr<Exporter> make_exporter(ExportKind kind, const std::string& out_dir,
-                                        uint64_t max_shard_bytes = 5ull << 30);
+                                        uint64_t max_shard_bytes = 5ull << 30,
+                                        const WriteSplit* split = nullptr);
 
 // Opens a model directory for evaluation: a plain checkpoint, or any of our exports,
 // whose quantized modules are dequantized on read into "<module>.weight" F32 tensors,

@@ -82,8 +82,10 @@ void CausalLM::check_shapes() const {
   for (const auto& e : expect) check_tensor(weights_, e);
 }
 
-LayerWeights CausalLM::load_layer(int64_t layer) const {
-  auto up = [&](const char* suffix) { return backend_.upload(weights_.get(layer_tensor(layer, suffix))); };
+LayerWeights CausalLM::load_layer(int64_t layer) const { return load_layer(layer, weights_); }
+
+LayerWeights CausalLM::load_layer(int64_t layer, const TensorSource& from) const {
+  auto up = [&](const char* suffix) { return backend_.upload(from.get(layer_tensor(layer, suffix))); };
   auto linear = [&](const char* name, bool has_bias) {
     LinearWeights lw{up(str_cat(name, ".weight").c_str()), {}};
     if (has_bias) lw.bias = up(str_cat(name, ".bias").c_str());

@@ -51,6 +51,9 @@ class CausalLM {
   // Checkpoint tensor names (e.g. "model.layers.3.self_attn.q_proj.weight").
   std::string layer_tensor(int64_t layer, const char* suffix) const;
   LayerWeights load_layer(int64_t layer) const;
+  // The same from another source of this layer's tensors (e.g. weights broadcast by the
+  // rank that read them).
+  LayerWeights load_layer(int64_t layer, const TensorSource& from) const;
 
   // h[B*S, hidden] = embed_tokens[tokens]; tokens host I32 [B*S].
   Tensor embed(const Tensor& tokens) const;

@@ -8,6 +8,9 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "dist/partition.h"
+#include "pipeline/hessian_sum.h"
+#include "pipeline/layer_owner.h"
+#include "pipeline/row_parallel.h"
 
 namespace qshard {
 
@@ -38,7 +41,7 @@ const std::vector<GroupSpec>& layer_groups() {
 class HessianObserver final : public LayerObserver {
  public:
   explicit HessianObserver(Backend& be) : be_(be) {}
-  void watch(LinearGroup g, HessianAccumulator* acc) { targets_[g] = acc; }
+  void watch(LinearGroup g, HessianSum* acc) { targets_[g] = acc; }
   void on_linear_input(int64_t, LinearGroup g, const Tensor& x) override {
     auto it = targets_.find(g);
     if (it != targets_.end()) it->second->add(be_.download(x));
@@ -47,15 +50,13 @@ class HessianObserver final : public LayerObserver {
 
  private:
   Backend& be_;
-  std::map<LinearGroup, HessianAccumulator*> targets_;
+  std::map<LinearGroup, HessianSum*> targets_;
 };
 
 Tensor copy_rows(Backend& be, const Tensor& t) { return be.upload(be.download(t)); }
 
-void allreduce_hessian(HessianAccumulator& acc, Communicator& comm) {
-  if (comm.size() == 1) return;
-  comm.allreduce_sum(acc.sum().data<float>(), acc.sum().numel());
-}
+// Summed over ranks so that every rank count gives the same bits (hessian_sum.h).
+void allreduce_hessian(HessianSum& acc, Communicator& comm) { acc.allreduce(comm); }
 
 // Runs the current layer over every calibration batch: with an observer to collect
 // statistics (h untouched), or without one to advance h to the layer's outputs.
@@ -74,21 +75,18 @@ void run_layer(CausalLM& lm, int64_t layer, const LayerWeights& w, Tensor& h, in
   }
 }
 
-struct QuantizedResult {
-  QuantizedLinear q;
-  double loss = 0;
-  int escalations = 0;
-};
+using QuantizedResult = RowQuantized;
 
-QuantizedResult quantize_weight(const Tensor& w, const Tensor* hessian, const QuantFormat& format,
+// Rows of one weight (all of them on one rank; a row block under mpirun, see
+// row_parallel.h) with the scheme whose tensor scale is the whole weight's.
+QuantizedResult quantize_weight(const Tensor& w, const Tensor* hessian, const Scheme& scheme,
                                 const QuantizeOptions& o, const std::string& name) {
-  const auto scheme = Scheme::make(format);
-  format.check_divides(w.dim(1), name);
+  scheme.format().check_divides(w.dim(1), name);
   QuantizedResult r;
   if (o.method == "rtn") {
-    r.q = rtn_quantize(w, *scheme, o.clip, name);
+    r.q = rtn_quantize(w, scheme, o.clip, name);
   } else {
-    GptqResult g = gptq_quantize(w, *hessian, *scheme, o.gptq, name);
+    GptqResult g = gptq_quantize(w, *hessian, scheme, o.gptq, name);
     r.q = std::move(g.q);
     r.loss = g.loss;
     r.escalations = g.damp_escalations;
@@ -159,9 +157,19 @@ QuantizeReport quantize_model(CausalLM& lm, const TensorSource& source, const Ca
   Tensor h = lm.embed(tokens);
 
   export_dense_if_present(exporter, source, "model.embed_tokens.weight");
+  // Each layer's owner reads it (one layer ahead, on a thread) and broadcasts it.
+  const LayerOwnership owners(spec.num_layers, comm.size());
+  std::vector<std::string> prefixes;
+  for (int64_t l = 0; l < spec.num_layers; ++l) prefixes.push_back(spec.layer_prefix(l));
+  LayerFetcher fetcher(source, prefixes, owners, comm);
+  fetcher.prefetch(0);
   Progress progress("quantize", spec.num_layers, "layers");
   for (int64_t l = 0; l < spec.num_layers; ++l) {
-    LayerWeights w = lm.load_layer(l);
+    const double layer_t0 = wall_seconds();
+    const TrafficCounters traffic0 = comm.traffic();
+    const std::shared_ptr<const LayerTensors> layer_src = fetcher.fetch(l);
+    fetcher.prefetch(l + 1);
+    LayerWeights w = lm.load_layer(l, *layer_src);
     // Without true-sequential every group sees the unquantized layer: one pass.
     const auto& groups = layer_groups();
     std::vector<std::vector<const GroupSpec*>> passes;
@@ -171,16 +179,16 @@ QuantizeReport quantize_model(CausalLM& lm, const TensorSource& source, const Ca
       passes.push_back({&groups[0], &groups[1], &groups[2], &groups[3]});
 
     for (const auto& pass : passes) {
-      std::map<LinearGroup, HessianAccumulator> hessians;
+      std::map<LinearGroup, HessianSum> hessians;
       HessianObserver observer(be);
       for (const GroupSpec* g : pass) {
         const int64_t in = (w.*(g->linears[0].member)).weight.dim(1);
-        auto [it, _] = hessians.emplace(g->group, HessianAccumulator(in));
+        auto [it, _] = hessians.emplace(g->group, HessianSum(in, S));
         observer.watch(g->group, &it->second);
       }
       run_layer(lm, l, w, h, mine.size(), S, per_batch, &observer);
       for (const GroupSpec* g : pass) {
-        HessianAccumulator& acc = hessians.at(g->group);
+        HessianSum& acc = hessians.at(g->group);
         allreduce_hessian(acc, comm);
         for (const LinearSlot& slot : g->linears) {
           const std::string module = lm.layer_tensor(l, slot.name);
@@ -188,27 +196,34 @@ QuantizeReport quantize_model(CausalLM& lm, const TensorSource& source, const Ca
           const std::optional<QuantFormat> format = recipe.format_for(module);
           ModuleReport mr{module, format ? format->describe() : "skipped", 0, 0, 0, 0};
           if (!format) {
-            export_dense_if_present(exporter, source, weight_name);
+            export_dense_if_present(exporter, *layer_src, weight_name);
           } else {
             const double t0 = wall_seconds();
-            const Tensor w_orig = source.get(weight_name).to_f32();
-            QuantizedResult qr = quantize_weight(w_orig, &acc.sum(), *format, o, weight_name);
-            const Tensor w_hat = qr.q.dequantize();
-            mr.rel_error = relative_output_error(w_orig, w_hat, acc.sum());
+            const Tensor w_orig = layer_src->get(weight_name).to_f32();
+            // Output rows split over ranks, results allgathered (row_parallel.h).
+            RowParallelResult qr = quantize_rows_parallel(
+                w_orig, &acc.sum(), *format,
+                [&](const Tensor& rows, const Scheme& s) {
+                  return quantize_weight(rows, &acc.sum(), s, o, weight_name);
+                },
+                comm);
+            mr.rel_error = qr.rel_error;
             mr.gptq_loss = qr.loss;
             mr.damp_escalations = qr.escalations;
-            (w.*(slot.member)).weight = be.upload(w_hat);  // later groups see quantized outputs
+            (w.*(slot.member)).weight = be.upload(qr.w_hat);  // later groups see quantized outputs
             if (exporter) exporter->add_quantized(module, qr.q);
             mr.seconds = wall_seconds() - t0;
           }
-          export_dense_if_present(exporter, source, module + ".bias");
+          export_dense_if_present(exporter, *layer_src, module + ".bias");
           report.modules.push_back(std::move(mr));
         }
       }
     }
     run_layer(lm, l, w, h, mine.size(), S, per_batch, nullptr);  // quantized outputs onward
-    export_dense_if_present(exporter, source, lm.layer_tensor(l, "input_layernorm.weight"));
-    export_dense_if_present(exporter, source, lm.layer_tensor(l, "post_attention_layernorm.weight"));
+    export_dense_if_present(exporter, *layer_src, lm.layer_tensor(l, "input_layernorm.weight"));
+    export_dense_if_present(exporter, *layer_src, lm.layer_tensor(l, "post_attention_layernorm.weight"));
+    report.layers.push_back(layer_report(l, wall_seconds() - layer_t0, layer_src->bytes(),
+                                         comm.traffic() - traffic0));
     progress.update(l + 1);
     const auto& last = report.modules.back();
     log_debug("layer ", l, " done; ", last.module, " rel_error ", last.rel_error);
@@ -221,7 +236,7 @@ QuantizeReport quantize_model(CausalLM& lm, const TensorSource& source, const Ca
   } else {
     // lm_head's input: the final-norm hidden states of every calibration token.
     const Tensor norm_w = be.upload(source.get("model.norm.weight"));
-    HessianAccumulator acc(spec.hidden_size);
+    HessianSum acc(spec.hidden_size, S);
     for (int64_t w0 = 0; w0 < mine.size(); w0 += per_batch) {
       const int64_t B = std::min(per_batch, mine.size() - w0);
       Tensor x = copy_rows(be, h.rows(w0 * S, (w0 + B) * S));
@@ -230,36 +245,43 @@ QuantizeReport quantize_model(CausalLM& lm, const TensorSource& source, const Ca
     }
     allreduce_hessian(acc, comm);
     const std::optional<QuantFormat> format = recipe.format_for("lm_head");
+    // Every rank reads lm_head here; it is quantized once per run.
     ModuleReport mr{"lm_head", format ? format->describe() : "skipped", 0, 0, 0, 0};
     if (!format) {
       export_dense_if_present(exporter, source, "lm_head.weight");
     } else {
       const double t0 = wall_seconds();
       const Tensor w_orig = source.get("lm_head.weight").to_f32();
-      // GPTQ rows are independent given H: quantize the (vocab-sized) rows in chunks
-      // so memory stays bounded, then stitch. NVFP4's tensor scale must be shared, so
-      // it is quantized whole.
-      const int64_t V = w_orig.dim(0);
-      const int64_t chunk = format->family == FormatFamily::NVFP4 ? V : std::max<int64_t>(1, o.lm_head_chunk_rows);
-      QuantizedLinear all;
-      for (int64_t r0 = 0; r0 < V; r0 += chunk) {
-        const int64_t r1 = std::min(V, r0 + chunk);
-        Tensor part = Tensor::zeros(DType::F32, {r1 - r0, w_orig.dim(1)});
-        std::memcpy(part.raw(), w_orig.rows(r0, r1).raw(), part.nbytes());
-        QuantizedResult qr = quantize_weight(part, &acc.sum(), *format, o, "lm_head.weight");
-        mr.gptq_loss += qr.loss;
-        mr.damp_escalations += qr.escalations;
-        if (r0 == 0) {
-          all = std::move(qr.q);
-        } else {
-          all.out_features += qr.q.out_features;
-          all.codes.insert(all.codes.end(), qr.q.codes.begin(), qr.q.codes.end());
-          all.scales.insert(all.scales.end(), qr.q.scales.begin(), qr.q.scales.end());
-          all.zeros.insert(all.zeros.end(), qr.q.zeros.begin(), qr.q.zeros.end());
+      // GPTQ rows are independent given H: each rank's (vocab-sized) row block is
+      // quantized in chunks so memory stays bounded, then stitched. The tensor scale
+      // (NVFP4) is the whole weight's, fixed by quantize_rows_parallel.
+      auto chunked = [&](const Tensor& rows, const Scheme& scheme) {
+        const int64_t V = rows.dim(0);
+        const int64_t chunk = std::max<int64_t>(1, o.lm_head_chunk_rows);
+        QuantizedResult all;
+        for (int64_t r0 = 0; r0 < V; r0 += chunk) {
+          const int64_t r1 = std::min(V, r0 + chunk);
+          Tensor part = Tensor::zeros(DType::F32, {r1 - r0, rows.dim(1)});
+          std::memcpy(part.raw(), rows.rows(r0, r1).raw(), part.nbytes());
+          QuantizedResult qr = quantize_weight(part, &acc.sum(), scheme, o, "lm_head.weight");
+          all.loss += qr.loss;
+          all.escalations += qr.escalations;
+          if (r0 == 0) {
+            all.q = std::move(qr.q);
+          } else {
+            all.q.out_features += qr.q.out_features;
+            all.q.codes.insert(all.q.codes.end(), qr.q.codes.begin(), qr.q.codes.end());
+            all.q.scales.insert(all.q.scales.end(), qr.q.scales.begin(), qr.q.scales.end());
+            all.q.zeros.insert(all.q.zeros.end(), qr.q.zeros.begin(), qr.q.zeros.end());
+          }
         }
-      }
-      mr.rel_error = relative_output_error(w_orig, all.dequantize(), acc.sum());
-      if (exporter) exporter->add_quantized("lm_head", all);
+        return all;
+      };
+      RowParallelResult all = quantize_rows_parallel(w_orig, &acc.sum(), *format, chunked, comm);
+      mr.gptq_loss = all.loss;
+      mr.damp_escalations = all.escalations;
+      mr.rel_error = all.rel_error;
+      if (exporter) exporter->add_quantized("lm_head", all.q);
       mr.seconds = wall_seconds() - t0;
     }
     report.modules.push_back(std::move(mr));

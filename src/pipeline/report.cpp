@@ -2,7 +2,32 @@
 
 #include <nlohmann/json.hpp>
 
+#include <fstream>
+#include <sstream>
+
 namespace qshard {
+
+HostMemory host_memory() {
+  HostMemory m;
+  std::ifstream f("/proc/self/status");
+  std::string line;
+  auto kb = [](const std::string& l) {
+    std::istringstream is(l.substr(l.find(':') + 1));
+    uint64_t v = 0;
+    is >> v;
+    return v * 1024;
+  };
+  while (std::getline(f, line)) {
+    if (line.rfind("VmRSS:", 0) == 0) m.rss_bytes = kb(line);
+    if (line.rfind("VmHWM:", 0) == 0) m.peak_rss_bytes = kb(line);
+  }
+  return m;
+}
+
+LayerReport layer_report(int64_t layer, double seconds, uint64_t weight_bytes, const TrafficCounters& traffic) {
+  const HostMemory m = host_memory();
+  return {layer, seconds, m.rss_bytes, m.peak_rss_bytes, weight_bytes, traffic};
+}
 
 std::string QuantizeReport::to_json() const {
   nlohmann::json j;
@@ -25,6 +50,13 @@ std::string QuantizeReport::to_json() const {
     }
   }
   j["mean_rel_error"] = n ? sum / n : 0.0;
+  for (const auto& l : layers) {
+    nlohmann::json t;
+    for (int k = 0; k < kTrafficKinds; ++k) t[traffic_name(Traffic(k))] = l.traffic.bytes[size_t(k)];
+    j["layers"].push_back({{"layer", l.layer}, {"seconds", l.seconds}, {"rss_bytes", l.rss_bytes},
+                           {"peak_rss_bytes", l.peak_rss_bytes}, {"weight_bytes", l.weight_bytes},
+                           {"comm_bytes", t}});
+  }
   return j.dump(2);
 }
 
@@ -34,6 +66,16 @@ void QuantizeReport::print_table(std::FILE* out) const {
     std::fprintf(out, "  %-44s %-16s %12.4e %12.4e %8.3f%s\n", m.module.c_str(), m.format.c_str(),
                  m.rel_error, m.gptq_loss, m.seconds,
                  m.damp_escalations ? "  (damping escalated)" : "");
+  if (!layers.empty()) {
+    std::fprintf(out, "# %-6s %8s %10s %10s %10s %12s %12s %12s\n", "layer", "seconds", "rss_MiB",
+                 "peak_MiB", "weights_MiB", "stats_MiB", "bcast_MiB", "results_MiB");
+    const double mib = 1024.0 * 1024.0;
+    for (const auto& l : layers)
+      std::fprintf(out, "  %-6lld %8.3f %10.1f %10.1f %10.2f %12.2f %12.2f %12.2f\n", (long long)l.layer,
+                   l.seconds, l.rss_bytes / mib, l.peak_rss_bytes / mib, l.weight_bytes / mib,
+                   l.traffic.of(Traffic::Statistics) / mib, l.traffic.of(Traffic::Weights) / mib,
+                   l.traffic.of(Traffic::Results) / mib);
+  }
   std::fprintf(out, "# %s %s, %lld x %lld calibration tokens, %d rank(s), %.2f s\n", method.c_str(),
                format.c_str(), (long long)calib_samples, (long long)calib_seqlen, ranks, seconds);
 }

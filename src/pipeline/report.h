@@ -3,9 +3,12 @@
 // table on stdout.
 #pragma once
 
+#include <cstdint>
 #include <cstdio>
 #include <string>
 #include <vector>
+
+#include "dist/communicator.h"
 
 namespace qshard {
 
@@ -18,12 +21,31 @@ struct ModuleReport {
   int damp_escalations = 0;
 };
 
+// One decoder layer on this rank (rank 0's numbers in the report): wall time, host
+// memory after the layer (resident, and the process's peak so far), the layer's
+// original weights as read/broadcast, and bytes communicated by kind.
+struct LayerReport {
+  int64_t layer = 0;
+  double seconds = 0;
+  uint64_t rss_bytes = 0, peak_rss_bytes = 0;
+  uint64_t weight_bytes = 0;
+  TrafficCounters traffic;
+};
+LayerReport layer_report(int64_t layer, double seconds, uint64_t weight_bytes, const TrafficCounters& traffic);
+
+// Resident and peak resident host memory of this process (/proc/self/status), 0 if unknown.
+struct HostMemory {
+  uint64_t rss_bytes = 0, peak_rss_bytes = 0;
+};
+HostMemory host_memory();
+
 struct QuantizeReport {
   std::string model_dir, method, format, export_kind;
   int64_t calib_samples = 0, calib_seqlen = 0;
   int ranks = 1;
   double seconds = 0;
   std::vector<ModuleReport> modules;
+  std::vector<LayerReport> layers;
 
   std::string to_json() const;  // pretty-printed
   void print_table(std::FILE* out) const;

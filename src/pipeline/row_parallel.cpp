@@ -1,0 +1,145 @@
+#include "pipeline/row_parallel.h"
+
+#include <cblas.h>
+
+#include <cmath>
+#include <cstring>
+
+#include "core/error.h"
+#include "dist/partition.h"
+
+namespace qshard {
+
+namespace {
+
+// A scheme whose tensor scale is fixed (the global one) and otherwise the wrapped row.
+class FixedTensorScale final : public Scheme {
+ public:
+  FixedTensorScale(const Scheme& inner, float ts) : inner_(inner), ts_(ts) {}
+  const QuantFormat& format() const override { return inner_.format(); }
+  float tensor_scale(const float* w, int64_t n) const override {
+    inner_.tensor_scale(w, n);  // keeps the non-finite check
+    return ts_;
+  }
+  GroupParams fit(const float* x, int64_t n, int64_t stride, float shrink, float ts) const override {
+    return inner_.fit(x, n, stride, shrink, ts);
+  }
+  uint8_t quantize(float x, const GroupParams& p, float ts) const override { return inner_.quantize(x, p, ts); }
+  float dequantize(uint8_t code, const GroupParams& p, float ts) const override {
+    return inner_.dequantize(code, p, ts);
+  }
+
+ private:
+  const Scheme& inner_;
+  float ts_;
+};
+
+// Σ (a H) ∘ a = tr(a H aᵀ) over a's rows.
+double quad(const float* a, int64_t rows, int64_t in, const float* h) {
+  if (rows == 0) return 0;
+  std::vector<float> prod(size_t(rows * in));
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(rows), int(in), int(in), 1.0f, a, int(in), h,
+              int(in), 0.0f, prod.data(), int(in));
+  double s = 0;
+  for (int64_t i = 0; i < rows * in; ++i) s += double(prod[size_t(i)]) * a[i];
+  return s;
+}
+
+}  // namespace
+
+uint64_t row_results_bytes(int64_t out, int64_t in, const QuantFormat& format) {
+  const int64_t ng = format.n_groups(in);
+  const bool zeros = format.family == FormatFamily::Int;
+  return uint64_t(out * in) + uint64_t(out * ng) * 4 * (zeros ? 2 : 1) + uint64_t(in) * 4;
+}
+
+RowParallelResult quantize_rows_parallel(const Tensor& weight, const Tensor* hessian,
+                                         const QuantFormat& format, const RowQuantizer& quantize,
+                                         Communicator& comm) {
+  QS_ASSERT(weight.device() == Device::Host && weight.dtype() == DType::F32 && weight.ndim() == 2,
+            "quantize_rows_parallel needs a host F32 matrix");
+  const int64_t out = weight.dim(0), in = weight.dim(1);
+  const int n = comm.size();
+  const Range mine = split_range(out, n, comm.rank());
+  const auto scheme = Scheme::make(format);
+
+  // The tensor-wide scale from the global amax: exactly what one rank computes from the
+  // whole weight, since amax is a max and the scheme's formula sees only it.
+  float amax = 0.0f;
+  const float* w = weight.data<float>();
+  for (int64_t i = mine.begin * in; i < mine.end * in; ++i)
+    if (std::isfinite(w[i])) amax = std::max(amax, std::fabs(w[i]));
+  double g = amax;
+  if (n > 1) comm.allreduce_max(&g, 1);
+  const float gmax = float(g);
+  const FixedTensorScale fixed(*scheme, scheme->tensor_scale(&gmax, 1));
+
+  RowQuantized local;
+  // Always the fixed scale, also alone: a caller may quantize its rows in chunks.
+  if (mine.size() > 0) local = quantize(weight.rows(mine.begin, mine.end), fixed);
+
+  RowParallelResult r;
+  QuantizedLinear& q = r.q;
+  const int64_t ng = format.n_groups(in);
+  if (n == 1) {
+    q = std::move(local.q);
+  } else {
+    q.format = format;
+    q.out_features = out;
+    q.in_features = in;
+    q.tensor_scale = fixed.tensor_scale(&gmax, 1);
+    // Int rows carry zero points (symmetric ones too, GPTQ's convention); MX/NV none.
+    const bool has_zeros = format.family == FormatFamily::Int;
+    if (mine.size() > 0) {
+      QS_ASSERT(local.q.out_features == mine.size() && local.q.in_features == in, "row block shape");
+      QS_ASSERT(int64_t(local.q.scales.size()) == mine.size() * ng, "row block scales");
+      QS_ASSERT(!has_zeros || int64_t(local.q.zeros.size()) == mine.size() * ng, "row block zeros");
+    }
+    std::vector<int64_t> code_bytes, scale_bytes;
+    for (int k = 0; k < n; ++k) {
+      const int64_t rows = split_range(out, n, k).size();
+      code_bytes.push_back(rows * in);
+      scale_bytes.push_back(rows * ng * int64_t(sizeof(float)));
+    }
+    q.codes.resize(size_t(out * in));
+    q.scales.resize(size_t(out * ng));
+    comm.allgatherv(local.q.codes.data(), q.codes.data(), code_bytes, Traffic::Results);
+    comm.allgatherv(local.q.scales.data(), q.scales.data(), scale_bytes, Traffic::Results);
+    if (has_zeros) {
+      q.zeros.resize(size_t(out * ng));
+      comm.allgatherv(local.q.zeros.data(), q.zeros.data(), scale_bytes, Traffic::Results);
+    }
+    // g_idx depends on H alone, the same everywhere; rank 0 always has rows.
+    q.g_idx.resize(size_t(in));
+    if (comm.is_root()) q.g_idx = local.q.g_idx.empty() ? std::vector<int32_t>(size_t(in), 0) : local.q.g_idx;
+    int64_t has_g = comm.is_root() ? int64_t(!local.q.g_idx.empty()) : 0;
+    comm.allreduce_max(&has_g, 1);
+    if (has_g) {
+      comm.broadcast(q.g_idx.data(), in * int64_t(sizeof(int32_t)), 0, Traffic::Results);
+    } else {
+      q.g_idx.clear();
+    }
+  }
+
+  // Quality terms over this rank's rows, summed.
+  double terms[3] = {0, 0, local.loss};
+  r.w_hat = q.dequantize();
+  if (hessian && mine.size() > 0) {
+    const float* wh = r.w_hat.data<float>() + mine.begin * in;
+    std::vector<float> delta(size_t(mine.size() * in));
+    for (int64_t i = 0; i < mine.size() * in; ++i) delta[size_t(i)] = w[mine.begin * in + i] - wh[i];
+    terms[0] = quad(delta.data(), mine.size(), in, hessian->data<float>());
+    terms[1] = quad(w + mine.begin * in, mine.size(), in, hessian->data<float>());
+  }
+  int64_t esc = local.escalations;
+  if (n > 1) {
+    comm.allreduce_sum(terms, 3);
+    comm.allreduce_max(&esc, 1);
+  }
+  r.rel_error = terms[1] > 0 ? terms[0] / terms[1] : 0.0;
+  r.loss = terms[2];
+  r.escalations = int(esc);
+  return r;
+}
+
+}  // namespace qshard
