@@ -8,6 +8,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "dist/partition.h"
+#include "quant/quant_device.h"
 
 namespace qshard {
 
@@ -41,7 +42,7 @@ class HessianObserver final : public LayerObserver {
   void watch(LinearGroup g, HessianAccumulator* acc) { targets_[g] = acc; }
   void on_linear_input(int64_t, LinearGroup g, const Tensor& x) override {
     auto it = targets_.find(g);
-    if (it != targets_.end()) it->second->add(be_.download(x));
+    if (it != targets_.end()) it->second->add(x, &be_);  // summed where x lives
   }
   bool stop_after(LinearGroup g) const override { return !targets_.empty() && g == targets_.rbegin()->first; }
 
@@ -80,15 +81,15 @@ struct QuantizedResult {
   int escalations = 0;
 };
 
-QuantizedResult quantize_weight(const Tensor& w, const Tensor* hessian, const QuantFormat& format,
+QuantizedResult quantize_weight(Backend& be, const Tensor& w, const Tensor* hessian, const QuantFormat& format,
                                 const QuantizeOptions& o, const std::string& name) {
   const auto scheme = Scheme::make(format);
   format.check_divides(w.dim(1), name);
   QuantizedResult r;
   if (o.method == "rtn") {
-    r.q = rtn_quantize(w, *scheme, o.clip, name);
+    r.q = rtn_quantize_on(be, w, *scheme, o.clip, name);
   } else {
-    GptqResult g = gptq_quantize(w, *hessian, *scheme, o.gptq, name);
+    GptqResult g = gptq_quantize_on(be, w, *hessian, *scheme, o.gptq, name);
     r.q = std::move(g.q);
     r.loss = g.loss;
     r.escalations = g.damp_escalations;
@@ -192,7 +193,7 @@ QuantizeReport quantize_model(CausalLM& lm, const TensorSource& source, const Ca
           } else {
             const double t0 = wall_seconds();
             const Tensor w_orig = source.get(weight_name).to_f32();
-            QuantizedResult qr = quantize_weight(w_orig, &acc.sum(), *format, o, weight_name);
+            QuantizedResult qr = quantize_weight(be, w_orig, &acc.sum(), *format, o, weight_name);
             const Tensor w_hat = qr.q.dequantize();
             mr.rel_error = relative_output_error(w_orig, w_hat, acc.sum());
             mr.gptq_loss = qr.loss;
@@ -246,7 +247,7 @@ QuantizeReport quantize_model(CausalLM& lm, const TensorSource& source, const Ca
         const int64_t r1 = std::min(V, r0 + chunk);
         Tensor part = Tensor::zeros(DType::F32, {r1 - r0, w_orig.dim(1)});
         std::memcpy(part.raw(), w_orig.rows(r0, r1).raw(), part.nbytes());
-        QuantizedResult qr = quantize_weight(part, &acc.sum(), *format, o, "lm_head.weight");
+        QuantizedResult qr = quantize_weight(be, part, &acc.sum(), *format, o, "lm_head.weight");
         mr.gptq_loss += qr.loss;
         mr.damp_escalations += qr.escalations;
         if (r0 == 0) {
