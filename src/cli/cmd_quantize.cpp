@@ -151,10 +151,10 @@ int run_quantize(const std::vector<std::string>& args, Communicator& comm) {
   for (const auto& r : recipe.rules())
     if (r.format) check_export_supports(kind, *r.format, opt.gptq.act_order);
 
+  auto backend = make_backend(device);  // before the output exists: no GPU is one clear line
   if (comm.is_root()) prepare_out_dir(out_dir, model_dir);
   ModelSpec spec = ModelSpec::load(model_dir);
   const TensorStore store = TensorStore::open(model_dir);
-  auto backend = make_backend(device);
   CausalLM lm(std::move(spec), store, *backend);
   const auto stream = load_calibration_stream(model_dir, calib_path, comm);
   const CalibrationSet set = make_calibration_windows(stream, calib);
