@@ -40,7 +40,8 @@ constexpr double kTolRmsnorm = 1e-5;
 constexpr double kTolRope = 1e-6;
 // expf (CUDA, ≤ 2 ulp) vs the CPU's exp_approx (≤ 2 ulp), online vs two-pass softmax.
 constexpr double kTolAttention = 1e-4;
-constexpr double kTolSilu = 1e-6;
+// expf and exp_approx are each within ~2 ulp, so SiLU may differ by a few ulp.
+constexpr double kTolSilu = 4e-6;
 // fp32 max and double sum in a different order; output is O(log vocab).
 constexpr double kTolLogSoftmax = 1e-5;
 // SSYRK in fp32 in another order, over 300 tokens.
