@@ -59,4 +59,8 @@ class Backend {
 
 std::unique_ptr<Backend> make_cpu_backend();
 
+// The backend a --device option names: "cpu", "cuda" or "cuda:N". InputError with one
+// line when this build has no CUDA or no GPU is usable.
+std::unique_ptr<Backend> make_backend(const std::string& device);
+
 }  // namespace qshard

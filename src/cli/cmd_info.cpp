@@ -26,11 +26,10 @@ int run_info(const std::vector<std::string>& args, Communicator& comm) {
   if (model_dir.empty()) {
     std::printf("qshard %s\nranks: %d\nbackends: cpu", QSHARD_VERSION, comm.size());
 #ifdef QSHARD_HAVE_CUDA
-    std::printf(", cuda (%s)", cuda_describe().c_str());
+    std::printf(", cuda\ngpus: %s\n", cuda_describe().c_str());
 #else
-    std::printf(" (built without CUDA)");
+    std::printf(" (built without CUDA)\n");
 #endif
-    std::printf("\n");
     return 0;
   }
   const ModelSpec spec = ModelSpec::load(model_dir);

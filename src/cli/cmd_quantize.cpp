@@ -86,6 +86,7 @@ int run_quantize(const std::vector<std::string>& args, Communicator& comm) {
   std::string block_gptq;
   uint64_t shuffle_seed = 0;
   double max_shard_gb = 5.0;
+  std::string device = "cpu";
   std::vector<std::string> skips;
   QuantizeOptions opt;
   CalibrationOptions calib;
@@ -94,6 +95,8 @@ int run_quantize(const std::vector<std::string>& args, Communicator& comm) {
       ("out", po::value(&out_dir)->required(), "output directory (must not hold a finished checkpoint)")
       ("calib", po::value(&calib_path)->required(), "calibration text file, or token file (*.tokens, *.bin)")
       ("method", po::value(&opt.method)->default_value("gptq"), "gptq or rtn")
+      ("device", po::value(&device)->default_value("cpu"),
+       "cpu, cuda or cuda:N: where the forward, Hessians and GPTQ/RTN run")
       ("format", po::value(&format_name)->default_value("int4"),
        "int2..int8, mxint8, mxint6, mxint4, mxint3, mxfp4, nvfp4")
       ("group-size", po::value(&group_size)->default_value(0),
@@ -149,10 +152,10 @@ int run_quantize(const std::vector<std::string>& args, Communicator& comm) {
   for (const auto& r : recipe.rules())
     if (r.format) check_export_supports(kind, *r.format, opt.gptq.act_order);
 
+  auto backend = make_backend(device);  // before the output exists: no GPU is one clear line
   if (comm.is_root()) prepare_out_dir(out_dir, model_dir);
   ModelSpec spec = ModelSpec::load(model_dir);
   const TensorStore store = TensorStore::open(model_dir);
-  auto backend = make_cpu_backend();
   CausalLM lm(std::move(spec), store, *backend);
   const auto stream = load_calibration_stream(model_dir, calib_path, comm);
   const CalibrationSet set = make_calibration_windows(stream, calib);

@@ -11,6 +11,7 @@
 #include "pipeline/hessian_sum.h"
 #include "pipeline/layer_owner.h"
 #include "pipeline/row_parallel.h"
+#include "quant/quant_device.h"
 
 namespace qshard {
 
@@ -77,16 +78,14 @@ void run_layer(CausalLM& lm, int64_t layer, const LayerWeights& w, Tensor& h, in
 
 using QuantizedResult = RowQuantized;
 
-// Rows of one weight (all of them on one rank; a row block under mpirun, see
-// row_parallel.h) with the scheme whose tensor scale is the whole weight's.
-QuantizedResult quantize_weight(const Tensor& w, const Tensor* hessian, const Scheme& scheme,
+QuantizedResult quantize_weight(Backend& be, const Tensor& w, const Tensor* hessian, const Scheme& scheme,
                                 const QuantizeOptions& o, const std::string& name) {
   scheme.format().check_divides(w.dim(1), name);
   QuantizedResult r;
   if (o.method == "rtn") {
-    r.q = rtn_quantize(w, scheme, o.clip, name);
+    r.q = rtn_quantize_on(be, w, scheme, o.clip, name);
   } else {
-    GptqResult g = gptq_quantize(w, *hessian, scheme, o.gptq, name);
+    GptqResult g = gptq_quantize_on(be, w, *hessian, scheme, o.gptq, name);
     r.q = std::move(g.q);
     r.loss = g.loss;
     r.escalations = g.damp_escalations;
@@ -204,7 +203,7 @@ QuantizeReport quantize_model(CausalLM& lm, const TensorSource& source, const Ca
             RowParallelResult qr = quantize_rows_parallel(
                 w_orig, &acc.sum(), *format,
                 [&](const Tensor& rows, const Scheme& s) {
-                  return quantize_weight(rows, &acc.sum(), s, o, weight_name);
+                  return quantize_weight(be, rows, &acc.sum(), s, o, weight_name);
                 },
                 comm);
             mr.rel_error = qr.rel_error;
@@ -263,7 +262,7 @@ QuantizeReport quantize_model(CausalLM& lm, const TensorSource& source, const Ca
           const int64_t r1 = std::min(V, r0 + chunk);
           Tensor part = Tensor::zeros(DType::F32, {r1 - r0, rows.dim(1)});
           std::memcpy(part.raw(), rows.rows(r0, r1).raw(), part.nbytes());
-          QuantizedResult qr = quantize_weight(part, &acc.sum(), scheme, o, "lm_head.weight");
+          QuantizedResult qr = quantize_weight(be, part, &acc.sum(), scheme, o, "lm_head.weight");
           all.loss += qr.loss;
           all.escalations += qr.escalations;
           if (r0 == 0) {

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include "core/tensor.h"
@@ -14,18 +15,28 @@ namespace qshard {
 
 // Σ xxᵀ over calibration tokens in fp32, plus the token count; normalization is applied
 // once (GPTQ is invariant to the scale of H).
+class Backend;
+struct DeviceHessianSum;  // quant/cuda: the part of the sum still on the GPU
+
 class HessianAccumulator {
  public:
   explicit HessianAccumulator(int64_t in_features);
-  void add(const Tensor& x);  // host F32 [tokens, in_features]
+  ~HessianAccumulator();
+  HessianAccumulator(HessianAccumulator&&) noexcept;
+  HessianAccumulator& operator=(HessianAccumulator&&) noexcept;
+  // x: [tokens, in_features], a host tensor (any float dtype), or an F32 tensor on the
+  // CUDA `backend` — summed there (SSYRK) and fetched once, when sum() is next read.
+  void add(const Tensor& x, Backend* backend = nullptr);
   int64_t tokens() const { return tokens_; }
-  Tensor& sum() { return sum_; }  // host F32 [in, in], symmetric (both triangles)
-  const Tensor& sum() const { return sum_; }
+  Tensor& sum();  // host F32 [in, in], symmetric (both triangles)
+  const Tensor& sum() const;
   // 2/n · Σ xxᵀ (the reference's H).
   Tensor normalized() const;
 
  private:
-  Tensor sum_;
+  void fetch_device() const;
+  mutable Tensor sum_;
+  mutable std::unique_ptr<DeviceHessianSum> device_;
   int64_t tokens_ = 0;
 };
 

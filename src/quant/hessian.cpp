@@ -6,16 +6,68 @@
 
 #include "core/error.h"
 #include "quant/gptq.h"
+#ifdef QSHARD_HAVE_CUDA
+#include "kernels/cuda/cuda_backend.h"
+#include "quant/cuda/gptq_cuda.h"
+#endif
 
 namespace qshard {
+
+#ifdef QSHARD_HAVE_CUDA
+struct DeviceHessianSum {
+  CudaHessian acc;
+};
+#else
+struct DeviceHessianSum {};
+#endif
+
+HessianAccumulator::~HessianAccumulator() = default;
+HessianAccumulator::HessianAccumulator(HessianAccumulator&&) noexcept = default;
+HessianAccumulator& HessianAccumulator::operator=(HessianAccumulator&&) noexcept = default;
+
+Tensor& HessianAccumulator::sum() {
+  fetch_device();
+  return sum_;
+}
+
+const Tensor& HessianAccumulator::sum() const {
+  fetch_device();
+  return sum_;
+}
+
+void HessianAccumulator::fetch_device() const {
+#ifdef QSHARD_HAVE_CUDA
+  if (!device_) return;
+  const Tensor part = device_->acc.download();
+  float* s = sum_.data<float>();
+  const float* p = part.data<float>();
+  for (int64_t i = 0, n = sum_.numel(); i < n; ++i) s[i] += p[i];
+  device_.reset();
+#endif
+}
 
 HessianAccumulator::HessianAccumulator(int64_t in_features) {
   if (in_features <= 0) fail_input("Hessian: in_features must be positive, got ", in_features);
   sum_ = Tensor::zeros(DType::F32, {in_features, in_features});
 }
 
-void HessianAccumulator::add(const Tensor& x_in) {
+void HessianAccumulator::add(const Tensor& x_in, Backend* backend) {
   const int64_t d = sum_.dim(0);
+  if (x_in.device() == Device::Cuda) {
+#ifdef QSHARD_HAVE_CUDA
+    CudaBackend* cuda = backend ? as_cuda_backend(*backend) : nullptr;
+    QS_ASSERT(cuda, "Hessian: GPU activations need the CUDA backend that holds them");
+    if (!device_) device_.reset(new DeviceHessianSum{CudaHessian(cuda->shared_context(), d)});
+    const int64_t before = device_->acc.tokens();
+    device_->acc.add(x_in);
+    tokens_ += device_->acc.tokens() - before;
+    return;
+#else
+    (void)backend;
+    fail("Hessian: a CUDA tensor in a build without CUDA");
+#endif
+  }
+  (void)backend;
   if (x_in.device() != Device::Host) fail_input("Hessian: activations must be on the host");
   if (x_in.ndim() < 1 || x_in.dim(-1) != d)
     fail_input("Hessian: activations of shape ", shape_str(x_in.shape()), " do not end in ",
@@ -44,6 +96,7 @@ void HessianAccumulator::add(const Tensor& x_in) {
 }
 
 Tensor HessianAccumulator::normalized() const {
+  fetch_device();
   if (tokens_ <= 0) fail_input("Hessian: no calibration tokens were accumulated");
   Tensor h = Tensor::zeros(DType::F32, sum_.shape());
   const float* s = sum_.data<float>();
