@@ -8,6 +8,7 @@
 #include <string>
 
 #include "core/tensor.h"
+#include "kernels/act_format.h"
 
 namespace qshard {
 
@@ -55,6 +56,11 @@ class Backend {
   virtual void embedding(const Tensor& table, const Tensor& tokens, Tensor& out) = 0;
   // y[M,N] = log_softmax(x[M,N]) over each row (y may alias x).
   virtual void log_softmax(const Tensor& x, Tensor& y) = 0;
+  // y[M,K] = dequantize(quantize(x[M,K])) in activation format f (act_format.h): the
+  // input of a W8A8-style Linear as the engine's GEMM sees it. Rows are tokens, K the
+  // Linear's input features (y may alias x). Not pure: a backend without it refuses
+  // --act-format with a clear error instead of failing to build.
+  virtual void fake_quant_activations(const Tensor& x, ActFormat f, Tensor& y);
 };
 
 std::unique_ptr<Backend> make_cpu_backend();

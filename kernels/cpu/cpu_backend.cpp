@@ -200,6 +200,16 @@ class CpuBackend final : public Backend {
     QS_ASSERT(y.raw() == x.raw() || !overlaps(y, x), "log_softmax: y partially overlaps x");
     cpu::log_softmax(x.data<float>(), y.data<float>(), x.dim(0), x.dim(1));
   }
+
+  void fake_quant_activations(const Tensor& x, ActFormat f, Tensor& y) override {
+    expect(x, DType::F32, 2, "fake_quant_activations", "x");
+    expect(y, DType::F32, 2, "fake_quant_activations", "y");
+    QS_ASSERT(x.shape() == y.shape(), "fake_quant_activations: x ", shape_str(x.shape()),
+              " into y ", shape_str(y.shape()));
+    QS_ASSERT(y.raw() == x.raw() || !overlaps(y, x),
+              "fake_quant_activations: y partially overlaps x");
+    cpu::fake_quant_activations(x.data<float>(), y.data<float>(), x.dim(0), x.dim(1), f);
+  }
 };
 
 }  // namespace

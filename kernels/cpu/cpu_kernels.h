@@ -34,4 +34,8 @@ void add_inplace(float* x, const float* y, int64_t n);
 // y[rows, cols] = log_softmax(x) per row; x may equal y.
 void log_softmax(const float* x, float* y, int64_t rows, int64_t cols);
 
+// y = dequantize(quantize(x)) per row in activation format f (act_quant.cpp); x may
+// equal y.
+void fake_quant_activations(const float* x, float* y, int64_t rows, int64_t cols, ActFormat f);
+
 }  // namespace qshard::cpu

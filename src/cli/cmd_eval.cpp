@@ -18,13 +18,17 @@ namespace {
 
 constexpr const char* kUsage =
     "usage: qshard eval --model DIR --text FILE [--reference DIR] [--seqlen 256]\n"
-    "                   [--max-windows N] [--json]\n\n"
+    "                   [--max-windows N] [--act-format none|int8|mxint8] [--json]\n\n"
     "Perplexity of the model on a text and, with --reference, the KL divergence\n"
     "KL(reference || model) per predicted token over the full vocabulary and top-1 agreement.\n"
     "Protocol: tokens = [BOS] + encode(whole file); non-overlapping windows of --seqlen\n"
     "tokens (the remainder is dropped); each window predicts its positions 1..seqlen-1;\n"
     "ppl = exp(mean NLL). Under mpirun the windows are split over the ranks; the result\n"
-    "does not depend on the number of ranks.\n\n"
+    "does not depend on the number of ranks.\n"
+    "Activation quantization: the inputs of the model's quantized Linears are fake-quantized\n"
+    "as its config records (compressed-tensors input_activations, qshard's fakequant/hdf5\n"
+    "keys); --act-format overrides that (none turns it off; int8 or mxint8 on a plain model\n"
+    "applies to every decoder Linear, not lm_head). The reference always runs unquantized.\n\n"
     "--json keys: ppl, nll_mean, tokens (predicted), windows, kld_mean, kld_median, kld_p99,\n"
     "kld_max, top1_agree (null without --reference), seconds, ranks.\n"
     "Threads per rank: OMP_NUM_THREADS (with several ranks on a node, cores / ranks).\n"
@@ -45,6 +49,19 @@ LoadedModel load_model(const std::string& dir) {
   m.backend = make_cpu_backend();
   m.lm = std::make_unique<CausalLM>(std::move(spec), *m.store, *m.backend);
   return m;
+}
+
+// The activation scheme the checkpoint records, or --act-format over its module coverage.
+ActScheme activation_scheme(const std::string& dir, const std::string& override_name) {
+  ActScheme s = read_act_scheme(dir);
+  if (!override_name.empty()) {
+    s.format = parse_act_format(override_name);
+    s.unsupported.clear();
+  } else if (!s.unsupported.empty()) {
+    fail_input(dir, "/config.json records activation quantization qshard cannot simulate: ",
+               s.unsupported, "; pass --act-format int8, mxint8 or none");
+  }
+  return s;
 }
 
 // Rank 0 tokenizes and broadcasts, so every rank sees identical windows.
@@ -71,7 +88,7 @@ std::vector<int32_t> load_tokens(const std::string& model_dir, const std::string
 
 int run_eval(const std::vector<std::string>& args, Communicator& comm) {
   po::options_description desc("options");
-  std::string model_dir, text_path, reference_dir;
+  std::string model_dir, text_path, reference_dir, act_name;
   EvalOptions opt;
   desc.add_options()
       ("model", po::value(&model_dir)->required(), "Hugging Face model directory to evaluate")
@@ -82,6 +99,9 @@ int run_eval(const std::vector<std::string>& args, Communicator& comm) {
       ("max-windows", po::value(&opt.max_windows)->default_value(0), "evaluate only the first N windows (0: all)")
       ("batch-tokens", po::value(&opt.batch_tokens)->default_value(2048),
        "tokens per forward pass (windows are batched up to this many tokens)")
+      ("act-format", po::value(&act_name),
+       "fake-quantize the quantized Linears' inputs: none, int8 (per token), mxint8 (blocks of "
+       "32); default: what the model's config.json records")
       ("json", "print one JSON object as the last line of stdout")
       ("quiet", "no progress on stderr");
   po::variables_map vm;
@@ -92,16 +112,24 @@ int run_eval(const std::vector<std::string>& args, Communicator& comm) {
   if (opt.batch_tokens < 1) fail_input("--batch-tokens must be positive");
 
   LoadedModel model = load_model(model_dir);
+  const ActScheme act = activation_scheme(model_dir, act_name);
+  if (act.format != ActFormat::None)
+    model.lm->set_activation_quant([act](const std::string& m) { return act.format_for(m); });
   LoadedModel reference;
   if (!reference_dir.empty()) reference = load_model(reference_dir);
   const std::vector<int32_t> tokens = load_tokens(model_dir, text_path, comm);
   log_info("model: ", model_dir, " (", model.lm->spec().describe(), ")");
   log_info("text: ", text_path, ", ", tokens.size(), " tokens; ", comm.size(), " rank(s)");
+  if (act.format != ActFormat::None)
+    log_info("activations: ", act_format_name(act.format), " on the inputs of the quantized Linears");
 
   const EvalResult r = evaluate(*model.lm, reference.lm.get(), tokens, opt, comm);
   if (comm.is_root()) {
     std::printf("windows      %lld x %lld tokens (%lld predicted)\n", (long long)r.windows,
                 (long long)opt.seqlen, (long long)r.tokens);
+    if (act.format != ActFormat::None)
+      std::printf("activations  %s (fake-quantized inputs of the quantized Linears)\n",
+                  act_format_name(act.format));
     std::printf("perplexity   %.4f  (mean NLL %.5f)\n", r.ppl, r.nll_mean);
     if (r.has_reference) {
       std::printf("KLD vs ref   mean %.6f  median %.6f  p99 %.6f  max %.6f\n", r.kld_mean,

@@ -23,7 +23,8 @@ constexpr const char* kUsage =
     "usage: qshard quantize --model DIR --out DIR --calib FILE [--method gptq|rtn]\n"
     "                       [--format int4] [--group-size 128] [--sym|--asym] [--act-order]\n"
     "                       [--static-groups] [--damp 0.01] [--n-calib 128] [--calib-seqlen 2048]\n"
-    "                       [--export gptq|compressed-tensors|fakequant|hdf5] [--skip REGEX]...\n\n"
+    "                       [--export gptq|compressed-tensors|awq|fakequant|hdf5] [--skip REGEX]...\n"
+    "                       [--act-format none|int8|mxint8]\n\n"
     "Quantizes the Linear layers of a Hugging Face checkpoint layer by layer (true-sequential:\n"
     "q/k/v, then o, then gate/up, then down, each calibrated on the outputs of the already\n"
     "quantized ones) and writes a checkpoint that engines load. lm_head and embeddings stay\n"
@@ -34,8 +35,13 @@ constexpr const char* kUsage =
     "Formats: int2..int8 (group-wise, --group-size 32/64/128/... or -1 per channel,\n"
     "--sym or --asym), mxint8/mxint6/mxint4/mxint3 (E8M0 shared exponent per block of\n"
     "--group-size 16/32/128, default 32), mxfp4 (E2M1, block 32), nvfp4 (E2M1, E4M3 scale per\n"
-    "16, fp32 tensor scale). Exports: gptq (int2/3/4/8), compressed-tensors (int), fakequant\n"
-    "(dequantized dense weights, any format), hdf5 (codes, scales, zeros, g_idx per module).\n"
+    "16, fp32 tensor scale). Exports: gptq (int2/3/4/8), compressed-tensors (int), awq (int4\n"
+    "--asym, AutoAWQ GEMM layout), fakequant (dequantized dense weights, any format), hdf5\n"
+    "(codes, scales, zeros, g_idx per module).\n"
+    "Activations (--act-format): the inputs of the quantized Linears are fake-quantized during\n"
+    "calibration, and the export records it: int8 = per-token dynamic symmetric INT8 (vLLM\n"
+    "W8A8; compressed-tensors int-quantized for --format int8 --group-size -1 --sym (W8A8) or\n"
+    "int4 --sym (W4A8)), mxint8 = E8M0 exponent per 32 inputs (fakequant and hdf5 only).\n"
     "Calibration: a text file (tokenized with the model's tokenizer, [BOS] first) or a token\n"
     "file (*.tokens / *.bin, little-endian int32); --n-calib windows of --calib-seqlen\n"
     "tokens, consecutive from the start unless --calib-shuffle SEED.\n"
@@ -82,6 +88,7 @@ void prepare_out_dir(const std::string& out, const std::string& model_dir) {
 int run_quantize(const std::vector<std::string>& args, Communicator& comm) {
   po::options_description desc("options");
   std::string model_dir, out_dir, calib_path, format_name = "int4", export_name = "gptq", recipe_path;
+  std::string act_name = "none";
   int64_t group_size = 0;
   std::string block_gptq;
   uint64_t shuffle_seed = 0;
@@ -114,7 +121,9 @@ int run_quantize(const std::vector<std::string>& args, Communicator& comm) {
       ("n-calib", po::value(&calib.n_samples)->default_value(128), "calibration windows")
       ("calib-seqlen", po::value(&calib.seqlen)->default_value(2048), "tokens per calibration window")
       ("calib-shuffle", po::value(&shuffle_seed), "random calibration windows from this seed")
-      ("export", po::value(&export_name)->default_value("gptq"), "gptq, compressed-tensors, fakequant, hdf5")
+      ("export", po::value(&export_name)->default_value("gptq"), "gptq, compressed-tensors, awq, fakequant, hdf5")
+      ("act-format", po::value(&act_name)->default_value("none"),
+       "quantize the quantized Linears' inputs: none, int8 (per token, W8A8), mxint8 (blocks of 32)")
       ("skip", po::value(&skips)->composing(), "leave modules matching this regex unquantized (repeatable)")
       ("recipe", po::value(&recipe_path), "JSON recipe of per-module rules (see above)")
       ("quantize-lm-head", "quantize lm_head too (in row chunks)")
@@ -146,28 +155,42 @@ int run_quantize(const std::vector<std::string>& args, Communicator& comm) {
   const QuantFormat format = QuantFormat::parse(format_name, group_size, vm.count("asym") == 0);
   const ExportKind kind = parse_export_kind(export_name);
   check_export_supports(kind, format, opt.gptq.act_order);
+  const ActFormat act = parse_act_format(act_name);
+  const bool scattered = opt.gptq.act_order && !opt.gptq.static_groups;
+  check_export_supports_act(kind, act, format, scattered);
   Recipe recipe(format);
   if (!recipe_path.empty()) recipe.load_file(recipe_path);
   for (const auto& s : skips) recipe.add_skip(s);
   for (const auto& r : recipe.rules())
-    if (r.format) check_export_supports(kind, *r.format, opt.gptq.act_order);
+    if (r.format) {
+      check_export_supports(kind, *r.format, opt.gptq.act_order);
+      check_export_supports_act(kind, act, *r.format, scattered);
+    }
 
   auto backend = make_backend(device);  // before the output exists: no GPU is one clear line
   if (comm.is_root()) prepare_out_dir(out_dir, model_dir);
   ModelSpec spec = ModelSpec::load(model_dir);
   const TensorStore store = TensorStore::open(model_dir);
   CausalLM lm(std::move(spec), store, *backend);
+  if (act != ActFormat::None)  // calibration sees what the quantized Linears will read
+    lm.set_activation_quant([&recipe, act, lm_head = opt.quantize_lm_head](const std::string& m) {
+      if (m == "lm_head" && !lm_head) return ActFormat::None;
+      return recipe.format_for(m) ? act : ActFormat::None;
+    });
   const auto stream = load_calibration_stream(model_dir, calib_path, comm);
   const CalibrationSet set = make_calibration_windows(stream, calib);
   log_info("model: ", model_dir, " (", lm.spec().describe(), ")");
-  log_info("quantize: ", opt.method, " ", format.describe(), " -> ", export_kind_name(kind), " ", out_dir,
+  log_info("quantize: ", opt.method, " ", format.describe(),
+           act != ActFormat::None ? std::string(" + ") + act_format_name(act) + " activations" : "",
+           " -> ", export_kind_name(kind), " ", out_dir,
            "; calibration ", set.n_samples, " x ", set.seqlen, " tokens; ", comm.size(), " rank(s)");
 
   // Every rank exports; each writes the layers it owns (pipeline/layer_owner.h).
   comm.barrier();  // rank 0 has checked and made the output directory
   const LayerOwnership owners(lm.spec().num_layers, comm.size());
   const WriteSplit split{&comm, [&owners](const std::string& t) { return owners.owner_of_tensor(t); }};
-  std::unique_ptr<Exporter> exporter = make_exporter(kind, out_dir, uint64_t(max_shard_gb * 1e9), &split);
+  std::unique_ptr<Exporter> exporter = make_exporter(kind, out_dir, uint64_t(max_shard_gb * 1e9), &split,
+                                                      act);
   QuantizeReport report = quantize_model(lm, store, set, recipe, opt, exporter.get(), comm);
   report.model_dir = model_dir;
   report.export_kind = export_kind_name(kind);

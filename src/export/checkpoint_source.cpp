@@ -1,8 +1,8 @@
 // open_checkpoint: a model directory as a TensorSource of dense weights. Plain and
-// fake-quant checkpoints are TensorStores; GPTQ, compressed-tensors pack-quantized and
-// qshard-hdf5 exports are read by the readers below, written from formats.md (B.3, B.4,
-// D.3, docs/formats-hdf5.md) and not from our writers' code, so a round trip checks one
-// against the other. Each quantized module appears as "<module>.weight", F32 [out, in],
+// fake-quant checkpoints are TensorStores; GPTQ, AWQ (GEMM), compressed-tensors
+// pack-quantized / int-quantized and qshard-hdf5 exports are read by the readers below,
+// written from formats.md (B.3, B.4, C, D.3, D.6, docs/formats-hdf5.md) and not from our
+// writers' code, so a round trip checks one against the other. Each quantized module appears as "<module>.weight", F32 [out, in],
 // dequantized on read exactly as an engine would: scale · (q − zero) in float.
 #include <algorithm>
 #include <cmath>
@@ -251,17 +251,19 @@ class CompressedTensorsSource final : public PackedSource {
     try {
       const std::string global_format = qc.value("format", std::string("dense"));
       for (const auto& [name, scheme] : qc.at("config_groups").items()) {
-        const std::string fmt = scheme.value("format", global_format);
-        if (fmt != "pack-quantized")
+        std::string fmt = global_format;
+        if (scheme.contains("format") && scheme["format"].is_string()) fmt = scheme["format"].get<std::string>();
+        if (fmt != "pack-quantized" && fmt != "int-quantized")
           fail_input(config_path, ": compressed-tensors format '", fmt, "' (config group ", name,
-                     ") is not supported for reading; qshard reads pack-quantized");
+                     ") is not supported for reading; qshard reads pack-quantized and int-quantized");
         const auto& w = scheme.at("weights");
         Scheme s;
+        s.format = fmt;
         s.bits = w.value("num_bits", 8);
         s.symmetric = w.value("symmetric", true);
         if (w.value("type", std::string("int")) != "int")
           fail_input(config_path, ": config group ", name, " has weights of type '",
-                     w.value("type", std::string()), "'; pack-quantized holds int weights");
+                     w.value("type", std::string()), "'; qshard reads int weights");
         if (s.bits < 1 || s.bits > 8)
           fail_input(config_path, ": config group ", name, " num_bits ", s.bits, " is not in 1..8");
         for (const auto& t : scheme.at("targets")) s.targets.push_back(t.get<std::string>());
@@ -274,14 +276,99 @@ class CompressedTensorsSource final : public PackedSource {
     if (schemes_.empty()) fail_input(config_path, ": compressed-tensors config has no config_groups");
     index(".weight_packed", {".weight_packed", ".weight_scale", ".weight_zero_point",
                              ".weight_shape", ".weight_g_idx"});
+    index_int_quantized();
   }
 
  protected:
   struct Scheme {
+    std::string format;  // pack-quantized, int-quantized
     int bits = 8;
     bool symmetric = true;
     std::vector<std::string> targets;
   };
+
+  // int-quantized modules (D.6): "<m>.weight" stored as I8 next to "<m>.weight_scale".
+  // Their weight name stays; scale, zero point and g_idx are hidden behind it.
+  void index_int_quantized() {
+    static const char* kParams[] = {".weight_scale", ".weight_zero_point", ".weight_g_idx"};
+    for (const auto& n : store_.names()) {
+      if (!ends_with(n, ".weight_scale")) continue;
+      const std::string m = n.substr(0, n.size() - 13);
+      if (modules_.count(m) || !store_.contains(m + ".weight")) continue;
+      if (store_.get(m + ".weight").dtype() != DType::I8) continue;
+      int_modules_.insert(m);
+      modules_.insert(m);
+    }
+    std::vector<std::string> kept;
+    for (const auto& n : names_) {
+      bool hidden = false;
+      for (const char* p : kParams)
+        if (ends_with(n, p) && int_modules_.count(n.substr(0, n.size() - std::string(p).size())))
+          hidden = true;
+      if (!hidden) kept.push_back(n);
+    }
+    names_ = std::move(kept);
+    view_ = std::set<std::string>(names_.begin(), names_.end());
+  }
+
+  // g_idx of a module with `in` columns in `ng` groups: stored, or the contiguous one.
+  std::vector<int32_t> read_g_idx(const std::string& m, int64_t in, int64_t ng) const {
+    std::vector<int32_t> g_idx(static_cast<size_t>(in));
+    if (store_.contains(m + ".weight_g_idx")) {
+      const Tensor gi = store_.get(m + ".weight_g_idx");
+      expect_dtype(gi, {DType::I32, DType::I64}, dir_, m + ".weight_g_idx");
+      expect_shape(gi, {in}, dir_, m + ".weight_g_idx");
+      for (int64_t c = 0; c < in; ++c) {
+        const int64_t g = gi.dtype() == DType::I32 ? gi.data<int32_t>()[c] : gi.data<int64_t>()[c];
+        if (g < 0 || g >= ng)
+          fail_input(dir_, ": tensor '", m, ".weight_g_idx' entry ", c, " = ", g,
+                     " is outside [0, ", ng, ")");
+        g_idx[size_t(c)] = int32_t(g);
+      }
+    } else {
+      for (int64_t c = 0; c < in; ++c) g_idx[size_t(c)] = int32_t(c / (in / ng));
+    }
+    return g_idx;
+  }
+
+  // int-quantized: w = scale · (q − zp), q the signed int8 value, zp 0 when symmetric.
+  Tensor dequantize_int(const std::string& m, const Scheme& s) const {
+    if (s.format != "int-quantized")
+      fail_input(dir_, ": module ", m, " is stored int-quantized (I8 weight) but its config group "
+                 "says '", s.format, "'");
+    const Tensor q = store_.get(m + ".weight"), scale_t = need(m, ".weight_scale");
+    expect_dtype(scale_t, {DType::BF16, DType::F16, DType::F32}, dir_, m + ".weight_scale");
+    if (q.ndim() != 2) fail_input(dir_, ": tensor '", m, ".weight' is not 2-D");
+    const int64_t out = q.dim(0), in = q.dim(1);
+    if (scale_t.ndim() != 2 || scale_t.dim(0) != out || scale_t.dim(1) <= 0 || in % scale_t.dim(1) != 0)
+      fail_input(dir_, ": tensor '", m, ".weight_scale' has shape ", shape_str(scale_t.shape()),
+                 ", expected [", out, ", n_groups] with n_groups dividing ", in);
+    const int64_t ng = scale_t.dim(1);
+    const std::vector<int32_t> g_idx = read_g_idx(m, in, ng);
+    const std::vector<float> scales = as_f32(scale_t);
+    std::vector<float> zp(size_t(out * ng), 0.0f);
+    if (!s.symmetric) {
+      const Tensor z = need(m, ".weight_zero_point");
+      expect_dtype(z, {DType::I8, DType::I32}, dir_, m + ".weight_zero_point");
+      expect_shape(z, {out, ng}, dir_, m + ".weight_zero_point");
+      for (int64_t i = 0; i < out * ng; ++i)
+        zp[size_t(i)] = float(z.dtype() == DType::I8 ? z.data<int8_t>()[i] : z.data<int32_t>()[i]);
+    }
+    const int lo = -(1 << (s.bits - 1)), hi = (1 << (s.bits - 1)) - 1;
+    Tensor w = Tensor::zeros(DType::F32, {out, in});
+    float* wp = w.data<float>();
+    const int8_t* qp = q.data<int8_t>();
+    for (int64_t o = 0; o < out; ++o)
+      for (int64_t c = 0; c < in; ++c) {
+        const int v = qp[o * in + c];
+        if (v < lo || v > hi)
+          fail_input(dir_, ": tensor '", m, ".weight' holds ", v, " at [", o, ", ", c,
+                     "], outside the ", s.bits, "-bit range [", lo, ", ", hi, "]");
+        const int64_t k = o * ng + g_idx[size_t(c)];
+        wp[o * in + c] = scales[size_t(k)] * (float(v) - zp[size_t(k)]);
+      }
+    return w;
+  }
 
   // compressed-tensors' precedence: a target naming the module (exactly or "re:") beats
   // a class-name target such as "Linear" (every packed module here is a Linear).
@@ -298,6 +385,10 @@ class CompressedTensorsSource final : public PackedSource {
 
   Tensor dequantize(const std::string& m) const override {
     const Scheme& s = scheme_for(m);
+    if (int_modules_.count(m)) return dequantize_int(m, s);
+    if (s.format != "pack-quantized")
+      fail_input(dir_, ": module ", m, " is stored pack-quantized but its config group says '",
+                 s.format, "'");
     const int bits = s.bits;
     const Tensor packed = need(m, ".weight_packed"), scale_t = need(m, ".weight_scale"),
                  shape_t = need(m, ".weight_shape");
@@ -316,22 +407,7 @@ class CompressedTensorsSource final : public PackedSource {
     const int64_t ng = scale_t.dim(1);
     if (ng <= 0 || in % ng != 0)
       fail_input(dir_, ": tensor '", m, ".weight_scale' has ", ng, " groups for ", in, " columns");
-    const int64_t gw = in / ng;
-    std::vector<int32_t> g_idx(static_cast<size_t>(in));
-    if (store_.contains(m + ".weight_g_idx")) {
-      const Tensor gi = store_.get(m + ".weight_g_idx");
-      expect_dtype(gi, {DType::I32, DType::I64}, dir_, m + ".weight_g_idx");
-      expect_shape(gi, {in}, dir_, m + ".weight_g_idx");
-      for (int64_t c = 0; c < in; ++c) {
-        const int64_t g = gi.dtype() == DType::I32 ? gi.data<int32_t>()[c] : gi.data<int64_t>()[c];
-        if (g < 0 || g >= ng)
-          fail_input(dir_, ": tensor '", m, ".weight_g_idx' entry ", c, " = ", g,
-                     " is outside [0, ", ng, ")");
-        g_idx[size_t(c)] = int32_t(g);
-      }
-    } else {
-      for (int64_t c = 0; c < in; ++c) g_idx[size_t(c)] = int32_t(c / gw);
-    }
+    const std::vector<int32_t> g_idx = read_g_idx(m, in, ng);
     const std::vector<float> scales = as_f32(scale_t);
 
     // Zero points as stored fields (D.3: signed zp + 2^(bits−1)); symmetric: the offset.
@@ -360,6 +436,66 @@ class CompressedTensorsSource final : public PackedSource {
  private:
   std::string config_path_;
   std::vector<Scheme> schemes_;
+  std::set<std::string> int_modules_;
+};
+
+// ------------------------------------------------------------------------------- AWQ
+
+// AutoAWQ GEMM (formats.md C): qweight I32 [in, out/8] and qzeros I32 [ng, out/8] hold
+// output channel 8j + kAwqOrder[k] of word j in nibble k; scales F16 [ng, out];
+// w = scale · (q − zero).
+constexpr int kAwqOrder[8] = {0, 2, 4, 6, 1, 3, 5, 7};
+
+class AwqSource final : public PackedSource {
+ public:
+  AwqSource(const std::string& dir, const nlohmann::json& qc, const std::string& config_path)
+      : PackedSource(dir, TensorStore::open(dir)) {
+    try {
+      const int bits = qc.contains("bits") ? qc["bits"].get<int>() : qc.value("w_bit", 4);
+      const std::string version = lower(qc.value("version", std::string("gemm")));
+      if (bits != 4) fail_input(config_path, ": AWQ bits ", bits, " is not supported (4)");
+      if (version != "gemm")
+        fail_input(config_path, ": AWQ version '", version, "' is not supported for reading (gemm)");
+      if (!qc.value("zero_point", true))
+        fail_input(config_path, ": AWQ without zero points is not supported for reading");
+    } catch (const nlohmann::json::exception& e) {
+      fail_input(config_path, ": quantization_config is not a valid AWQ config (", e.what(), ")");
+    }
+    index(".qweight", {".qweight", ".qzeros", ".scales"});
+  }
+
+ protected:
+  Tensor dequantize(const std::string& m) const override {
+    const Tensor qweight = need(m, ".qweight"), qzeros = need(m, ".qzeros"), scales_t = need(m, ".scales");
+    expect_dtype(qweight, {DType::I32}, dir_, m + ".qweight");
+    expect_dtype(qzeros, {DType::I32}, dir_, m + ".qzeros");
+    expect_dtype(scales_t, {DType::F16, DType::BF16, DType::F32}, dir_, m + ".scales");
+    if (qweight.ndim() != 2 || scales_t.ndim() != 2)
+      fail_input(dir_, ": tensor '", m, ".qweight' or '.scales' is not 2-D");
+    const int64_t in = qweight.dim(0), out = qweight.dim(1) * 8, ng = scales_t.dim(0);
+    expect_shape(scales_t, {ng, out}, dir_, m + ".scales");
+    expect_shape(qzeros, {ng, out / 8}, dir_, m + ".qzeros");
+    if (ng <= 0 || in % ng != 0)
+      fail_input(dir_, ": tensor '", m, ".scales' has ", ng, " groups for ", in, " input features");
+    const int64_t gw = in / ng;
+    const std::vector<float> scales = as_f32(scales_t);
+    auto field = [](const int32_t* words, int64_t cols, int64_t row, int64_t ch) {
+      const int64_t j = ch / 8;
+      int k = 0;
+      while (kAwqOrder[k] != ch % 8) ++k;
+      return float((uint32_t(words[row * cols + j]) >> (4 * k)) & 0xFu);
+    };
+    Tensor w = Tensor::zeros(DType::F32, {out, in});
+    float* wp = w.data<float>();
+    const int32_t* qw = qweight.data<int32_t>();
+    const int32_t* qz = qzeros.data<int32_t>();
+    for (int64_t c = 0; c < in; ++c) {
+      const int64_t g = c / gw;
+      for (int64_t o = 0; o < out; ++o)
+        wp[o * in + c] = scales[size_t(g * out + o)] * (field(qw, out / 8, c, o) - field(qz, out / 8, g, o));
+    }
+    return w;
+  }
 };
 
 // ------------------------------------------------------------------------ qshard-hdf5
@@ -512,6 +648,7 @@ std::unique_ptr<TensorSource> open_checkpoint(const std::string& dir) {
   if (method == "gptq") return std::make_unique<GptqSource>(dir, qc, config_path);
   if (method == "compressed-tensors")
     return std::make_unique<CompressedTensorsSource>(dir, qc, config_path);
+  if (method == "awq") return std::make_unique<AwqSource>(dir, qc, config_path);
   if (method == "qshard-hdf5") {
     const std::string file = qc.value("file", std::string("model.h5"));
     if (file.empty() || file.find('/') != std::string::npos)
@@ -520,7 +657,7 @@ std::unique_ptr<TensorSource> open_checkpoint(const std::string& dir) {
   }
   fail_input(config_path, ": quantization_config.quant_method '", method,
              "' is not supported for reading: qshard reads plain and fake-quant checkpoints, "
-             "gptq, compressed-tensors (pack-quantized) and qshard-hdf5");
+             "gptq, awq (gemm), compressed-tensors (pack-quantized, int-quantized) and qshard-hdf5");
 }
 
 }  // namespace qshard

@@ -53,7 +53,8 @@ nlohmann::json read_source_config(const std::string& source_dir) {
 void finish_output(const std::string& out_dir, const ExportInfo& info,
                    const std::function<void()>& commit_weights,
                    const nlohmann::json& quantization_config,
-                   const std::vector<std::pair<std::string, std::string>>& extra_files) {
+                   const std::vector<std::pair<std::string, std::string>>& extra_files,
+                   const nlohmann::json& extra_config) {
   // 1. Everything that can be refused is refused before anything gets a final name.
   nlohmann::json cfg = read_source_config(info.source_model_dir);
   const std::string src_config_path = (fs::path(info.source_model_dir) / "config.json").string();
@@ -62,10 +63,12 @@ void finish_output(const std::string& out_dir, const ExportInfo& info,
     fail_input("the output directory ", out_dir, " is the source model directory: choose "
                "another one (the export would overwrite the source weights)");
   std::string config_text;
-  if (quantization_config.is_null()) {
+  if (quantization_config.is_null() && extra_config.is_null()) {
     config_text = read_text_file(src_config_path);  // unchanged, byte for byte
   } else {
-    cfg["quantization_config"] = quantization_config;
+    if (!quantization_config.is_null()) cfg["quantization_config"] = quantization_config;
+    if (extra_config.is_object())
+      for (const auto& [k, v] : extra_config.items()) cfg[k] = v;
     config_text = cfg.dump(2) + "\n";
   }
   std::vector<std::string> to_copy;

@@ -24,12 +24,18 @@ namespace qshard::exporting {
 std::unique_ptr<Exporter> make_gptq_exporter(const std::string& out_dir, uint64_t max_shard_bytes,
                                              const WriteSplit* split = nullptr);
 std::unique_ptr<Exporter> make_compressed_tensors_exporter(const std::string& out_dir,
-                                                           uint64_t max_shard_bytes,
+                                                           uint64_t max_shard_bytes, ActFormat act,
                                                            const WriteSplit* split = nullptr);
 std::unique_ptr<Exporter> make_fakequant_exporter(const std::string& out_dir, uint64_t max_shard_bytes,
-                                                  const WriteSplit* split = nullptr);
-std::unique_ptr<Exporter> make_hdf5_exporter(const std::string& out_dir,
+                                                  ActFormat act, const WriteSplit* split = nullptr);
+std::unique_ptr<Exporter> make_hdf5_exporter(const std::string& out_dir, ActFormat act,
                                              const WriteSplit* split = nullptr);
+std::unique_ptr<Exporter> make_awq_exporter(const std::string& out_dir, uint64_t max_shard_bytes,
+                                            const WriteSplit* split = nullptr);
+// config.json key under which fake-quant exports record their activation quantization
+// (no engine reads a fake-quant checkpoint's activation scheme; qshard eval does):
+//   "qshard_activation_quant": {"format": "int8", "ignore": ["lm_head", ...]}
+inline constexpr const char* kActQuantKey = "qshard_activation_quant";
 
 // ---- output directory protocol
 
@@ -46,10 +52,13 @@ nlohmann::json read_source_config(const std::string& source_dir);
 //  5. writes extra_files (e.g. quantize_config.json),
 //  6. writes config.json: the source's bytes unchanged when quantization_config is null,
 //     else the source config with "quantization_config" set to it.
+//     Keys of `extra_config` are added to config.json at the top level (then it is
+//     rewritten even when quantization_config is null).
 void finish_output(const std::string& out_dir, const ExportInfo& info,
                    const std::function<void()>& commit_weights,
                    const nlohmann::json& quantization_config,
-                   const std::vector<std::pair<std::string, std::string>>& extra_files = {});
+                   const std::vector<std::pair<std::string, std::string>>& extra_files = {},
+                   const nlohmann::json& extra_config = nullptr);
 
 // ---- QuantizedLinear conventions
 

@@ -8,6 +8,15 @@
 // compressed-tensors' codes are signed, q − 2^(bits−1), stored with the offset 2^(bits−1)
 // added back: the stored field is our unsigned code, and the stored zero point is our
 // zero. Symmetric zero points are not stored (the reader's is 2^(bits−1)).
+//
+// With activation quantization (--act-format int8) the checkpoint is "int-quantized", as
+// llm-compressor writes W8A8 / W4A8 (compressed-tensors naive_quantized/base.py
+// IntQuantizationCompressor; vLLM CompressedTensorsW8A8Int8 / CompressedTensorsW4A8Int):
+//   weight        I8 [out, in]   the signed code q = code − 2^(bits−1), unpacked (also 4-bit)
+//   weight_scale  model dtype [out, n_groups]   ([out, 1] per channel)
+// and every config group gets input_activations {8-bit int, symmetric, strategy token,
+// dynamic}. vLLM takes W8A8 with per-channel symmetric int8 weights and W4A8 with
+// symmetric int4 weights per group or channel; check_export_supports_act refuses the rest.
 #include <algorithm>
 #include <cmath>
 
@@ -30,6 +39,15 @@ bool same_int_layout(const QuantFormat& a, const QuantFormat& b) {
   return a.bits == b.bits && a.group_size == b.group_size && a.symmetric == b.symmetric;
 }
 
+// llm-compressor's INT8 dynamic per-token activation args (quant_scheme.py INT8_W8A8; a
+// dynamic scheme has no observer).
+nlohmann::json int8_token_args() {
+  return {{"num_bits", 8},          {"type", "int"},       {"symmetric", true},
+          {"strategy", "token"},    {"group_size", nullptr}, {"dynamic", true},
+          {"actorder", nullptr},    {"block_structure", nullptr}, {"observer", nullptr},
+          {"observer_kwargs", nlohmann::json::object()}};
+}
+
 nlohmann::json weight_args(const FormatGroup& g) {
   const bool channel = g.format.group_size == -1;
   nlohmann::json w;
@@ -48,9 +66,9 @@ nlohmann::json weight_args(const FormatGroup& g) {
 
 class CompressedTensorsExporter final : public Exporter {
  public:
-  CompressedTensorsExporter(const std::string& out_dir, uint64_t max_shard_bytes,
+  CompressedTensorsExporter(const std::string& out_dir, uint64_t max_shard_bytes, ActFormat act,
                             const WriteSplit* split)
-      : out_dir_(out_dir), out_(out_dir, max_shard_bytes, split) {}
+      : out_dir_(out_dir), out_(out_dir, max_shard_bytes, split), act_(act) {}
 
   void add_dense(const std::string& name, const Tensor& t) override {
     QS_ASSERT(!finished_, "add_dense after finish");
@@ -63,6 +81,7 @@ class CompressedTensorsExporter final : public Exporter {
     QS_ASSERT(!finished_, "add_quantized after finish");
     try {
       check_export_supports(ExportKind::CompressedTensors, q.format, false);
+      check_export_supports_act(ExportKind::CompressedTensors, act_, q.format, q.has_act_order_g_idx());
     } catch (const InputError& e) {
       fail_input("module ", module, ": ", e.what());
     }
@@ -70,6 +89,18 @@ class CompressedTensorsExporter final : public Exporter {
     if (groups_.empty()) scale_dtype_ = dense_.get();  // one scale dtype for the checkpoint
     const int bits = q.format.bits;
     const int64_t in = q.in_features, out = q.out_features, ng = q.n_groups();
+    Tensor scale = scale_tensor(module, q);
+    if (act_ != ActFormat::None) {
+      // int-quantized: signed codes, one per int8, no packing, no shape tensor.
+      Tensor w = Tensor::zeros(DType::I8, {out, in});
+      const int offset = 1 << (bits - 1);
+      for (int64_t i = 0; i < out * in; ++i) w.data<int8_t>()[i] = int8_t(int(q.codes[size_t(i)]) - offset);
+      group_of(q.format).modules.push_back(module);
+      if (!out_.mine(module + ".weight")) return;  // another rank writes this module
+      out_.add(module + ".weight", w);
+      out_.add(module + ".weight_scale", scale);
+      return;
+    }
 
     // Bookkeeping for quantization_config on every rank; bytes only on the owner.
     FormatGroup& group = group_of(q.format);
@@ -89,15 +120,6 @@ class CompressedTensorsExporter final : public Exporter {
       std::copy(words.begin(), words.end(), packed.data<int32_t>() + o * cols);
     }
 
-    Tensor scale = f32_to_dtype(q.scales.data(), {out, ng}, scale_dtype_);
-    for (size_t i = 0; i < q.scales.size(); ++i) {
-      const float back = round_through(q.scales[i], scale_dtype_);
-      if (!std::isfinite(back) || !(back > 0.0f))
-        fail_input("module ", module, ": scale ", q.scales[i], " (row ", int64_t(i) / ng,
-                   ", group ", int64_t(i) % ng, ") does not survive rounding to ",
-                   dtype_name(scale_dtype_), ", the checkpoint dtype compressed-tensors "
-                   "stores scales in: use --export hdf5 (F32 scales)");
-    }
 
     Tensor shape = Tensor::zeros(DType::I64, {2});
     shape.data<int64_t>()[0] = out;
@@ -155,7 +177,7 @@ class CompressedTensorsExporter final : public Exporter {
       nlohmann::json scheme;
       scheme["targets"] = std::move(targets);
       scheme["weights"] = weight_args(g);
-      scheme["input_activations"] = nullptr;
+      scheme["input_activations"] = act_ == ActFormat::Int8 ? int8_token_args() : nlohmann::json(nullptr);
       scheme["output_activations"] = nullptr;
       config_groups["group_" + std::to_string(index++)] = scheme;
     };
@@ -178,7 +200,7 @@ class CompressedTensorsExporter final : public Exporter {
 
     nlohmann::json qc;
     qc["quant_method"] = "compressed-tensors";
-    qc["format"] = "pack-quantized";
+    qc["format"] = act_ == ActFormat::None ? "pack-quantized" : "int-quantized";
     qc["quantization_status"] = "compressed";
     qc["global_compression_ratio"] = nullptr;
     qc["kv_cache_scheme"] = nullptr;
@@ -192,6 +214,19 @@ class CompressedTensorsExporter final : public Exporter {
   }
 
  private:
+  Tensor scale_tensor(const std::string& module, const QuantizedLinear& q) const {
+    const int64_t ng = q.n_groups();
+    for (size_t i = 0; i < q.scales.size(); ++i) {
+      const float back = round_through(q.scales[i], scale_dtype_);
+      if (!std::isfinite(back) || !(back > 0.0f))
+        fail_input("module ", module, ": scale ", q.scales[i], " (row ", int64_t(i) / ng,
+                   ", group ", int64_t(i) % ng, ") does not survive rounding to ",
+                   dtype_name(scale_dtype_), ", the checkpoint dtype compressed-tensors "
+                   "stores scales in: use --export hdf5 (F32 scales)");
+    }
+    return f32_to_dtype(q.scales.data(), {q.out_features, ng}, scale_dtype_);
+  }
+
   FormatGroup& group_of(const QuantFormat& f) {
     for (auto& g : groups_)
       if (same_int_layout(g.format, f)) return g;
@@ -209,6 +244,7 @@ class CompressedTensorsExporter final : public Exporter {
   ShardedOutput out_;
   DenseDType dense_;
   DType scale_dtype_ = DType::BF16;
+  ActFormat act_ = ActFormat::None;
   bool dense_lm_head_ = false;
   std::vector<FormatGroup> groups_;
   // Modules written without weight_g_idx: (name, (in_features, group width)).
@@ -219,9 +255,9 @@ class CompressedTensorsExporter final : public Exporter {
 }  // namespace
 
 std::unique_ptr<Exporter> make_compressed_tensors_exporter(const std::string& out_dir,
-                                                           uint64_t max_shard_bytes,
+                                                           uint64_t max_shard_bytes, ActFormat act,
                                                            const WriteSplit* split) {
-  return std::make_unique<CompressedTensorsExporter>(out_dir, max_shard_bytes, split);
+  return std::make_unique<CompressedTensorsExporter>(out_dir, max_shard_bytes, act, split);
 }
 
 }  // namespace qshard::exporting

@@ -2,6 +2,8 @@
 // holding the dequantized weights, in the checkpoint's float dtype (that of the first
 // dense tensor, BF16 when none came first), and config.json copied unchanged. Any engine
 // loads it; it computes with the quantized grid's values (rounded once to that dtype).
+// A run with --act-format adds "qshard_activation_quant" to config.json (qshard eval
+// applies it; engines ignore unknown config keys and run unquantized activations).
 #include "core/error.h"
 #include "export/export_common.h"
 #include "export/shard_output.h"
@@ -12,8 +14,9 @@ namespace {
 
 class FakeQuantExporter final : public Exporter {
  public:
-  FakeQuantExporter(const std::string& out_dir, uint64_t max_shard_bytes, const WriteSplit* split)
-      : out_dir_(out_dir), out_(out_dir, max_shard_bytes, split) {}
+  FakeQuantExporter(const std::string& out_dir, uint64_t max_shard_bytes, ActFormat act,
+                    const WriteSplit* split)
+      : out_dir_(out_dir), out_(out_dir, max_shard_bytes, split), act_(act) {}
 
   void add_dense(const std::string& name, const Tensor& t) override {
     QS_ASSERT(!finished_, "add_dense after finish");
@@ -32,22 +35,26 @@ class FakeQuantExporter final : public Exporter {
   void finish(const ExportInfo& info) override {
     QS_ASSERT(!finished_, "finish called twice");
     const std::function<void()> commit = out_.close();
+    nlohmann::json extra = nullptr;
+    if (act_ != ActFormat::None)
+      extra = {{kActQuantKey, {{"format", act_format_name(act_)}, {"ignore", info.ignored_modules}}}};
     finished_ = true;
-    if (out_.finishes_directory()) finish_output(out_dir_, info, commit, nullptr);
+    if (out_.finishes_directory()) finish_output(out_dir_, info, commit, nullptr, {}, extra);
   }
 
  private:
   std::string out_dir_;
   ShardedOutput out_;
   DenseDType dense_;
+  ActFormat act_ = ActFormat::None;
   bool finished_ = false;
 };
 
 }  // namespace
 
 std::unique_ptr<Exporter> make_fakequant_exporter(const std::string& out_dir, uint64_t max_shard_bytes,
-                                                  const WriteSplit* split) {
-  return std::make_unique<FakeQuantExporter>(out_dir, max_shard_bytes, split);
+                                                  ActFormat act, const WriteSplit* split) {
+  return std::make_unique<FakeQuantExporter>(out_dir, max_shard_bytes, act, split);
 }
 
 }  // namespace qshard::exporting

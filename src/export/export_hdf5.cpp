@@ -57,11 +57,12 @@ H5Type storage_type(DType d) {
 
 class Hdf5Exporter final : public Exporter {
  public:
-  Hdf5Exporter(const std::string& out_dir, const WriteSplit* split)
+  Hdf5Exporter(const std::string& out_dir, ActFormat act, const WriteSplit* split)
       : out_dir_(out_dir),
         split_(split && split->comm && split->comm->size() > 1 ? *split : WriteSplit{}),
         tmp_((std::filesystem::path(out_dir) / (std::string(".") + kFileName + ".tmp")).string()),
-        final_((std::filesystem::path(out_dir) / kFileName).string()) {
+        final_((std::filesystem::path(out_dir) / kFileName).string()),
+        act_(act) {
     std::error_code ec;
     std::filesystem::create_directories(out_dir_, ec);
     if (ec)
@@ -143,6 +144,7 @@ class Hdf5Exporter final : public Exporter {
     root_.set_attr("true_sequential", int64_t(info.true_sequential ? 1 : 0));
     root_.set_attr("ignored_modules", nlohmann::json(info.ignored_modules).dump());
     root_.set_attr("quantized_modules", modules_);
+    root_.set_attr("act_format", act_format_name(act_));
     dense_ = H5Group();
     root_ = H5Group();
     file_.close();  // collective under a WriteSplit
@@ -163,6 +165,7 @@ class Hdf5Exporter final : public Exporter {
     qc["method"] = info.method;
     qc["act_order"] = info.act_order;
     qc["ignore"] = info.ignored_modules;
+    qc["act_format"] = act_format_name(act_);  // inputs of the quantized Linears
     finish_output(out_dir_, info, [this] {
       const int fd = ::open(tmp_.c_str(), O_RDONLY | O_CLOEXEC);
       if (fd < 0 || ::fsync(fd) != 0) {
@@ -189,14 +192,16 @@ class Hdf5Exporter final : public Exporter {
   H5Group root_, dense_;
   bool dense_created_ = false;
   int64_t modules_ = 0;
+  ActFormat act_ = ActFormat::None;
   bool finished_ = false;
   bool broken_ = false;
 };
 
 }  // namespace
 
-std::unique_ptr<Exporter> make_hdf5_exporter(const std::string& out_dir, const WriteSplit* split) {
-  return std::make_unique<Hdf5Exporter>(out_dir, split);
+std::unique_ptr<Exporter> make_hdf5_exporter(const std::string& out_dir, ActFormat act,
+                                             const WriteSplit* split) {
+  return std::make_unique<Hdf5Exporter>(out_dir, act, split);
 }
 
 }  // namespace qshard::exporting

@@ -11,7 +11,8 @@ ExportKind parse_export_kind(const std::string& name) {
   if (name == "compressed-tensors") return ExportKind::CompressedTensors;
   if (name == "fakequant") return ExportKind::FakeQuant;
   if (name == "hdf5") return ExportKind::Hdf5;
-  fail_input("--export '", name, "' is not supported: use gptq, compressed-tensors, fakequant or hdf5");
+  if (name == "awq") return ExportKind::Awq;
+  fail_input("--export '", name, "' is not supported: use gptq, compressed-tensors, awq, fakequant or hdf5");
 }
 
 const char* export_kind_name(ExportKind kind) {
@@ -20,6 +21,7 @@ const char* export_kind_name(ExportKind kind) {
     case ExportKind::CompressedTensors: return "compressed-tensors";
     case ExportKind::FakeQuant: return "fakequant";
     case ExportKind::Hdf5: return "hdf5";
+    case ExportKind::Awq: return "awq";
   }
   return "?";
 }
@@ -50,6 +52,49 @@ void check_export_supports(ExportKind kind, const QuantFormat& format, bool act_
         fail_input("--export compressed-tensors: group size ", format.group_size,
                    " is not valid (use a positive --group-size, or -1 for per-channel)");
       return;
+    case ExportKind::Awq:
+      // AutoAWQ's WQLinear_GEMM packs 4-bit codes with zero points (formats.md C); vLLM's
+      // AWQ kernels need a positive group size and read no g_idx.
+      if (format.family != FormatFamily::Int || format.bits != 4 || format.symmetric)
+        fail_input("--export awq holds int4 with zero points only, not ", what,
+                   ": use --format int4 --asym, or --export compressed-tensors / gptq / hdf5");
+      if (format.group_size <= 0)
+        fail_input("--export awq: group size ", format.group_size, " is not supported (vLLM's AWQ "
+                   "kernels need a positive --group-size such as 128)");
+      return;
+    case ExportKind::FakeQuant:
+    case ExportKind::Hdf5:
+      return;
+  }
+}
+
+void check_export_supports_act(ExportKind kind, ActFormat act, const QuantFormat& format,
+                               bool scattered_g_idx) {
+  if (act == ActFormat::None) return;
+  const std::string a = act_format_name(act);
+  switch (kind) {
+    case ExportKind::Gptq:
+    case ExportKind::Awq:
+      fail_input("--export ", export_kind_name(kind), " cannot record --act-format ", a,
+                 " (the layout is weight-only): use --export compressed-tensors (int8 "
+                 "activations), fakequant or hdf5");
+    case ExportKind::CompressedTensors: {
+      if (act != ActFormat::Int8)
+        fail_input("--export compressed-tensors: --act-format ", a, " has no compressed-tensors "
+                   "scheme an engine loads (int8 per token does): use --export fakequant or hdf5");
+      const bool w8a8 = format.family == FormatFamily::Int && format.bits == 8 &&
+                        format.symmetric && format.group_size == -1;
+      const bool w4a8 = format.family == FormatFamily::Int && format.bits == 4 && format.symmetric;
+      if (!w8a8 && !w4a8)
+        fail_input("--export compressed-tensors with --act-format int8 holds W8A8 (--format int8 "
+                   "--group-size -1 --sym) or W4A8 (--format int4 --sym), what vLLM's int8 "
+                   "activation kernels load, not ", format.describe(),
+                   ": change --format, or use --export fakequant / hdf5");
+      if (scattered_g_idx)
+        fail_input("--export compressed-tensors with --act-format int8: vLLM's W8A8/W4A8 kernels "
+                   "read no g_idx; add --static-groups to --act-order, or drop --act-order");
+      return;
+    }
     case ExportKind::FakeQuant:
     case ExportKind::Hdf5:
       return;
@@ -57,15 +102,18 @@ void check_export_supports(ExportKind kind, const QuantFormat& format, bool act_
 }
 
 std::unique_ptr<Exporter> make_exporter(ExportKind kind, const std::string& out_dir,
-                                        uint64_t max_shard_bytes, const WriteSplit* split) {
+                                        uint64_t max_shard_bytes, const WriteSplit* split, ActFormat act) {
   if (out_dir.empty()) fail_input("--out: an output directory is required");
+  if (act != ActFormat::None && (kind == ExportKind::Gptq || kind == ExportKind::Awq))
+    check_export_supports_act(kind, act, QuantFormat{}, false);  // refuses
   switch (kind) {
     case ExportKind::Gptq: return exporting::make_gptq_exporter(out_dir, max_shard_bytes, split);
     case ExportKind::CompressedTensors:
-      return exporting::make_compressed_tensors_exporter(out_dir, max_shard_bytes, split);
+      return exporting::make_compressed_tensors_exporter(out_dir, max_shard_bytes, act, split);
     case ExportKind::FakeQuant:
-      return exporting::make_fakequant_exporter(out_dir, max_shard_bytes, split);
-    case ExportKind::Hdf5: return exporting::make_hdf5_exporter(out_dir, split);
+      return exporting::make_fakequant_exporter(out_dir, max_shard_bytes, act, split);
+    case ExportKind::Hdf5: return exporting::make_hdf5_exporter(out_dir, act, split);
+    case ExportKind::Awq: return exporting::make_awq_exporter(out_dir, max_shard_bytes, split);
   }
   QS_ASSERT(false, "unhandled export kind");
 }

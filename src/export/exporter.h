@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "core/tensor.h"
+#include "kernels/act_format.h"
 #include "quant/quantized.h"
 
 namespace qshard {
@@ -22,6 +23,7 @@ enum class ExportKind {
   CompressedTensors,  // pack-quantized (formats.md D), what llm-compressor writes
   FakeQuant,          // dense checkpoint of the dequantized weights, any format
   Hdf5,               // our own layout: codes, scales, zeros, g_idx per module (+ dense tensors)
+  Awq,                // AutoAWQ GEMM layout (formats.md C): int4 asymmetric, loads in vLLM
 };
 
 ExportKind parse_export_kind(const std::string& name);  // InputError on unknown names
@@ -54,6 +56,10 @@ class Exporter {
 // Refuses (InputError) before any work a combination the container cannot hold, e.g.
 // MX formats in the GPTQ layout or asymmetric int8 where engines do not load it.
 void check_export_supports(ExportKind kind, const QuantFormat& format, bool act_order);
+// The same for activation quantization (--act-format): which containers can record it
+// for which weight formats. scattered_g_idx: act-order without static groups.
+void check_export_supports_act(ExportKind kind, ActFormat act, const QuantFormat& format,
+                               bool scattered_g_idx);
 
 // A checkpoint written by every rank of a job. Every rank makes the same exporter and
 // the same add_dense/add_quantized/finish calls in the same order (every rank holds every
@@ -66,14 +72,29 @@ struct WriteSplit {
   std::function<int(const std::string& tensor)> owner;
 };
 
-// `split` null (or a world of one): this process writes everything.
+// `split` null (or a world of one): this process writes everything. `act` is the
+// activation format the run used; the export records it where the container can
+// (compressed-tensors input_activations, qshard keys for fakequant/hdf5).
 std::unique_ptr<Exporter> make_exporter(ExportKind kind, const std::string& out_dir,
                                         uint64_t max_shard_bytes = 5ull << 30,
-                                        const WriteSplit* split = nullptr);
+                                        const WriteSplit* split = nullptr,
+                                        ActFormat act = ActFormat::None);
 
 // Opens a model directory for evaluation: a plain checkpoint, or any of our exports,
 // whose quantized modules are dequantized on read into "<module>.weight" F32 tensors,
 // so the forward sees exactly the weights an engine would compute with.
 std::unique_ptr<TensorSource> open_checkpoint(const std::string& dir);
+
+// The activation quantization a model directory records: the format (None if none) and
+// the modules whose inputs stay unquantized (exact names or "re:" regexes, as in
+// compressed-tensors' ignore; "lm_head" unless the checkpoint quantized it).
+struct ActScheme {
+  ActFormat format = ActFormat::None;
+  std::vector<std::string> ignore{"lm_head"};
+  // Why a recorded scheme cannot be simulated (format is then None); empty when it can.
+  std::string unsupported;
+  ActFormat format_for(const std::string& module) const;  // None for ignored modules
+};
+ActScheme read_act_scheme(const std::string& dir);
 
 }  // namespace qshard

@@ -24,6 +24,27 @@ struct ExpectedTensor {
   Shape shape;
 };
 
+// The fake-quantized copy of x that the Linears `ls` read, or an undefined Tensor when
+// none of them quantizes its input. Linears sharing an input share one format.
+Tensor quantized_input(Backend& be, const Tensor& x, std::initializer_list<const LinearWeights*> ls) {
+  ActFormat f = ActFormat::None;
+  for (const LinearWeights* l : ls)
+    if (l->act != ActFormat::None) {
+      QS_ASSERT(f == ActFormat::None || f == l->act, "Linears sharing an input have activation "
+                "formats ", act_format_name(f), " and ", act_format_name(l->act));
+      f = l->act;
+    }
+  if (f == ActFormat::None) return {};
+  Tensor y = be.zeros(DType::F32, x.shape());
+  be.fake_quant_activations(x, f, y);
+  return y;
+}
+
+// What one Linear reads: its quantized input if it has an act format, else x.
+const Tensor& input_of(const LinearWeights& lw, const Tensor& x, const Tensor& xq) {
+  return lw.act != ActFormat::None ? xq : x;
+}
+
 void check_tensor(const TensorSource& w, const ExpectedTensor& e) {
   const Tensor t = w.get(e.name);
   if (t.shape() != e.shape)
@@ -89,6 +110,7 @@ LayerWeights CausalLM::load_layer(int64_t layer, const TensorSource& from) const
   auto linear = [&](const char* name, bool has_bias) {
     LinearWeights lw{up(str_cat(name, ".weight").c_str()), {}};
     if (has_bias) lw.bias = up(str_cat(name, ".bias").c_str());
+    lw.act = act_format_for(layer_tensor(layer, name));
     return lw;
   };
   LayerWeights w;
@@ -102,6 +124,15 @@ LayerWeights CausalLM::load_layer(int64_t layer, const TensorSource& from) const
   w.up = linear("mlp.up_proj", spec_.mlp_bias);
   w.down = linear("mlp.down_proj", spec_.mlp_bias);
   return w;
+}
+
+ActFormat CausalLM::act_format_for(const std::string& module) const {
+  return act_for_ ? act_for_(module) : ActFormat::None;
+}
+
+void CausalLM::quantize_input(const std::string& module, Tensor& x) {
+  const ActFormat f = act_format_for(module);
+  if (f != ActFormat::None) backend_.fake_quant_activations(x, f, x);
 }
 
 Tensor CausalLM::embed(const Tensor& tokens) const {
@@ -144,21 +175,23 @@ void CausalLM::layer_forward(int64_t layer, const LayerWeights& w, Tensor& h, in
 
   Tensor x = be.zeros(DType::F32, {T, s.hidden_size});
   be.rmsnorm(h, w.input_norm, float(s.rms_norm_eps), x);
+  Tensor xq = quantized_input(be, x, {&w.q, &w.k, &w.v});
   if (observer) {
-    observer->on_linear_input(layer, LinearGroup::QKV, x);
+    observer->on_linear_input(layer, LinearGroup::QKV, xq.defined() ? xq : x);
     if (observer->stop_after(LinearGroup::QKV)) return;
   }
   Tensor q = be.zeros(DType::F32, {T, s.q_dim()});
   Tensor k = be.zeros(DType::F32, {T, s.kv_dim()});
   Tensor v = be.zeros(DType::F32, {T, s.kv_dim()});
-  be.linear(x, w.q.weight, bias(w.q), q);
-  be.linear(x, w.k.weight, bias(w.k), k);
-  be.linear(x, w.v.weight, bias(w.v), v);
+  be.linear(input_of(w.q, x, xq), w.q.weight, bias(w.q), q);
+  be.linear(input_of(w.k, x, xq), w.k.weight, bias(w.k), k);
+  be.linear(input_of(w.v, x, xq), w.v.weight, bias(w.v), v);
   be.rope(q, s.n_heads, s.head_dim, rope_cos_, rope_sin_, pos);
   be.rope(k, s.n_kv_heads, s.head_dim, rope_cos_, rope_sin_, pos);
   Tensor attn = be.zeros(DType::F32, {T, s.q_dim()});
   const AttentionShape shape{batch, seqlen, s.n_heads, s.n_kv_heads, s.head_dim};
   be.attention(q, k, v, shape, float(1.0 / std::sqrt(double(s.head_dim))), attn);
+  if (w.o.act != ActFormat::None) be.fake_quant_activations(attn, w.o.act, attn);
   if (observer) {
     observer->on_linear_input(layer, LinearGroup::O, attn);
     if (observer->stop_after(LinearGroup::O)) return;
@@ -167,15 +200,17 @@ void CausalLM::layer_forward(int64_t layer, const LayerWeights& w, Tensor& h, in
   be.add_inplace(h, x);
 
   be.rmsnorm(h, w.post_attention_norm, float(s.rms_norm_eps), x);
+  xq = quantized_input(be, x, {&w.gate, &w.up});
   if (observer) {
-    observer->on_linear_input(layer, LinearGroup::GateUp, x);
+    observer->on_linear_input(layer, LinearGroup::GateUp, xq.defined() ? xq : x);
     if (observer->stop_after(LinearGroup::GateUp)) return;
   }
   Tensor gate = be.zeros(DType::F32, {T, s.intermediate_size});
   Tensor up = be.zeros(DType::F32, {T, s.intermediate_size});
-  be.linear(x, w.gate.weight, bias(w.gate), gate);
-  be.linear(x, w.up.weight, bias(w.up), up);
+  be.linear(input_of(w.gate, x, xq), w.gate.weight, bias(w.gate), gate);
+  be.linear(input_of(w.up, x, xq), w.up.weight, bias(w.up), up);
   be.silu_mul(gate, up, gate);
+  if (w.down.act != ActFormat::None) be.fake_quant_activations(gate, w.down.act, gate);
   if (observer) {
     observer->on_linear_input(layer, LinearGroup::Down, gate);
     if (observer->stop_after(LinearGroup::Down)) return;
@@ -205,7 +240,14 @@ Tensor CausalLM::logits(const Tensor& hidden) {
     lm_head_ = backend_.upload(weights_.get(tied ? "model.embed_tokens.weight" : "lm_head.weight"));
   }
   Tensor out = backend_.zeros(DType::F32, {hidden.dim(0), spec_.vocab_size});
-  backend_.linear(hidden, lm_head_, nullptr, out);
+  const ActFormat f = act_format_for("lm_head");
+  if (f != ActFormat::None) {
+    Tensor xq = backend_.zeros(DType::F32, hidden.shape());
+    backend_.fake_quant_activations(hidden, f, xq);
+    backend_.linear(xq, lm_head_, nullptr, out);
+  } else {
+    backend_.linear(hidden, lm_head_, nullptr, out);
+  }
   return out;
 }
 

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 
 #include "core/tensor.h"
@@ -16,7 +17,12 @@ namespace qshard {
 struct LinearWeights {
   Tensor weight;  // backend F32 [out, in]
   Tensor bias;    // backend F32 [out], or undefined
+  ActFormat act = ActFormat::None;  // the input is fake-quantized to this before the GEMM
 };
+
+// The activation format of a Linear's input by module name ("model.layers.0.mlp.up_proj",
+// "lm_head"): W8A8-style runs quantize the inputs of the quantized Linears only.
+using ActFormatFor = std::function<ActFormat(const std::string& module)>;
 
 struct LayerWeights {
   Tensor input_norm;  // [hidden]
@@ -55,6 +61,15 @@ class CausalLM {
   // rank that read them).
   LayerWeights load_layer(int64_t layer, const TensorSource& from) const;
 
+  // From the next load_layer / logits on, each Linear's input is fake-quantized to
+  // act_for(module) before its GEMM (Backend::fake_quant_activations); the observer sees
+  // the quantized input, as the Linears do. Empty function: no activation quantization.
+  void set_activation_quant(ActFormatFor act_for) { act_for_ = std::move(act_for); }
+  ActFormat act_format_for(const std::string& module) const;
+  // x fake-quantized in place as `module`'s input (nothing when it has no act format),
+  // for a Linear run outside layer_forward (the pipeline's lm_head calibration).
+  void quantize_input(const std::string& module, Tensor& x);
+
   // h[B*S, hidden] = embed_tokens[tokens]; tokens host I32 [B*S].
   Tensor embed(const Tensor& tokens) const;
   // One decoder layer, in place on the residual stream h[B*S, hidden].
@@ -78,6 +93,7 @@ class CausalLM {
   Tensor positions_;
   int64_t positions_batch_ = -1, positions_seqlen_ = -1;
   Tensor final_norm_, lm_head_;  // uploaded once: every window needs them
+  ActFormatFor act_for_;
 };
 
 }  // namespace qshard

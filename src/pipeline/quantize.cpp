@@ -240,6 +240,7 @@ QuantizeReport quantize_model(CausalLM& lm, const TensorSource& source, const Ca
       const int64_t B = std::min(per_batch, mine.size() - w0);
       Tensor x = copy_rows(be, h.rows(w0 * S, (w0 + B) * S));
       be.rmsnorm(x, norm_w, float(spec.rms_norm_eps), x);
+      lm.quantize_input("lm_head", x);  // --act-format: what the quantized lm_head reads
       acc.add(be.download(x));
     }
     allreduce_hessian(acc, comm);

@@ -14,6 +14,15 @@ export must decode to). Then:
 - Index files, shard metadata, config.json / quantize_config.json are checked against A/B/D.
 - The HDF5 export is read with h5py (exit 77, skipped, if h5py is missing) following
   docs/formats-hdf5.md, and `h5dump -H` must succeed on it.
+- compressed-tensors int-quantized (W8A8 / W4A8: weight I8 holding the signed code,
+  weight_scale, input_activations int8 dynamic per token) is decoded from formats.md D.6
+  and compressed-tensors' naive_quantized compressor; the activation scheme recorded by
+  fake-quant and HDF5 exports is checked.
+- AWQ (GEMM) is unpacked the way AutoAWQ's awq/utils/packing_utils.py does it (shift
+  out eight nibbles per int32, then undo the interleave with AWQ_REVERSE_ORDER) and
+  dequantized as (q - zero) * scale.
+The compressed_tensors package itself is not used: its releases need torch >= 2.3
+(torch.uint16, float8 dtypes) and this venv has torch 1.13.
 """
 import json
 import os
@@ -176,6 +185,69 @@ def ct_modules(t, qc):
     return out
 
 
+def ct_int_modules(t, qc):
+    """int-quantized (D.6): weight is I8 holding the signed code, w = scale * (q - zp)."""
+    out = {}
+    for name in t:
+        if not name.endswith(".weight_scale") or name[: -len("_scale")] not in t:
+            continue
+        m = name[: -len(".weight_scale")]
+        q = t[m + ".weight"]
+        check(q.dtype == torch.int8, f"{m}.weight is {q.dtype}, expected int8")
+        check(m + ".weight_packed" not in t and m + ".weight_shape" not in t, f"{m}: packed tensors")
+        w = ct_scheme(qc, m)
+        bits = w["num_bits"]
+        q = q.numpy().astype(np.int64)
+        check(q.min() >= -(1 << (bits - 1)) and q.max() <= (1 << (bits - 1)) - 1,
+              f"{m}: codes outside the signed {bits}-bit range")
+        scales = np_of(t[m + ".weight_scale"])
+        check(t[m + ".weight_scale"].dtype == torch.bfloat16, f"{m}.weight_scale not BF16")
+        n_out, n_in = q.shape
+        ng = scales.shape[1]
+        check(scales.shape[0] == n_out and n_in % ng == 0, f"{m}.weight_scale {scales.shape}")
+        check(w["symmetric"] and m + ".weight_zero_point" not in t, f"{m}: zero point in a symmetric scheme")
+        g_idx = np.arange(n_in) // (n_in // ng)
+        out[m] = dequant(scales, q, np.zeros((n_out, ng)), g_idx)
+    return out
+
+
+AWQ_REVERSE_ORDER = [0, 4, 1, 5, 2, 6, 3, 7]
+
+
+def awq_unpack(words):
+    """AutoAWQ unpack_awq + reverse_awq_order on int32 [rows, cols] -> 4-bit [rows, 8 cols]."""
+    w = words.astype(np.int64) & 0xFFFFFFFF
+    shifts = np.arange(0, 32, 4)
+    vals = ((w[:, :, None] >> shifts[None, None, :]) & 0xF).reshape(w.shape[0], -1)
+    order = np.arange(vals.shape[1]).reshape(-1, 8)[:, AWQ_REVERSE_ORDER].reshape(-1)
+    return vals[:, order]
+
+
+def awq_modules(t, qc):
+    check(qc == {"quant_method": "awq", "bits": 4, "group_size": qc["group_size"], "zero_point": True,
+                 "version": "gemm", "modules_to_not_convert": None}, f"awq config {qc}")
+    out = {}
+    for name in t:
+        if not name.endswith(".qweight"):
+            continue
+        m = name[: -len(".qweight")]
+        qweight, qzeros = t[m + ".qweight"].numpy(), t[m + ".qzeros"].numpy()
+        check(qweight.dtype == np.int32 and qzeros.dtype == np.int32, f"{m}: not I32")
+        check(t[m + ".scales"].dtype == torch.float16, f"{m}.scales not F16")
+        scales = np_of(t[m + ".scales"])                       # [ng, out]
+        n_in, n_out = qweight.shape[0], qweight.shape[1] * 8
+        ng = scales.shape[0]
+        check(ng * qc["group_size"] == n_in, f"{m}: {ng} groups of {qc['group_size']} for {n_in}")
+        check(qzeros.shape == (ng, n_out // 8) and scales.shape == (ng, n_out), f"{m}: shapes")
+        check(m + ".g_idx" not in t, f"{m}: AWQ has no g_idx")
+        iw = awq_unpack(qweight)                               # [in, out]
+        iz = awq_unpack(qzeros)                                # [ng, out]
+        g = np.arange(n_in) // qc["group_size"]
+        w = scales[g].astype(np.float32) * (iw.astype(np.float32) - iz[g].astype(np.float32))
+        out[m] = w.T
+    return out
+
+
 def same_bits(a, b):
     return a.shape == b.shape and np.array_equal(a.astype(np.float32).view(np.uint32),
                                                  b.astype(np.float32).view(np.uint32))
@@ -327,6 +399,50 @@ def main():
                     a, b = got[m], fq[(kind, m)]
                     check(np.allclose(a, b, rtol=2 ** -7, atol=0),
                           f"{d}: {m} differs from fake-quant by {np.abs(a - b).max()}")
+
+        # Activation-quantized compressed-tensors (W8A8, W4A8) and AWQ.
+        for name in ("ct-w8a8", "ct-w4a8", "awq"):
+            d = os.path.join(root, name)
+            t = load_dir(d)
+            cfg = json.load(open(os.path.join(d, "config.json")))
+            qc = cfg["quantization_config"]
+            check({k: v for k, v in cfg.items() if k != "quantization_config"} == src_cfg,
+                  f"{d}: config.json lost source keys")
+            for n, s in source.items():
+                check(torch.equal(t[n], s), f"{d}: dense {n} changed")
+            if name == "awq":
+                check(not os.path.exists(os.path.join(d, "quantize_config.json")), f"{d}: quantize_config.json")
+                got = awq_modules(t, qc)
+            else:
+                check(qc["format"] == "int-quantized" and qc["ignore"] == ["lm_head"], f"{d}: {qc}")
+                for g in qc["config_groups"].values():
+                    a = g["input_activations"]
+                    check(a == {"num_bits": 8, "type": "int", "symmetric": True, "strategy": "token",
+                                "group_size": None, "dynamic": True, "actorder": None,
+                                "block_structure": None, "observer": None, "observer_kwargs": {}},
+                          f"{d}: input_activations {a}")
+                    wa = g["weights"]
+                    if name == "ct-w8a8":
+                        check(wa["num_bits"] == 8 and wa["strategy"] == "channel" and wa["symmetric"],
+                              f"{d}: weights {wa}")
+                    else:
+                        check(wa["num_bits"] == 4 and wa["strategy"] == "group" and wa["symmetric"],
+                              f"{d}: weights {wa}")
+                got = ct_int_modules(t, qc)
+            want = modules_of(name)
+            check(set(got) == set(want), f"{d}: modules {sorted(got)} != {sorted(want)}")
+            for m in want:
+                if m in got:
+                    check(same_bits(got[m], want[m]),
+                          f"{d}: numpy dequant of {m} != reference (max diff {np.abs(got[m] - want[m]).max()})")
+        d = os.path.join(root, "fakequant-w8a8")
+        cfg = json.load(open(os.path.join(d, "config.json")))
+        check(cfg.get("qshard_activation_quant") == {"format": "int8", "ignore": ["lm_head"]},
+              f"{d}: activation scheme {cfg.get('qshard_activation_quant')}")
+        check({k: v for k, v in cfg.items() if k != "qshard_activation_quant"} == src_cfg,
+              f"{d}: config.json changed beyond the activation scheme")
+        qc = json.load(open(os.path.join(root, "hdf5-w4a8", "config.json")))["quantization_config"]
+        check(qc.get("act_format") == "mxint8", f"hdf5-w4a8: act_format {qc.get('act_format')}")
 
         hdf5_checked = check_hdf5(root, ref, source)
         if FAILURES:

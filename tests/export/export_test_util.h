@@ -233,7 +233,7 @@ inline const std::vector<std::string>& copied_files() {
 }
 
 // The module sets of the round-trip tests and the Python checker.
-enum class Set { Sym, Asym, SymCT, Mixed };
+enum class Set { Sym, Asym, SymCT, Mixed, W8A8, W4A8, Awq };
 
 inline std::vector<ModuleSpec> module_set(Set set) {
   const std::string L = kLayer;
@@ -270,6 +270,30 @@ inline std::vector<ModuleSpec> module_set(Set set) {
               {L + "mlp.gate_proj", other_format(FormatFamily::MXInt, 3, 16), 128, 64, false, false},
               {L + "mlp.up_proj", int_format(4, 32, false), 128, 64, true, false},
               {L + "mlp.down_proj", int_format(5, -1, true), 64, 128, false, false}};
+    case Set::W8A8:  // compressed-tensors int-quantized: int8 per channel, symmetric
+      return {{L + "self_attn.q_proj", int_format(8, -1, true), 64, 64, false, false},
+              {L + "self_attn.k_proj", int_format(8, -1, true), 32, 64, false, true},
+              {L + "self_attn.v_proj", int_format(8, -1, true), 32, 64, false, false},
+              {L + "self_attn.o_proj", int_format(8, -1, true), 64, 64, false, false},
+              {L + "mlp.gate_proj", int_format(8, -1, true), 128, 64, false, false},
+              {L + "mlp.up_proj", int_format(8, -1, true), 128, 64, false, false},
+              {L + "mlp.down_proj", int_format(8, -1, true), 64, 128, false, false}};
+    case Set::W4A8:  // int4 symmetric per group (and one per channel)
+      return {{L + "self_attn.q_proj", int_format(4, 32, true), 64, 64, false, false},
+              {L + "self_attn.k_proj", int_format(4, 32, true), 32, 64, false, true},
+              {L + "self_attn.v_proj", int_format(4, 32, true), 32, 64, false, false},
+              {L + "self_attn.o_proj", int_format(4, 32, true), 64, 64, false, false},
+              {L + "mlp.gate_proj", int_format(4, 32, true), 128, 64, false, false},
+              {L + "mlp.up_proj", int_format(4, 32, true), 128, 64, false, false},
+              {L + "mlp.down_proj", int_format(4, 32, true), 64, 128, false, false}};
+    case Set::Awq:  // AWQ GEMM: int4 asymmetric, one group size, no act-order
+      return {{L + "self_attn.q_proj", int_format(4, 32, false), 64, 64, false, false},
+              {L + "self_attn.k_proj", int_format(4, 32, false), 32, 64, false, false},
+              {L + "self_attn.v_proj", int_format(4, 32, false), 32, 64, false, false},
+              {L + "self_attn.o_proj", int_format(4, 32, false), 64, 64, false, false},
+              {L + "mlp.gate_proj", int_format(4, 32, false), 128, 64, false, false},
+              {L + "mlp.up_proj", int_format(4, 32, false), 128, 64, false, false},
+              {L + "mlp.down_proj", int_format(4, 32, false), 64, 128, false, false}};
   }
   return {};
 }
@@ -278,11 +302,12 @@ inline std::vector<ModuleSpec> module_set(Set set) {
 inline std::map<std::string, QuantizedLinear> write_export(ExportKind kind, Set set,
                                                            uint64_t shard_bytes,
                                                            const std::string& src,
-                                                           const std::string& out) {
+                                                           const std::string& out,
+                                                           ActFormat act = ActFormat::None) {
   const auto specs = module_set(set);
   std::map<std::string, QuantizedLinear> mods;
   const auto dense = dense_tensors(7);
-  auto ex = make_exporter(kind, out, shard_bytes);
+  auto ex = make_exporter(kind, out, shard_bytes, nullptr, act);
   ex->add_dense(dense[0].first, dense[0].second);  // embed_tokens first, as the pipeline does
   uint32_t seed = 100;
   for (const auto& s : specs) {
@@ -296,7 +321,7 @@ inline std::map<std::string, QuantizedLinear> write_export(ExportKind kind, Set 
   info.source_model_dir = src;
   info.method = "gptq";
   info.format = specs.front().format;
-  info.act_order = true;
+  info.act_order = set != Set::W8A8 && set != Set::W4A8 && set != Set::Awq;
   info.ignored_modules = {"lm_head"};
   ex->finish(info);
   return mods;

@@ -137,8 +137,9 @@ TEST(ExportSupports, RefusesWhatTheContainerCannotHold) {
 
 TEST(ExportSupports, KindNames) {
   for (ExportKind kind : kKinds) EXPECT_EQ(parse_export_kind(export_kind_name(kind)), kind);
-  const std::string msg = message_of([] { parse_export_kind("awq"); });
-  EXPECT_NE(msg.find("--export 'awq'"), std::string::npos) << msg;
+  EXPECT_EQ(parse_export_kind(export_kind_name(ExportKind::Awq)), ExportKind::Awq);
+  const std::string msg = message_of([] { parse_export_kind("exl2"); });
+  EXPECT_NE(msg.find("--export 'exl2'"), std::string::npos) << msg;
   EXPECT_NE(msg.find("compressed-tensors"), std::string::npos) << msg;
 }
 
@@ -190,9 +191,9 @@ TEST(OpenCheckpoint, ReportsBrokenExports) {
   ScratchDir tmp;
   const nlohmann::json gptq = {{"quant_method", "gptq"}, {"bits", 4}, {"group_size", 32}, {"sym", true}};
 
-  make_checkpoint(tmp / "awq", {{"quant_method", "awq"}}, {{"x", Tensor::zeros(DType::F32, {1})}});
-  std::string msg = message_of([&] { open_checkpoint(tmp / "awq"); });
-  EXPECT_NE(msg.find("'awq'"), std::string::npos) << msg;
+  make_checkpoint(tmp / "exl2", {{"quant_method", "exl2"}}, {{"x", Tensor::zeros(DType::F32, {1})}});
+  std::string msg = message_of([&] { open_checkpoint(tmp / "exl2"); });
+  EXPECT_NE(msg.find("'exl2'"), std::string::npos) << msg;
   EXPECT_NE(msg.find("config.json"), std::string::npos) << msg;
 
   make_checkpoint(tmp / "noz", gptq, {{"m.qweight", Tensor::zeros(DType::I32, {8, 16})},

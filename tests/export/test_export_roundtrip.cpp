@@ -123,6 +123,7 @@ TEST_P(ExportRoundTrip, ReadsBackWhatWasWritten) {
       EXPECT_EQ(qc["file"], "model.h5");
       break;
     }
+    case ExportKind::Awq: break;  // test_export_act_awq.cpp
   }
 
   // The dense view: every dense tensor as stored, every module as "<module>.weight".
@@ -150,6 +151,7 @@ TEST_P(ExportRoundTrip, ReadsBackWhatWasWritten) {
         expect_same_floats(got, reference_weights(q, DType::BF16), w);
         break;
       case ExportKind::Hdf5: expect_same_floats(got, reference_weights(q, DType::F32), w); break;
+      case ExportKind::Awq: expect_same_floats(got, reference_weights(q, DType::F16), w); break;
       case ExportKind::FakeQuant: {
         const Tensor want = bf16_of(reference_weights(q, DType::F32));
         ASSERT_EQ(got.dtype(), DType::BF16) << w;
@@ -173,7 +175,9 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{ExportKind::FakeQuant, Set::Mixed, 6000, "fakequant_mixed_sharded"},
                       Case{ExportKind::Hdf5, Set::Sym, 5ull << 30, "hdf5_sym"},
                       Case{ExportKind::Hdf5, Set::Asym, 5ull << 30, "hdf5_asym"},
-                      Case{ExportKind::Hdf5, Set::Mixed, 5ull << 30, "hdf5_mixed"}),
+                      Case{ExportKind::Hdf5, Set::Mixed, 5ull << 30, "hdf5_mixed"},
+                      Case{ExportKind::Awq, Set::Awq, 5ull << 30, "awq"},
+                      Case{ExportKind::Awq, Set::Awq, 6000, "awq_sharded"}),
     [](const ::testing::TestParamInfo<Case>& i) { return std::string(i.param.label); });
 
 // Known packed words from formats.md worked examples, read back through open_checkpoint.
