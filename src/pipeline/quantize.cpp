@@ -81,19 +81,31 @@ struct QuantizedResult {
 };
 
 QuantizedResult quantize_weight(const Tensor& w, const Tensor* hessian, const QuantFormat& format,
-                                const QuantizeOptions& o, const std::string& name) {
+                                const QuantizeOptions& o, const std::string& name,
+                                const std::vector<GroupParams>* fixed_groups = nullptr) {
   const auto scheme = Scheme::make(format);
   format.check_divides(w.dim(1), name);
   QuantizedResult r;
   if (o.method == "rtn") {
     r.q = rtn_quantize(w, *scheme, o.clip, name);
   } else {
-    GptqResult g = gptq_quantize(w, *hessian, *scheme, o.gptq, name);
+    GptqOptions go = o.gptq;
+    go.fixed_groups = fixed_groups;
+    GptqResult g = gptq_quantize(w, *hessian, *scheme, go, name);
     r.q = std::move(g.q);
     r.loss = g.loss;
     r.escalations = g.damp_escalations;
   }
   return r;
+}
+
+// A host F32 tensor converted to `dtype` (F32, F16 or BF16; round to nearest even).
+Tensor to_dtype(const Tensor& f32, DType dtype) {
+  if (dtype != DType::BF16 && dtype != DType::F16) return f32;
+  Tensor t = Tensor::zeros(dtype, f32.shape());
+  for (int64_t i = 0; i < f32.numel(); ++i)
+    t.data<uint16_t>()[i] = dtype == DType::BF16 ? f32_to_bf16(f32.data<float>()[i]) : f32_to_f16(f32.data<float>()[i]);
+  return t;
 }
 
 void export_dense_if_present(Exporter* ex, const TensorSource& src, const std::string& name) {
@@ -124,8 +136,16 @@ QuantizeReport quantize_model(CausalLM& lm, const TensorSource& source, const Ca
   const double start = wall_seconds();
   const ModelSpec& spec = lm.spec();
   Backend& be = lm.backend();
-  if (o.method != "gptq" && o.method != "rtn")
-    fail_input("--method ", o.method, " is not supported here (gptq, rtn)");
+  const MethodPlan plan = parse_method(o.method);
+  ScalingOptions scaling = o.scaling;
+  // AutoAWQ feeds the next layer the FP output; GPTQ-style methods the quantized one.
+  scaling.propagate_fp = o.propagate_fp.value_or(
+      !plan.gptq && (plan.scaling == ScalingMethod::Awq || plan.scaling == ScalingMethod::AwqDh));
+  ExportNumerics numerics = o.numerics;
+  if (plan.scaling != ScalingMethod::None) {  // folded norms are stored in the source's dtype
+    const Tensor n0 = source.get(lm.layer_tensor(0, "input_layernorm.weight"));
+    numerics.norm_dtype = dtype_is_float(n0.dtype()) && n0.dtype() != DType::F64 ? n0.dtype() : DType::F32;
+  }
   if (o.quantize_lm_head && (spec.tie_word_embeddings || !source.contains("lm_head.weight")))
     fail_input("--quantize-lm-head: this model ties lm_head to embed_tokens; quantizing it would "
                "quantize the embedding too. Drop --quantize-lm-head");
@@ -162,10 +182,14 @@ QuantizeReport quantize_model(CausalLM& lm, const TensorSource& source, const Ca
   Progress progress("quantize", spec.num_layers, "layers");
   for (int64_t l = 0; l < spec.num_layers; ++l) {
     LayerWeights w = lm.load_layer(l);
+    ScaledLayer scaled;
+    if (plan.scaling != ScalingMethod::None)
+      scaled = scale_layer(lm, l, w, h, {mine.size(), S, per_batch}, recipe, plan, scaling, numerics, comm);
+    const bool self_quantized = plan.scaling != ScalingMethod::None && !plan.gptq;
     // Without true-sequential every group sees the unquantized layer: one pass.
     const auto& groups = layer_groups();
     std::vector<std::vector<const GroupSpec*>> passes;
-    if (o.true_sequential)
+    if (o.true_sequential && !self_quantized)
       for (const auto& g : groups) passes.push_back({&g});
     else
       passes.push_back({&groups[0], &groups[1], &groups[2], &groups[3]});
@@ -173,15 +197,17 @@ QuantizeReport quantize_model(CausalLM& lm, const TensorSource& source, const Ca
     for (const auto& pass : passes) {
       std::map<LinearGroup, HessianAccumulator> hessians;
       HessianObserver observer(be);
-      for (const GroupSpec* g : pass) {
-        const int64_t in = (w.*(g->linears[0].member)).weight.dim(1);
-        auto [it, _] = hessians.emplace(g->group, HessianAccumulator(in));
-        observer.watch(g->group, &it->second);
+      if (!self_quantized) {
+        for (const GroupSpec* g : pass) {
+          const int64_t in = (w.*(g->linears[0].member)).weight.dim(1);
+          auto [it, _] = hessians.emplace(g->group, HessianAccumulator(in));
+          observer.watch(g->group, &it->second);
+        }
+        run_layer(lm, l, w, h, mine.size(), S, per_batch, &observer);
       }
-      run_layer(lm, l, w, h, mine.size(), S, per_batch, &observer);
       for (const GroupSpec* g : pass) {
-        HessianAccumulator& acc = hessians.at(g->group);
-        allreduce_hessian(acc, comm);
+        HessianAccumulator* acc = self_quantized ? nullptr : &hessians.at(g->group);
+        if (acc) allreduce_hessian(*acc, comm);
         for (const LinearSlot& slot : g->linears) {
           const std::string module = lm.layer_tensor(l, slot.name);
           const std::string weight_name = module + ".weight";
@@ -189,12 +215,20 @@ QuantizeReport quantize_model(CausalLM& lm, const TensorSource& source, const Ca
           ModuleReport mr{module, format ? format->describe() : "skipped", 0, 0, 0, 0};
           if (!format) {
             export_dense_if_present(exporter, source, weight_name);
+          } else if (self_quantized) {
+            const ScaledModule& sm = scaled.quantized.at(module);
+            mr.rel_error = sm.rel_error;
+            (w.*(slot.member)).weight = be.upload(dequantize_exported(sm.q, numerics));
+            if (exporter) exporter->add_quantized(module, sm.q);
           } else {
             const double t0 = wall_seconds();
-            const Tensor w_orig = source.get(weight_name).to_f32();
-            QuantizedResult qr = quantize_weight(w_orig, &acc.sum(), *format, o, weight_name);
+            // The layer's weights as the forward holds them: scaled if a scaling method ran.
+            const Tensor w_orig = be.download((w.*(slot.member)).weight);
+            const auto fixed = scaled.static_groups.find(module);
+            QuantizedResult qr = quantize_weight(w_orig, &acc->sum(), *format, o, weight_name,
+                                                 fixed == scaled.static_groups.end() ? nullptr : &fixed->second);
             const Tensor w_hat = qr.q.dequantize();
-            mr.rel_error = relative_output_error(w_orig, w_hat, acc.sum());
+            mr.rel_error = relative_output_error(w_orig, w_hat, acc->sum());
             mr.gptq_loss = qr.loss;
             mr.damp_escalations = qr.escalations;
             (w.*(slot.member)).weight = be.upload(w_hat);  // later groups see quantized outputs
@@ -206,9 +240,18 @@ QuantizeReport quantize_model(CausalLM& lm, const TensorSource& source, const Ca
         }
       }
     }
-    run_layer(lm, l, w, h, mine.size(), S, per_batch, nullptr);  // quantized outputs onward
-    export_dense_if_present(exporter, source, lm.layer_tensor(l, "input_layernorm.weight"));
-    export_dense_if_present(exporter, source, lm.layer_tensor(l, "post_attention_layernorm.weight"));
+    if (scaled.fp_output.defined())
+      h = scaled.fp_output;  // AutoAWQ: the next layer sees the unquantized layer's output
+    else
+      run_layer(lm, l, w, h, mine.size(), S, per_batch, nullptr);  // quantized outputs onward
+    for (const auto& [name, t] : {std::pair{"input_layernorm.weight", &w.input_norm},
+                                  std::pair{"post_attention_layernorm.weight", &w.post_attention_norm}}) {
+      const std::string full = lm.layer_tensor(l, name);
+      if (plan.scaling == ScalingMethod::None || !exporter)
+        export_dense_if_present(exporter, source, full);
+      else  // folded norms, already rounded to the source dtype
+        exporter->add_dense(full, to_dtype(be.download(*t), source.get(full).dtype()));
+    }
     progress.update(l + 1);
     const auto& last = report.modules.back();
     log_debug("layer ", l, " done; ", last.module, " rel_error ", last.rel_error);
