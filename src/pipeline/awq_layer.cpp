@@ -290,7 +290,13 @@ ScaledLayer scale_layer(CausalLM& lm, int64_t layer, LayerWeights& w, const Tens
     Tensor ws = W[slot].to_f32();
     scale_columns(ws, s);
     GroupRanges ranges;
-    if (plan.scaling == ScalingMethod::AwqJoint) ranges = joint_block_ranges(ws, hs, *scheme, numerics, opt.joint);
+    if (plan.scaling == ScalingMethod::AwqJoint) {
+      // Inside the exponent grid a coarser range grid (twice the step) keeps the search
+      // cheap; the final fit at the chosen exponent uses the full grid and descents.
+      JointOptions coarse = opt.joint;
+      coarse.range_step *= 2;
+      ranges = joint_block_ranges(ws, hs, *scheme, numerics, coarse);
+    }
     const QuantizedLinear q = quantize_ranged(ws, *scheme, ranges.empty() ? nullptr : &ranges, numerics, modules[slot]);
     Tensor wh = dequantize_exported(q, numerics);
     unscale_columns(wh, s);
