@@ -4,7 +4,8 @@ agreement, quantization time. Each configuration is quantized with `qshard quant
 (fakequant export, so every format evaluates) and evaluated with `qshard eval` against
 the original on the first --windows windows of eval.txt.
 
-Usage: bench/quality_table.py [--qshard build/qshard] [--windows 128] [--n-calib 128]
+Usage: bench/quality_table.py [--qshard build/qshard] [--windows 128] [--n-calib 128] [--set awq]
+(--set awq: the AWQ-family table, methods x formats as in docs/results.md)
 Prints a markdown table (for docs/results.md).
 """
 import argparse
@@ -37,6 +38,11 @@ CONFIGS = [  # (method, format, extra args)
     ("gptq", "nvfp4", []),
 ]
 
+AWQ_METHODS = ["rtn", "gptq", "awq", "awq-joint", "awq-dh", "awq+gptq", "awq-joint+gptq", "smoothquant+gptq"]
+AWQ_FORMATS = [("int4", ["--group-size", "128", "--asym"]), ("int3", ["--group-size", "128", "--asym"]),
+               ("mxint4", []), ("mxint3", []), ("int8", ["--group-size", "128"])]
+AWQ_CONFIGS = [(m, f, x) for f, x in AWQ_FORMATS for m in AWQ_METHODS]
+
 
 def main():
     ap = argparse.ArgumentParser()
@@ -44,7 +50,9 @@ def main():
     ap.add_argument("--model", default=os.path.join(ROOT, "models", "tiny-llama-gcide"))
     ap.add_argument("--windows", type=int, default=128)
     ap.add_argument("--n-calib", type=int, default=128)
+    ap.add_argument("--set", choices=["default", "awq"], default="default")
     a = ap.parse_args()
+    configs = AWQ_CONFIGS if a.set == "awq" else CONFIGS
     calib = os.path.join(a.model, "text", "calib.txt")
     text = os.path.join(a.model, "text", "eval.txt")
     evalargs = ["--text", text, "--seqlen", "256", "--max-windows", str(a.windows), "--json", "--quiet"]
@@ -55,7 +63,7 @@ def main():
     print("| method | format | ppl | KLD mean | KLD p99 | top-1 | quantize s |")
     print("|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
-        for i, (method, fmt, extra) in enumerate(CONFIGS):
+        for i, (method, fmt, extra) in enumerate(configs):
             out = os.path.join(tmp, str(i))
             t0 = time.perf_counter()
             subprocess.run([a.qshard, "quantize", "--model", a.model, "--out", out, "--calib", calib,

@@ -20,7 +20,7 @@ namespace qshard::cli {
 namespace {
 
 constexpr const char* kUsage =
-    "usage: qshard quantize --model DIR --out DIR --calib FILE [--method gptq|rtn]\n"
+    "usage: qshard quantize --model DIR --out DIR --calib FILE [--method gptq|rtn|awq|...]\n"
     "                       [--format int4] [--group-size 128] [--sym|--asym] [--act-order]\n"
     "                       [--static-groups] [--damp 0.01] [--n-calib 128] [--calib-seqlen 2048]\n"
     "                       [--export gptq|compressed-tensors|awq|fakequant|hdf5] [--skip REGEX]...\n"
@@ -45,6 +45,12 @@ constexpr const char* kUsage =
     "Calibration: a text file (tokenized with the model's tokenizer, [BOS] first) or a token\n"
     "file (*.tokens / *.bin, little-endian int32); --n-calib windows of --calib-seqlen\n"
     "tokens, consecutive from the start unless --calib-shuffle SEED.\n"
+    "Methods: gptq, rtn; awq (AutoAWQ: per-channel scales x^alpha searched on each scaling\n"
+    "group's output, folded into the norms / previous linear, then the clip search),\n"
+    "awq-joint (scales, per-group ranges and rounding fitted together against tr(dW H dW^T),\n"
+    "docs/awq-joint.md), awq-dh (AWQ + Kneedle outliers + greedy flip rounding),\n"
+    "smoothquant (s = max|X|^a / max|W|^(1-a) folded into the norms, then RTN), and\n"
+    "awq+gptq, awq-joint+gptq, smoothquant+gptq (scales folded first, then GPTQ).\n"
     "Recipe file (--recipe): {\"rules\": [{\"match\": REGEX, \"skip\": true} or\n"
     "{\"match\": REGEX, \"format\": \"int8\", \"group_size\": 128, \"sym\": true}]}; the last\n"
     "matching rule wins; --skip REGEX rules apply after the recipe.";
@@ -90,7 +96,7 @@ int run_quantize(const std::vector<std::string>& args, Communicator& comm) {
   std::string model_dir, out_dir, calib_path, format_name = "int4", export_name = "gptq", recipe_path;
   std::string act_name = "none";
   int64_t group_size = 0;
-  std::string block_gptq;
+  std::string block_gptq, propagate, awq_loss;
   uint64_t shuffle_seed = 0;
   double max_shard_gb = 5.0;
   std::string device = "cpu";
@@ -101,9 +107,28 @@ int run_quantize(const std::vector<std::string>& args, Communicator& comm) {
       ("model", po::value(&model_dir)->required(), "Hugging Face model directory (bf16/f16/f32 weights)")
       ("out", po::value(&out_dir)->required(), "output directory (must not hold a finished checkpoint)")
       ("calib", po::value(&calib_path)->required(), "calibration text file, or token file (*.tokens, *.bin)")
-      ("method", po::value(&opt.method)->default_value("gptq"), "gptq or rtn")
+      ("method", po::value(&opt.method)->default_value("gptq"),
+       "gptq, rtn, awq, awq-joint, awq-dh, smoothquant, awq+gptq, awq-joint+gptq, smoothquant+gptq")
       ("device", po::value(&device)->default_value("cpu"),
        "cpu, cuda or cuda:N: where the forward, Hessians and GPTQ/RTN run")
+      ("awq-grid", po::value(&opt.scaling.n_grid)->default_value(20), "AWQ family: scale exponents searched (alpha = i/N)")
+      ("awq-loss", po::value(&awq_loss)->default_value("linear"),
+       "AWQ family scale-search loss: linear (MSE of the scaled linears' outputs, e.g. q,k,v together) "
+       "or block (MSE of the attention / MLP block output, AutoAWQ's module2inspect; slower)")
+      ("no-awq-clip", "awq, awq-dh: skip the clip (range) search after scaling")
+      ("awq-propagate", po::value(&propagate),
+       "AWQ family: feed the next layer the fp or quantized layer output (default: fp for awq and "
+       "awq-dh as AutoAWQ, quantized otherwise)")
+      ("joint-range-sweeps", po::value(&opt.scaling.joint.range_sweeps)->default_value(2),
+       "awq-joint: coordinate-descent sweeps over group ranges")
+      ("joint-rounding-sweeps", po::value(&opt.scaling.joint.rounding_sweeps)->default_value(4),
+       "awq-joint: coordinate-descent sweeps over codes (0: nearest rounding)")
+      ("smooth-alpha", po::value(&opt.scaling.smooth_alpha)->default_value(0.5), "smoothquant: migration strength alpha")
+      ("max-flip-percent", po::value(&opt.scaling.max_flip_percent)->default_value(1.0),
+       "awq-dh: at most this % of in_features flipped per output channel")
+      ("knee-tolerance", po::value(&opt.scaling.knee_tolerance)->default_value(0.0),
+       "awq-dh: shift of the Kneedle knee, as a fraction of the half curve (larger: lower threshold, more "
+       "channels masked as outliers)")
       ("format", po::value(&format_name)->default_value("int4"),
        "int2..int8, mxint8, mxint6, mxint4, mxint3, mxfp4, nvfp4")
       ("group-size", po::value(&group_size)->default_value(0),
@@ -130,10 +155,12 @@ int run_quantize(const std::vector<std::string>& args, Communicator& comm) {
       ("no-true-sequential", "collect every group's Hessian from the unquantized layer (one pass)")
       ("batch-tokens", po::value(&opt.batch_tokens)->default_value(2048), "calibration tokens per forward")
       ("max-shard-size", po::value(&max_shard_gb)->default_value(5.0), "output shard size limit in GB")
-      ("quiet", "no progress on stderr");
+      ("quiet", "no progress on stderr")
+      ("verbose", "debug log lines on stderr (per-group scale exponents, losses, timings)");
   po::variables_map vm;
   if (!parse_options(args, kUsage, desc, vm, comm.is_root())) return 0;
   if (vm.count("quiet")) log_set_level(LogLevel::Quiet);
+  if (vm.count("verbose")) log_set_level(LogLevel::Debug);
   if (vm.count("sym") && vm.count("asym")) fail_input("--sym and --asym exclude each other");
   opt.gptq.act_order = vm.count("act-order") > 0;
   opt.gptq.static_groups = vm.count("static-groups") > 0;
@@ -146,8 +173,22 @@ int run_quantize(const std::vector<std::string>& args, Communicator& comm) {
   else if (block_gptq != "columnwise")
     fail_input("--block-gptq ", block_gptq, " is not one of columnwise, microblock");
   calib.path = calib_path;
-  if (opt.method != "gptq" && opt.method != "rtn")
-    fail_input("--method ", opt.method, " is not supported (gptq, rtn)");
+  parse_method(opt.method);  // refuses unknown and reversed combinations
+  opt.scaling.clip = vm.count("no-awq-clip") == 0;
+  if (awq_loss != "linear" && awq_loss != "block") fail_input("--awq-loss ", awq_loss, " is not linear or block");
+  opt.scaling.block_loss = awq_loss == "block";
+  if (!propagate.empty()) {
+    if (propagate != "fp" && propagate != "quantized") fail_input("--awq-propagate ", propagate, " is not fp or quantized");
+    opt.propagate_fp = propagate == "fp";
+  }
+  if (opt.scaling.n_grid < 1) fail_input("--awq-grid must be positive");
+  if (!(opt.scaling.max_flip_percent >= 0 && opt.scaling.max_flip_percent <= 100))
+    fail_input("--max-flip-percent must be in [0, 100]");
+  if (!(opt.scaling.knee_tolerance >= 0 && opt.scaling.knee_tolerance <= 1))
+    fail_input("--knee-tolerance must be in [0, 1]");
+  if (!(opt.scaling.smooth_alpha >= 0 && opt.scaling.smooth_alpha <= 1)) fail_input("--smooth-alpha must be in [0, 1]");
+  if (opt.scaling.joint.range_sweeps < 0 || opt.scaling.joint.rounding_sweeps < 0)
+    fail_input("--joint-range-sweeps and --joint-rounding-sweeps must not be negative");
   if (opt.gptq.damp < 0) fail_input("--damp must not be negative");
   if (opt.gptq.block_size < 1) fail_input("--block-size must be positive");
   if (opt.batch_tokens < 1) fail_input("--batch-tokens must be positive");
@@ -171,6 +212,16 @@ int run_quantize(const std::vector<std::string>& args, Communicator& comm) {
   if (comm.is_root()) prepare_out_dir(out_dir, model_dir);
   ModelSpec spec = ModelSpec::load(model_dir);
   const TensorStore store = TensorStore::open(model_dir);
+  {  // what the export stores, so that the AWQ family's searches score exactly that
+    const DType model_dtype = store.get("model.embed_tokens.weight").dtype();
+    const DType dense = model_dtype == DType::F16 || model_dtype == DType::BF16 ? model_dtype : DType::F32;
+    switch (kind) {
+      case ExportKind::Hdf5: break;  // F32 scales
+      case ExportKind::FakeQuant: opt.numerics.weight_dtype = dense; break;
+      case ExportKind::CompressedTensors: opt.numerics.scale_dtype = dense; break;
+      default: opt.numerics.scale_dtype = DType::F16; break;  // GPTQ/AWQ containers: F16 scales
+    }
+  }
   CausalLM lm(std::move(spec), store, *backend);
   if (act != ActFormat::None)  // calibration sees what the quantized Linears will read
     lm.set_activation_quant([&recipe, act, lm_head = opt.quantize_lm_head](const std::string& m) {

@@ -79,18 +79,30 @@ void run_layer(CausalLM& lm, int64_t layer, const LayerWeights& w, Tensor& h, in
 using QuantizedResult = RowQuantized;
 
 QuantizedResult quantize_weight(Backend& be, const Tensor& w, const Tensor* hessian, const Scheme& scheme,
-                                const QuantizeOptions& o, const std::string& name) {
+                                const QuantizeOptions& o, const std::string& name,
+                                const std::vector<GroupParams>* fixed_groups = nullptr) {
   scheme.format().check_divides(w.dim(1), name);
   QuantizedResult r;
   if (o.method == "rtn") {
     r.q = rtn_quantize_on(be, w, scheme, o.clip, name);
   } else {
-    GptqResult g = gptq_quantize_on(be, w, *hessian, scheme, o.gptq, name);
+    GptqOptions go = o.gptq;
+    go.fixed_groups = fixed_groups;
+    GptqResult g = gptq_quantize_on(be, w, *hessian, scheme, go, name);
     r.q = std::move(g.q);
     r.loss = g.loss;
     r.escalations = g.damp_escalations;
   }
   return r;
+}
+
+// A host F32 tensor converted to `dtype` (F32, F16 or BF16; round to nearest even).
+Tensor to_dtype(const Tensor& f32, DType dtype) {
+  if (dtype != DType::BF16 && dtype != DType::F16) return f32;
+  Tensor t = Tensor::zeros(dtype, f32.shape());
+  for (int64_t i = 0; i < f32.numel(); ++i)
+    t.data<uint16_t>()[i] = dtype == DType::BF16 ? f32_to_bf16(f32.data<float>()[i]) : f32_to_f16(f32.data<float>()[i]);
+  return t;
 }
 
 void export_dense_if_present(Exporter* ex, const TensorSource& src, const std::string& name) {
@@ -121,8 +133,16 @@ QuantizeReport quantize_model(CausalLM& lm, const TensorSource& source, const Ca
   const double start = wall_seconds();
   const ModelSpec& spec = lm.spec();
   Backend& be = lm.backend();
-  if (o.method != "gptq" && o.method != "rtn")
-    fail_input("--method ", o.method, " is not supported here (gptq, rtn)");
+  const MethodPlan plan = parse_method(o.method);
+  ScalingOptions scaling = o.scaling;
+  // AutoAWQ feeds the next layer the FP output; GPTQ-style methods the quantized one.
+  scaling.propagate_fp = o.propagate_fp.value_or(
+      !plan.gptq && (plan.scaling == ScalingMethod::Awq || plan.scaling == ScalingMethod::AwqDh));
+  ExportNumerics numerics = o.numerics;
+  if (plan.scaling != ScalingMethod::None) {  // folded norms are stored in the source's dtype
+    const Tensor n0 = source.get(lm.layer_tensor(0, "input_layernorm.weight"));
+    numerics.norm_dtype = dtype_is_float(n0.dtype()) && n0.dtype() != DType::F64 ? n0.dtype() : DType::F32;
+  }
   if (o.quantize_lm_head && (spec.tie_word_embeddings || !source.contains("lm_head.weight")))
     fail_input("--quantize-lm-head: this model ties lm_head to embed_tokens; quantizing it would "
                "quantize the embedding too. Drop --quantize-lm-head");
@@ -169,10 +189,14 @@ QuantizeReport quantize_model(CausalLM& lm, const TensorSource& source, const Ca
     const std::shared_ptr<const LayerTensors> layer_src = fetcher.fetch(l);
     fetcher.prefetch(l + 1);
     LayerWeights w = lm.load_layer(l, *layer_src);
+    ScaledLayer scaled;
+    if (plan.scaling != ScalingMethod::None)
+      scaled = scale_layer(lm, l, w, h, {mine.size(), S, per_batch}, recipe, plan, scaling, numerics, comm);
+    const bool self_quantized = plan.scaling != ScalingMethod::None && !plan.gptq;
     // Without true-sequential every group sees the unquantized layer: one pass.
     const auto& groups = layer_groups();
     std::vector<std::vector<const GroupSpec*>> passes;
-    if (o.true_sequential)
+    if (o.true_sequential && !self_quantized)
       for (const auto& g : groups) passes.push_back({&g});
     else
       passes.push_back({&groups[0], &groups[1], &groups[2], &groups[3]});
@@ -180,15 +204,17 @@ QuantizeReport quantize_model(CausalLM& lm, const TensorSource& source, const Ca
     for (const auto& pass : passes) {
       std::map<LinearGroup, HessianSum> hessians;
       HessianObserver observer(be);
-      for (const GroupSpec* g : pass) {
-        const int64_t in = (w.*(g->linears[0].member)).weight.dim(1);
-        auto [it, _] = hessians.emplace(g->group, HessianSum(in, S));
-        observer.watch(g->group, &it->second);
+      if (!self_quantized) {
+        for (const GroupSpec* g : pass) {
+          const int64_t in = (w.*(g->linears[0].member)).weight.dim(1);
+          auto [it, _] = hessians.emplace(g->group, HessianSum(in, S));
+          observer.watch(g->group, &it->second);
+        }
+        run_layer(lm, l, w, h, mine.size(), S, per_batch, &observer);
       }
-      run_layer(lm, l, w, h, mine.size(), S, per_batch, &observer);
       for (const GroupSpec* g : pass) {
-        HessianSum& acc = hessians.at(g->group);
-        allreduce_hessian(acc, comm);
+        HessianSum* acc = self_quantized ? nullptr : &hessians.at(g->group);
+        if (acc) allreduce_hessian(*acc, comm);
         for (const LinearSlot& slot : g->linears) {
           const std::string module = lm.layer_tensor(l, slot.name);
           const std::string weight_name = module + ".weight";
@@ -196,14 +222,34 @@ QuantizeReport quantize_model(CausalLM& lm, const TensorSource& source, const Ca
           ModuleReport mr{module, format ? format->describe() : "skipped", 0, 0, 0, 0};
           if (!format) {
             export_dense_if_present(exporter, *layer_src, weight_name);
+          } else if (self_quantized) {
+            const ScaledModule& sm = scaled.quantized.at(module);
+            mr.rel_error = sm.rel_error;
+            (w.*(slot.member)).weight = be.upload(dequantize_exported(sm.q, numerics));
+            if (exporter) exporter->add_quantized(module, sm.q);
           } else {
             const double t0 = wall_seconds();
-            const Tensor w_orig = layer_src->get(weight_name).to_f32();
-            // Output rows split over ranks, results allgathered (row_parallel.h).
+            // The layer's weights as the forward holds them: scaled if a scaling method ran.
+            const Tensor w_orig = plan.scaling != ScalingMethod::None
+                                      ? be.download((w.*(slot.member)).weight).to_f32()
+                                      : layer_src->get(weight_name).to_f32();
+            const auto fixed_it = scaled.static_groups.find(module);
+            const std::vector<GroupParams>* fixed =
+                fixed_it == scaled.static_groups.end() ? nullptr : &fixed_it->second;
+            // Output rows split over ranks, results allgathered (row_parallel.h); fixed
+            // group parameters (awq-joint+gptq) are sliced to this rank's rows.
             RowParallelResult qr = quantize_rows_parallel(
-                w_orig, &acc.sum(), *format,
+                w_orig, &acc->sum(), *format,
                 [&](const Tensor& rows, const Scheme& s) {
-                  return quantize_weight(be, rows, &acc.sum(), s, o, weight_name);
+                  std::vector<GroupParams> mine_fixed;
+                  if (fixed) {
+                    const int64_t out = w_orig.dim(0), ng = int64_t(fixed->size()) / out;
+                    const Range r = split_range(out, comm.size(), comm.rank());
+                    QS_ASSERT(r.size() == rows.dim(0), "row split of ", weight_name);
+                    mine_fixed.assign(fixed->begin() + r.begin * ng, fixed->begin() + r.end * ng);
+                  }
+                  return quantize_weight(be, rows, &acc->sum(), s, o, weight_name,
+                                         fixed ? &mine_fixed : nullptr);
                 },
                 comm);
             mr.rel_error = qr.rel_error;
@@ -218,9 +264,18 @@ QuantizeReport quantize_model(CausalLM& lm, const TensorSource& source, const Ca
         }
       }
     }
-    run_layer(lm, l, w, h, mine.size(), S, per_batch, nullptr);  // quantized outputs onward
-    export_dense_if_present(exporter, *layer_src, lm.layer_tensor(l, "input_layernorm.weight"));
-    export_dense_if_present(exporter, *layer_src, lm.layer_tensor(l, "post_attention_layernorm.weight"));
+    if (scaled.fp_output.defined())
+      h = scaled.fp_output;  // AutoAWQ: the next layer sees the unquantized layer's output
+    else
+      run_layer(lm, l, w, h, mine.size(), S, per_batch, nullptr);  // quantized outputs onward
+    for (const auto& [name, t] : {std::pair{"input_layernorm.weight", &w.input_norm},
+                                  std::pair{"post_attention_layernorm.weight", &w.post_attention_norm}}) {
+      const std::string full = lm.layer_tensor(l, name);
+      if (plan.scaling == ScalingMethod::None || !exporter)
+        export_dense_if_present(exporter, *layer_src, full);
+      else  // folded norms, already rounded to the source dtype
+        exporter->add_dense(full, to_dtype(be.download(*t), layer_src->get(full).dtype()));
+    }
     report.layers.push_back(layer_report(l, wall_seconds() - layer_t0, layer_src->bytes(),
                                          comm.traffic() - traffic0));
     progress.update(l + 1);

@@ -4,11 +4,13 @@
 // next layer. Calibration windows are split over ranks; Hessians are summed over ranks.
 #pragma once
 
+#include <optional>
 #include <string>
 
 #include "dist/communicator.h"
 #include "export/exporter.h"
 #include "model/decoder.h"
+#include "pipeline/awq_layer.h"
 #include "pipeline/calibration.h"
 #include "pipeline/recipe.h"
 #include "pipeline/report.h"
@@ -17,8 +19,11 @@
 namespace qshard {
 
 struct QuantizeOptions {
-  std::string method = "gptq";  // "gptq" or "rtn"
+  std::string method = "gptq";  // see parse_method (pipeline/awq_layer.h)
   GptqOptions gptq;
+  ScalingOptions scaling;       // the AWQ family and SmoothQuant
+  ExportNumerics numerics;      // how the export stores scales and weights (norm dtype: from the source)
+  std::optional<bool> propagate_fp;  // AWQ family: next layer sees FP outputs (default per method)
   ClipSearch clip;  // RTN's clip search (GPTQ uses gptq.clip)
   bool true_sequential = true;
   bool quantize_lm_head = false;

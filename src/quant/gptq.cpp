@@ -169,7 +169,7 @@ GptqResult gptq_quantize(const Tensor& weight_in, const Tensor& hessian_in, cons
 
   Mode mode;
   if (per_channel) mode = Mode::PerChannel;
-  else if (options.static_groups) mode = Mode::Static;
+  else if (options.static_groups || options.fixed_groups) mode = Mode::Static;
   else if (is_int) mode = Mode::Dynamic;
   else mode = options.block_gptq == BlockGptq::Microblock ? Mode::MicroBlock : Mode::BlockColumnwise;
   // MX blocks must not straddle two lazy batches (§7.3), so a block's columns are all in
@@ -194,7 +194,14 @@ GptqResult gptq_quantize(const Tensor& weight_in, const Tensor& hessian_in, cons
 
   // 1. Per-channel parameters on the original full row.
   std::vector<GroupParams> cur(static_cast<size_t>(o));
-  if (mode == Mode::PerChannel) {
+  const std::vector<GroupParams>* fixed = options.fixed_groups;
+  if (fixed)
+    QS_ASSERT(int64_t(fixed->size()) == o * ng, "GPTQ of ", name, ": ", fixed->size(),
+              " fixed group parameters for ", o, "x", ng, " groups");
+  if (mode == Mode::PerChannel && fixed) {
+    for (int64_t r = 0; r < o; ++r) cur[size_t(r)] = (*fixed)[size_t(r)];
+    for (int64_t r = 0; r < o; ++r) store(r, 0, cur[size_t(r)]);
+  } else if (mode == Mode::PerChannel) {
 #pragma omp parallel for schedule(static)
     for (int64_t r = 0; r < o; ++r) {
       cur[size_t(r)] = fit_group(scheme, w0 + r * d, d, 1, ts, clip);
@@ -214,7 +221,10 @@ GptqResult gptq_quantize(const Tensor& weight_in, const Tensor& hessian_in, cons
     const float* src = w0 + r * d;
     for (int64_t j = 0; j < d; ++j) dst[j] = dead[size_t(j)] ? 0.0f : src[j];
   };
-  if (mode == Mode::Static) {
+  if (mode == Mode::Static && fixed) {
+    for (int64_t r = 0; r < o; ++r)
+      for (int64_t g = 0; g < ng; ++g) store(r, g, (*fixed)[size_t(r * ng + g)]);
+  } else if (mode == Mode::Static) {
 #pragma omp parallel
     {
       std::vector<float> row(static_cast<size_t>(d));

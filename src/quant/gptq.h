@@ -58,6 +58,9 @@ struct GptqOptions {
   bool static_groups = false;
   ClipSearch clip;             // MSE search when fitting group parameters
   BlockGptq block_gptq = BlockGptq::Columnwise;  // MX and NVFP4 only
+  // Group parameters fixed by an earlier fit ([out · n_groups], e.g. awq-joint's ranges):
+  // used as static groups instead of fitting any (implies static groups).
+  const std::vector<GroupParams>* fixed_groups = nullptr;
 };
 
 struct GptqResult {

@@ -12,7 +12,9 @@ GptqResult gptq_quantize_on(Backend& backend, const Tensor& weight, const Tensor
                             const Scheme& scheme, const GptqOptions& options,
                             const std::string& name) {
 #ifdef QSHARD_HAVE_CUDA
-  if (CudaBackend* cuda = as_cuda_backend(backend))
+  // The GPU kernel fits its own group parameters; fixed ones (awq-joint+gptq) run on the
+  // CPU reference until it takes them.
+  if (CudaBackend* cuda = as_cuda_backend(backend); cuda && !options.fixed_groups)
     return gptq_quantize_cuda(cuda->context(), weight, hessian, scheme, options, name);
 #endif
   (void)backend;

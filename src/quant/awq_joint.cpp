@@ -1,0 +1,312 @@
+// Ranges and rounding fitted against ℓ = tr(E H Eᵀ), E = W − Ŵ, by exact coordinate
+// descent. Both descents keep the residual product R = E·H (out × in) current, so the
+// change of ℓ for a move d on the columns S of one row is d H_SS dᵀ + 2 d·R_S and is
+// evaluated without touching the other columns; an accepted move updates R by d·H_S,:.
+#include "quant/awq_joint.h"
+
+#include <cblas.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "core/error.h"
+
+namespace qshard {
+
+namespace {
+
+std::vector<float> shrink_factors(const JointOptions& o) {
+  std::vector<float> c;
+  const double step = std::max(1e-3, double(o.range_step));
+  for (int i = 0;; ++i) {
+    const double v = 1.0 - i * step;
+    if (v < double(o.min_shrink) - 1e-9 || v <= 0.0) break;
+    c.push_back(float(v));
+  }
+  return c;
+}
+
+// Both ends move independently only where the format has a zero point.
+bool two_sided(const Scheme& scheme) { return scheme.format().has_zero_point(); }
+
+struct GroupStats {
+  float lo, hi, amax;
+};
+
+GroupStats stats_of(const float* x, int64_t n) {
+  GroupStats s{std::numeric_limits<float>::infinity(), -std::numeric_limits<float>::infinity(), 0.0f};
+  for (int64_t j = 0; j < n; ++j) {
+    s.lo = std::min(s.lo, x[j]);
+    s.hi = std::max(s.hi, x[j]);
+    s.amax = std::max(s.amax, std::fabs(x[j]));
+  }
+  return s;
+}
+
+// The clamp range of shrink indices (il, ih).
+void range_of(const GroupStats& st, bool two, const std::vector<float>& c, int il, int ih, float& lo,
+              float& hi) {
+  if (two) {
+    lo = st.lo * c[size_t(il)];
+    hi = st.hi * c[size_t(ih)];
+  } else {
+    hi = st.amax * c[size_t(ih)];
+    lo = -hi;
+  }
+}
+
+// Σ_j p_j d_j in double.
+double dot(const float* a, const float* b, int64_t n) {
+  double s = 0;
+  for (int64_t j = 0; j < n; ++j) s += double(a[j]) * b[j];
+  return s;
+}
+
+void gram_block(const float* h, int64_t d, int64_t g0, int64_t G, std::vector<float>& out) {
+  out.resize(size_t(G * G));
+  for (int64_t a = 0; a < G; ++a)
+    for (int64_t b = 0; b < G; ++b) out[size_t(a * G + b)] = h[(g0 + a) * d + g0 + b];
+}
+
+}  // namespace
+
+GroupRanges joint_block_ranges(const Tensor& w, const Tensor& h, const Scheme& scheme,
+                               const ExportNumerics& numerics, const JointOptions& options) {
+  const int64_t out = w.dim(0), in = w.dim(1);
+  const QuantFormat& fmt = scheme.format();
+  const int64_t G = fmt.group_width(in), ng = fmt.n_groups(in);
+  const float* p = w.data<float>();
+  const float ts = scheme.tensor_scale(p, out * in);
+  const std::vector<float> c = shrink_factors(options);
+  const bool two = two_sided(scheme);
+  GroupRanges best;
+  best.lo.resize(size_t(out * ng));
+  best.hi.resize(size_t(out * ng));
+  std::vector<double> best_err(size_t(out * ng), std::numeric_limits<double>::infinity());
+  std::vector<float> hgg, delta(size_t(out * G)), prod(size_t(out * G));
+  for (int64_t g = 0; g < ng; ++g) {
+    gram_block(h.data<float>(), in, g * G, G, hgg);
+    for (size_t i = 0; i < c.size(); ++i) {
+#pragma omp parallel
+      {
+        std::vector<float> tmp(static_cast<size_t>(G));
+#pragma omp for schedule(static)
+        for (int64_t r = 0; r < out; ++r) {
+          const float* x = p + r * in + g * G;
+          float lo, hi;
+          range_of(stats_of(x, G), two, c, int(i), int(i), lo, hi);
+          group_residual(scheme, x, G, lo, hi, ts, numerics, tmp.data(), delta.data() + r * G);
+        }
+      }
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(out), int(G), int(G), 1.0f, delta.data(),
+                  int(G), hgg.data(), int(G), 0.0f, prod.data(), int(G));
+      for (int64_t r = 0; r < out; ++r) {
+        const double e = dot(prod.data() + r * G, delta.data() + r * G, G);
+        const size_t k = size_t(r * ng + g);
+        if (e < best_err[k]) {
+          best_err[k] = e;
+          range_of(stats_of(p + r * in + g * G, G), two, c, int(i), int(i), best.lo[k], best.hi[k]);
+        }
+      }
+    }
+  }
+  return best;
+}
+
+JointResult joint_refine(const Tensor& w, const Tensor& h, const Scheme& scheme,
+                         const ExportNumerics& numerics, const GroupRanges* start,
+                         const JointOptions& options, const std::string& name) {
+  const int64_t out = w.dim(0), in = w.dim(1);
+  const QuantFormat& fmt = scheme.format();
+  const int64_t G = fmt.group_width(in), ng = fmt.n_groups(in);
+  const float* p = w.data<float>();
+  const float* hp = h.data<float>();
+  const float ts = scheme.tensor_scale(p, out * in);
+  const std::vector<float> c = shrink_factors(options);
+  const bool two = two_sided(scheme);
+  const int nc = int(c.size());
+
+  // Current shrink indices per (row, group): the candidate closest to the start range.
+  std::vector<int> il(size_t(out * ng), 0), ih(size_t(out * ng), 0);
+  if (start && !start->empty()) {
+    for (int64_t r = 0; r < out; ++r)
+      for (int64_t g = 0; g < ng; ++g) {
+        const GroupStats st = stats_of(p + r * in + g * G, G);
+        const size_t k = size_t(r * ng + g);
+        auto nearest = [&](float want, float base) {
+          int bi = 0;
+          float bd = std::numeric_limits<float>::infinity();
+          for (int i = 0; i < nc; ++i) {
+            const float dv = std::fabs(base * c[size_t(i)] - want);
+            if (dv < bd) bd = dv, bi = i;
+          }
+          return bi;
+        };
+        if (two) {
+          il[k] = nearest(start->lo[k], st.lo);
+          ih[k] = nearest(start->hi[k], st.hi);
+        } else {
+          ih[k] = il[k] = nearest(start->hi[k], st.amax);
+        }
+      }
+  }
+  auto ranges_now = [&] {
+    GroupRanges gr;
+    gr.lo.resize(size_t(out * ng));
+    gr.hi.resize(size_t(out * ng));
+    for (int64_t r = 0; r < out; ++r)
+      for (int64_t g = 0; g < ng; ++g) {
+        const size_t k = size_t(r * ng + g);
+        range_of(stats_of(p + r * in + g * G, G), two, c, il[k], ih[k], gr.lo[k], gr.hi[k]);
+      }
+    return gr;
+  };
+
+  JointResult res;
+  // E and R = E·H for the start.
+  std::vector<float> E(size_t(out * in)), R(size_t(out * in));
+  {
+    const GroupRanges gr = ranges_now();
+    const QuantizedLinear q0 = quantize_ranged(w, scheme, &gr, numerics, name);
+    const Tensor w0 = dequantize_exported(q0, numerics);
+    for (int64_t i = 0; i < out * in; ++i) E[size_t(i)] = p[i] - w0.data<float>()[i];
+  }
+  auto refresh_r = [&] {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(out), int(in), int(in), 1.0f, E.data(), int(in),
+                hp, int(in), 0.0f, R.data(), int(in));
+  };
+  auto loss_now = [&] {
+    double s = 0;
+    for (int64_t i = 0; i < out * in; ++i) s += double(R[size_t(i)]) * E[size_t(i)];
+    return s;
+  };
+  refresh_r();
+  res.loss_start = loss_now();
+
+  // J2: exact coordinate descent over each group's range with the cross-group terms.
+  std::vector<float> hgg, D(size_t(out * G)), P(size_t(out * G)), Dbest(size_t(out * G));
+  std::vector<double> best(static_cast<size_t>(out));
+  std::vector<int> best_l(static_cast<size_t>(out)), best_h(static_cast<size_t>(out));
+  for (int sweep = 0; sweep < options.range_sweeps; ++sweep) {
+    int64_t moves = 0;
+    for (int64_t g = 0; g < ng; ++g) {
+      gram_block(hp, in, g * G, G, hgg);
+      std::fill(best.begin(), best.end(), 0.0);
+      std::fill(Dbest.begin(), Dbest.end(), 0.0f);
+      // Candidates: (lo index, hi index) moves of one end (both ends together when one-sided).
+      const int n_moves = two ? 2 * nc : nc;
+      for (int m = 0; m < n_moves; ++m) {
+#pragma omp parallel
+        {
+          std::vector<float> tmp(static_cast<size_t>(G)), dl(static_cast<size_t>(G));
+#pragma omp for schedule(static)
+          for (int64_t r = 0; r < out; ++r) {
+            const size_t k = size_t(r * ng + g);
+            const int cl = two ? (m < nc ? m : il[k]) : m;
+            const int ch = two ? (m < nc ? ih[k] : m - nc) : m;
+            const float* x = p + r * in + g * G;
+            float lo, hi;
+            range_of(stats_of(x, G), two, c, cl, ch, lo, hi);
+            group_residual(scheme, x, G, lo, hi, ts, numerics, tmp.data(), dl.data());
+            for (int64_t j = 0; j < G; ++j) D[size_t(r * G + j)] = dl[size_t(j)] - E[size_t(r * in + g * G + j)];
+          }
+        }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(out), int(G), int(G), 1.0f, D.data(), int(G),
+                    hgg.data(), int(G), 0.0f, P.data(), int(G));
+        for (int64_t r = 0; r < out; ++r) {
+          const float* d = D.data() + r * G;
+          const double dl = dot(P.data() + r * G, d, G) + 2.0 * dot(R.data() + r * in + g * G, d, G);
+          // Relative threshold: float noise must not count as progress.
+          if (dl < best[size_t(r)] - 1e-9 * std::fabs(dl)) {
+            const size_t k = size_t(r * ng + g);
+            best[size_t(r)] = dl;
+            best_l[size_t(r)] = two ? (m < nc ? m : il[k]) : m;
+            best_h[size_t(r)] = two ? (m < nc ? ih[k] : m - nc) : m;
+            std::copy_n(d, G, Dbest.data() + r * G);
+          }
+        }
+      }
+      for (int64_t r = 0; r < out; ++r) {
+        if (!(best[size_t(r)] < 0.0)) continue;
+        const size_t k = size_t(r * ng + g);
+        il[k] = best_l[size_t(r)];
+        ih[k] = best_h[size_t(r)];
+        for (int64_t j = 0; j < G; ++j) E[size_t(r * in + g * G + j)] += Dbest[size_t(r * G + j)];
+        ++moves;
+      }
+      // R += Dbest · H[g rows, :]
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(out), int(in), int(G), 1.0f, Dbest.data(),
+                  int(G), hp + g * G * in, int(in), 1.0f, R.data(), int(in));
+    }
+    if (moves == 0) break;
+  }
+  refresh_r();  // drop the float drift of the incremental updates
+  res.loss_ranges = loss_now();
+  res.ranges = ranges_now();
+  res.q = quantize_ranged(w, scheme, &res.ranges, numerics, name);
+  res.loss_final = options.rounding_sweeps > 0 ? refine_rounding(res.q, w, h, numerics, options.rounding_sweeps)
+                                               : res.loss_ranges;
+  return res;
+}
+
+double refine_rounding(QuantizedLinear& q, const Tensor& w, const Tensor& h, const ExportNumerics& numerics,
+                       int sweeps) {
+  const int64_t out = q.out_features, in = q.in_features;
+  const int64_t G = q.format.group_width(in), ng = q.n_groups();
+  const auto scheme = Scheme::make(q.format);
+  const float* p = w.data<float>();
+  const float* hp = h.data<float>();
+  const Tensor w0 = dequantize_exported(q, numerics);
+  std::vector<float> E(size_t(out * in)), R(size_t(out * in));
+  for (int64_t i = 0; i < out * in; ++i) E[size_t(i)] = p[i] - w0.data<float>()[i];
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(out), int(in), int(in), 1.0f, E.data(), int(in), hp,
+              int(in), 0.0f, R.data(), int(in));
+#pragma omp parallel
+  {
+    GroupGrid grid;
+#pragma omp for schedule(dynamic, 4)
+    for (int64_t r = 0; r < out; ++r) {
+      float* e = E.data() + r * in;
+      float* rr = R.data() + r * in;
+      for (int sweep = 0; sweep < sweeps; ++sweep) {
+        int64_t moves = 0;
+        for (int64_t g = 0; g < ng; ++g) {
+          grid.build(*scheme, group_params(q, r, g), q.tensor_scale, numerics.weight_dtype);
+          const int nv = int(grid.vals.size());
+          for (int64_t j = g * G; j < (g + 1) * G; ++j) {
+            uint8_t& code = q.codes[size_t(r * in + j)];
+            const int k = grid.rank_of[code];
+            if (k < 0) continue;  // a code outside the grid (never produced): leave it
+            const float cur = grid.vals[size_t(k)];
+            const double hjj = hp[j * in + j];
+            double best = 0;
+            int bk = -1;
+            for (int nb : {k - 1, k + 1}) {
+              if (nb < 0 || nb >= nv) continue;
+              const double de = double(cur) - grid.vals[size_t(nb)];  // e' = e + de
+              const double dl = de * (2.0 * rr[j] + de * hjj);
+              if (dl < best - 1e-12 * std::fabs(dl)) best = dl, bk = nb;
+            }
+            if (bk < 0) continue;
+            const float de = cur - grid.vals[size_t(bk)];
+            code = grid.code_at[size_t(bk)];
+            e[j] += de;
+            const float* hrow = hp + j * in;
+            for (int64_t t = 0; t < in; ++t) rr[t] += de * hrow[t];
+            ++moves;
+          }
+        }
+        if (moves == 0) break;
+      }
+    }
+  }
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(out), int(in), int(in), 1.0f, E.data(), int(in), hp,
+              int(in), 0.0f, R.data(), int(in));
+  double s = 0;
+  for (int64_t i = 0; i < out * in; ++i) s += double(R[size_t(i)]) * E[size_t(i)];
+  return s;
+}
+
+}  // namespace qshard
