@@ -5,7 +5,9 @@
 #include <memory>
 
 #include "cli/commands.h"
+#include "cli/device.h"
 #include "cli/options.h"
+#include "cli/quantize_plan.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "export/exporter.h"
@@ -40,7 +42,10 @@ constexpr const char* kUsage =
     "tokens, consecutive from the start unless --calib-shuffle SEED.\n"
     "Recipe file (--recipe): {\"rules\": [{\"match\": REGEX, \"skip\": true} or\n"
     "{\"match\": REGEX, \"format\": \"int8\", \"group_size\": 128, \"sym\": true}]}; the last\n"
-    "matching rule wins; --skip REGEX rules apply after the recipe.";
+    "matching rule wins; --skip REGEX rules apply after the recipe.\n"
+    "Resume: OUT/.qshard/ records every finished layer; if the run is killed, the same\n"
+    "command again continues at the first unfinished layer and writes the same bytes. A\n"
+    "different command on that OUT is refused (naming the difference) unless --overwrite.";
 
 std::vector<int32_t> load_calibration_stream(const std::string& model_dir, const std::string& path,
                                              Communicator& comm) {
@@ -69,9 +74,7 @@ void prepare_out_dir(const std::string& out, const std::string& model_dir) {
   std::error_code ec;
   if (fs::exists(out, ec) && fs::equivalent(out, model_dir, ec))
     fail_input("--out ", out, " is the input model directory: choose a new directory");
-  if (fs::exists(fs::path(out) / "config.json"))
-    fail_input("--out ", out, " already holds a finished checkpoint (config.json): choose another "
-               "directory or remove it");
+  // An OUT with a config.json is judged by RunCheckpoint::open (resume, or refuse).
   fs::create_directories(out, ec);
   if (ec) fail_input("--out ", out, ": cannot create the directory (", ec.message(), ")");
 }
@@ -82,7 +85,7 @@ int run_quantize(const std::vector<std::string>& args, Communicator& comm) {
   po::options_description desc("options");
   std::string model_dir, out_dir, calib_path, format_name = "int4", export_name = "gptq", recipe_path;
   int64_t group_size = 0;
-  std::string block_gptq;
+  std::string block_gptq, device_name = "auto";
   uint64_t shuffle_seed = 0;
   double max_shard_gb = 5.0;
   std::vector<std::string> skips;
@@ -117,6 +120,8 @@ int run_quantize(const std::vector<std::string>& args, Communicator& comm) {
       ("no-true-sequential", "collect every group's Hessian from the unquantized layer (one pass)")
       ("batch-tokens", po::value(&opt.batch_tokens)->default_value(2048), "calibration tokens per forward")
       ("max-shard-size", po::value(&max_shard_gb)->default_value(5.0), "output shard size limit in GB")
+      ("device", po::value(&device_name)->default_value("auto"), "cpu, cuda, or auto (cuda when a GPU and the CUDA backend exist)")
+      ("overwrite", "discard an unfinished or finished run of a different command in --out")
       ("quiet", "no progress on stderr");
   po::variables_map vm;
   if (!parse_options(args, kUsage, desc, vm, comm.is_root())) return 0;
@@ -148,10 +153,19 @@ int run_quantize(const std::vector<std::string>& args, Communicator& comm) {
   for (const auto& r : recipe.rules())
     if (r.format) check_export_supports(kind, *r.format, opt.gptq.act_order);
 
+  const std::string device = resolve_device(device_name);
   if (comm.is_root()) prepare_out_dir(out_dir, model_dir);
   ModelSpec spec = ModelSpec::load(model_dir);
   const TensorStore store = TensorStore::open(model_dir);
-  auto backend = make_cpu_backend();
+  const nlohmann::json plan =
+      comm.is_root() ? quantize_plan(vm, model_dir, comm.size(), device) : nlohmann::json::object();
+  const auto checkpoint = RunCheckpoint::open(out_dir, plan, spec.num_layers, vm.count("overwrite") > 0, comm);
+  if (checkpoint->complete()) {
+    log_info(out_dir, " is already complete (made by this same command): nothing to do");
+    return 0;
+  }
+  opt.checkpoint = checkpoint.get();
+  auto backend = make_backend(device);
   CausalLM lm(std::move(spec), store, *backend);
   const auto stream = load_calibration_stream(model_dir, calib_path, comm);
   const CalibrationSet set = make_calibration_windows(stream, calib);
@@ -161,7 +175,8 @@ int run_quantize(const std::vector<std::string>& args, Communicator& comm) {
 
   std::unique_ptr<Exporter> exporter;
   if (comm.is_root()) exporter = make_exporter(kind, out_dir, uint64_t(max_shard_gb * 1e9));
-  QuantizeReport report = quantize_model(lm, store, set, recipe, opt, exporter.get(), comm);
+  Exporter* const recorded = checkpoint->wrap(exporter.get());  // tees into OUT/.qshard
+  QuantizeReport report = quantize_model(lm, store, set, recipe, opt, recorded, comm);
   report.model_dir = model_dir;
   report.export_kind = export_kind_name(kind);
   if (comm.is_root()) {
@@ -177,7 +192,8 @@ int run_quantize(const std::vector<std::string>& args, Communicator& comm) {
     for (const auto& m : report.modules)
       if (m.format == "skipped") info.ignored_modules.push_back(m.module);
     if (!opt.quantize_lm_head) info.ignored_modules.push_back("lm_head");
-    exporter->finish(info);
+    recorded->finish(info);
+    checkpoint->mark_complete();
     report.print_table(stdout);
     std::printf("wrote %s (%s)\n", out_dir.c_str(), export_kind_name(kind));
     std::fflush(stdout);

@@ -156,11 +156,22 @@ QuantizeReport quantize_model(CausalLM& lm, const TensorSource& source, const Ca
   const int64_t per_batch = std::max<int64_t>(1, o.batch_tokens / S);
   Tensor tokens = Tensor::zeros(DType::I32, {mine.size() * S});
   std::copy_n(calib.tokens.data() + mine.begin * S, mine.size() * S, tokens.data<int32_t>());
-  Tensor h = lm.embed(tokens);
+  // Segments an earlier run of this command finished (checkpoint.h): layers, then the tail.
+  RunCheckpoint* const ck = o.checkpoint;
+  const int64_t done = ck ? ck->segments_done() : 0;
+  const bool tail_done = done > spec.num_layers;
+  Tensor h = tail_done ? Tensor() : lm.embed(tokens);
 
-  export_dense_if_present(exporter, source, "model.embed_tokens.weight");
+  if (done == 0) export_dense_if_present(exporter, source, "model.embed_tokens.weight");
   Progress progress("quantize", spec.num_layers, "layers");
   for (int64_t l = 0; l < spec.num_layers; ++l) {
+    if (l < done) {  // replay its exports; its recorded weights carry h forward
+      LayerWeights w = tail_done ? LayerWeights() : lm.load_layer(l);
+      ck->replay(l, lm, tail_done ? nullptr : &w, &report.modules);
+      if (!tail_done) run_layer(lm, l, w, h, mine.size(), S, per_batch, nullptr);
+      continue;
+    }
+    const size_t first_module = report.modules.size();
     LayerWeights w = lm.load_layer(l);
     // Without true-sequential every group sees the unquantized layer: one pass.
     const auto& groups = layer_groups();
@@ -209,11 +220,18 @@ QuantizeReport quantize_model(CausalLM& lm, const TensorSource& source, const Ca
     run_layer(lm, l, w, h, mine.size(), S, per_batch, nullptr);  // quantized outputs onward
     export_dense_if_present(exporter, source, lm.layer_tensor(l, "input_layernorm.weight"));
     export_dense_if_present(exporter, source, lm.layer_tensor(l, "post_attention_layernorm.weight"));
+    if (ck) ck->commit(l, {report.modules.begin() + first_module, report.modules.end()});
     progress.update(l + 1);
     const auto& last = report.modules.back();
     log_debug("layer ", l, " done; ", last.module, " rel_error ", last.rel_error);
   }
   progress.finish();
+  if (tail_done) {
+    ck->replay(spec.num_layers, lm, nullptr, &report.modules);
+    report.seconds = wall_seconds() - start;
+    return report;
+  }
+  const size_t first_tail_module = report.modules.size();
   export_dense_if_present(exporter, source, "model.norm.weight");
 
   if (!o.quantize_lm_head) {
@@ -264,6 +282,7 @@ QuantizeReport quantize_model(CausalLM& lm, const TensorSource& source, const Ca
     }
     report.modules.push_back(std::move(mr));
   }
+  if (ck) ck->commit(spec.num_layers, {report.modules.begin() + first_tail_module, report.modules.end()});
   report.seconds = wall_seconds() - start;
   return report;
 }
