@@ -3,6 +3,7 @@
 #include <memory>
 
 #include "cli/commands.h"
+#include "cli/device.h"
 #include "cli/options.h"
 #include "core/error.h"
 #include "core/log.h"
@@ -38,11 +39,11 @@ struct LoadedModel {
   std::unique_ptr<CausalLM> lm;
 };
 
-LoadedModel load_model(const std::string& dir) {
+LoadedModel load_model(const std::string& dir, const std::string& device) {
   LoadedModel m;
   ModelSpec spec = ModelSpec::load(dir);
   m.store = open_checkpoint(dir);  // plain, or any of our exports dequantized on read
-  m.backend = make_cpu_backend();
+  m.backend = make_backend(device);
   m.lm = std::make_unique<CausalLM>(std::move(spec), *m.store, *m.backend);
   return m;
 }
@@ -71,7 +72,7 @@ std::vector<int32_t> load_tokens(const std::string& model_dir, const std::string
 
 int run_eval(const std::vector<std::string>& args, Communicator& comm) {
   po::options_description desc("options");
-  std::string model_dir, text_path, reference_dir;
+  std::string model_dir, text_path, reference_dir, device_name = "auto";
   EvalOptions opt;
   desc.add_options()
       ("model", po::value(&model_dir)->required(), "Hugging Face model directory to evaluate")
@@ -83,6 +84,7 @@ int run_eval(const std::vector<std::string>& args, Communicator& comm) {
       ("batch-tokens", po::value(&opt.batch_tokens)->default_value(2048),
        "tokens per forward pass (windows are batched up to this many tokens)")
       ("json", "print one JSON object as the last line of stdout")
+      ("device", po::value(&device_name)->default_value("auto"), "cpu, cuda, or auto (cuda when a GPU and the CUDA backend exist)")
       ("quiet", "no progress on stderr");
   po::variables_map vm;
   if (!parse_options(args, kUsage, desc, vm, comm.is_root())) return 0;
@@ -91,9 +93,10 @@ int run_eval(const std::vector<std::string>& args, Communicator& comm) {
   if (opt.max_windows < 0) fail_input("--max-windows must be 0 (all) or positive");
   if (opt.batch_tokens < 1) fail_input("--batch-tokens must be positive");
 
-  LoadedModel model = load_model(model_dir);
+  const std::string device = resolve_device(device_name);
+  LoadedModel model = load_model(model_dir, device);
   LoadedModel reference;
-  if (!reference_dir.empty()) reference = load_model(reference_dir);
+  if (!reference_dir.empty()) reference = load_model(reference_dir, device);
   const std::vector<int32_t> tokens = load_tokens(model_dir, text_path, comm);
   log_info("model: ", model_dir, " (", model.lm->spec().describe(), ")");
   log_info("text: ", text_path, ", ", tokens.size(), " tokens; ", comm.size(), " rank(s)");

@@ -161,7 +161,8 @@ int run_quantize(const std::vector<std::string>& args, Communicator& comm) {
       comm.is_root() ? quantize_plan(vm, model_dir, comm.size(), device) : nlohmann::json::object();
   const auto checkpoint = RunCheckpoint::open(out_dir, plan, spec.num_layers, vm.count("overwrite") > 0, comm);
   if (checkpoint->complete()) {
-    log_info(out_dir, " is already complete (made by this same command): nothing to do");
+    if (comm.is_root())
+      std::printf("%s is already complete (made by this same command): nothing to do\n", out_dir.c_str());
     return 0;
   }
   opt.checkpoint = checkpoint.get();

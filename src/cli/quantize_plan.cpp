@@ -21,8 +21,9 @@ const std::set<std::string> kIgnored = {"out", "quiet", "overwrite", "model", "c
 
 std::string option_value(const po::variable_value& v) {
   const boost::any& a = v.value();
-  if (a.empty()) return "set";  // a flag (--sym, --act-order, ...)
-  if (const auto* s = boost::any_cast<std::string>(&a)) return *s;
+  if (a.empty()) return "set";
+  // A flag (--sym, --act-order) holds an empty string.
+  if (const auto* s = boost::any_cast<std::string>(&a)) return s->empty() ? "set" : *s;
   if (const auto* i = boost::any_cast<int64_t>(&a)) return std::to_string(*i);
   if (const auto* i = boost::any_cast<int>(&a)) return std::to_string(*i);
   if (const auto* u = boost::any_cast<uint64_t>(&a)) return std::to_string(*u);
