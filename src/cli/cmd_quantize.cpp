@@ -76,7 +76,8 @@ void prepare_out_dir(const std::string& out, const std::string& model_dir) {
     fail_input("--out ", out, " is the input model directory: choose a new directory");
   // An OUT with a config.json is judged by RunCheckpoint::open (resume, or refuse).
   fs::create_directories(out, ec);
-  if (ec) fail_input("--out ", out, ": cannot create the directory (", ec.message(), ")");
+  if (ec)
+    fail_input("--out ", out, ": cannot create the directory (", ec.message(), "): choose a directory you can write to");
 }
 
 }  // namespace
@@ -169,7 +170,11 @@ int run_quantize(const std::vector<std::string>& args, Communicator& comm) {
   auto backend = make_backend(device);
   CausalLM lm(std::move(spec), store, *backend);
   const auto stream = load_calibration_stream(model_dir, calib_path, comm);
+  check_token_ids(stream, lm.spec().vocab_size, calib_path);
   const CalibrationSet set = make_calibration_windows(stream, calib);
+  if (set.n_samples < comm.size())
+    fail_input("--n-calib ", set.n_samples, ": fewer calibration windows than the ", comm.size(),
+               " ranks (each rank needs at least one): use --n-calib ", comm.size(), " or more, or fewer ranks");
   log_info("model: ", model_dir, " (", lm.spec().describe(), ")");
   log_info("quantize: ", opt.method, " ", format.describe(), " -> ", export_kind_name(kind), " ", out_dir,
            "; calibration ", set.n_samples, " x ", set.seqlen, " tokens; ", comm.size(), " rank(s)");

@@ -40,7 +40,7 @@ std::string option_value(const po::variable_value& v) {
 std::string file_identity(const fs::path& p) {
   std::error_code ec;
   const uint64_t size = fs::file_size(p, ec);
-  if (ec) fail_input(p.string(), ": cannot read (", ec.message(), ")");
+  if (ec) fail_input(p.string(), ": cannot read (", ec.message(), "): check the path and that it is readable");
   const std::string name = p.filename().string();
   if (name.size() > 12 && name.ends_with(".safetensors")) {
     // Weights are too big to hash on every start: the header (names, shapes, offsets),

@@ -8,6 +8,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "dist/partition.h"
+#include "pipeline/finite_check.h"
 
 namespace qshard {
 
@@ -162,7 +163,11 @@ QuantizeReport quantize_model(CausalLM& lm, const TensorSource& source, const Ca
   const bool tail_done = done > spec.num_layers;
   Tensor h = tail_done ? Tensor() : lm.embed(tokens);
 
-  if (done == 0) export_dense_if_present(exporter, source, "model.embed_tokens.weight");
+  if (done == 0) {
+    for (const char* name : {"model.embed_tokens.weight", "model.norm.weight", "lm_head.weight"})
+      if (source.contains(name)) check_finite(source.get(name), name);
+    export_dense_if_present(exporter, source, "model.embed_tokens.weight");
+  }
   Progress progress("quantize", spec.num_layers, "layers");
   for (int64_t l = 0; l < spec.num_layers; ++l) {
     if (l < done) {  // replay its exports; its recorded weights carry h forward
@@ -172,6 +177,7 @@ QuantizeReport quantize_model(CausalLM& lm, const TensorSource& source, const Ca
       continue;
     }
     const size_t first_module = report.modules.size();
+    check_finite_prefix(source, lm.layer_tensor(l, ""));
     LayerWeights w = lm.load_layer(l);
     // Without true-sequential every group sees the unquantized layer: one pass.
     const auto& groups = layer_groups();
