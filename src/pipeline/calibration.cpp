@@ -19,6 +19,8 @@ bool is_token_file(const std::string& path) {
 
 std::vector<int32_t> read_token_file(const std::string& path) {
   const std::string bytes = read_text_file(path);
+  // (Found by fuzz/: an empty file reached memcpy with a null destination.)
+  if (bytes.empty()) fail_input(path, ": the token file is empty: write the calibration tokens into it");
   if (bytes.size() % 4 != 0)
     fail_input(path, ": a token file holds little-endian int32 ids, but its size (", bytes.size(),
                " bytes) is not a multiple of 4");
