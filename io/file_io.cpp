@@ -15,6 +15,10 @@ void io_fail(int err, const char* doing, const std::string& path) {
   if (err == ENOSPC || err == EDQUOT)
     fail_input("no space left on device while ", doing, " ", path,
                ": free space there or choose another output directory");
+  if (err == EFBIG)
+    fail_input("file size limit reached while ", doing, " ", path,
+               " (ulimit -f, or the filesystem's largest file): raise the limit, or use a smaller "
+               "--max-shard-size");
   if (err == EACCES || err == EPERM || err == EROFS)
     fail_input("permission denied while ", doing, " ", path, " (", std::strerror(err),
                "): choose an output directory you can write to");

@@ -148,13 +148,22 @@ std::string H5Group::child_path(const std::string& name) const {
   return path_ == "/" ? "/" + name : path_ + "/" + name;
 }
 
+// Creation properties without object timestamps: the same contents give the same bytes
+// (a resumed run must write what an uninterrupted one writes).
+H5Handle untimed_create_plist(hid_t cls) {
+  H5Handle p(QS_H5(H5Pcreate(cls), "HDF5 property list"), H5Pclose);
+  QS_H5(H5Pset_obj_track_times(p.id(), false), "HDF5 property list");
+  return p;
+}
+
 std::string H5Group::where(const std::string& object) const {
   return file_ + ":" + (object == "." ? path_ : child_path(object));
 }
 
 H5Group H5Group::create_group(const std::string& name) {
   check_name(name, where("."));
-  const hid_t g = QS_H5(H5Gcreate2(h_.id(), name.c_str(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
+  const H5Handle gcpl = untimed_create_plist(H5P_GROUP_CREATE);
+  const hid_t g = QS_H5(H5Gcreate2(h_.id(), name.c_str(), H5P_DEFAULT, gcpl.id(), H5P_DEFAULT),
                         where(name));
   return H5Group(H5Handle(g, H5Gclose), file_, child_path(name), par_);
 }
@@ -196,8 +205,9 @@ void H5Group::write_dataset(const std::string& name, H5Type type, const Shape& s
                                      : H5Screate_simple(int(dims.size()), dims.data(), nullptr),
                        where(name)),
                  H5Sclose);
+  const H5Handle dcpl = untimed_create_plist(H5P_DATASET_CREATE);
   H5Handle dset(QS_H5(H5Dcreate2(h_.id(), name.c_str(), file_type(type), space.id(), H5P_DEFAULT,
-                                 H5P_DEFAULT, H5P_DEFAULT),
+                                 dcpl.id(), H5P_DEFAULT),
                       where(name)),
                 H5Dclose);
   if (shape_numel(shape) > 0 && par_) {
@@ -379,7 +389,8 @@ H5File H5File::create(const std::string& path, std::shared_ptr<const H5Parallel>
   f.path_ = path;
   f.par_ = std::move(parallel);
   const hid_t fapl = f.par_ ? f.par_->fapl.id() : H5P_DEFAULT;
-  f.h_ = H5Handle(QS_H5(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl),
+  const H5Handle fcpl = untimed_create_plist(H5P_FILE_CREATE);
+  f.h_ = H5Handle(QS_H5(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, fcpl.id(), fapl),
                         "creating " + path),
                   H5Fclose);
   return f;

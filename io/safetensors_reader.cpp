@@ -12,6 +12,7 @@
 #include <fstream>
 #include <limits>
 #include <optional>
+#include <set>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
@@ -159,11 +160,22 @@ SafetensorsFile SafetensorsFile::open(const std::string& path) {
   f.data_ = base + 8 + header_len;
 
   nlohmann::ordered_json header;
+  // JSON parsers keep one of two equal keys silently; a tensor named twice is an error.
+  std::set<std::string> keys;
+  std::string duplicate;
+  const auto note_keys = [&](int depth, nlohmann::ordered_json::parse_event_t event,
+                             nlohmann::ordered_json& parsed) {
+    if (depth == 1 && event == nlohmann::ordered_json::parse_event_t::key && duplicate.empty() &&
+        !keys.insert(parsed.get<std::string>()).second)
+      duplicate = parsed.get<std::string>();
+    return true;
+  };
   try {
-    header = nlohmann::ordered_json::parse(base + 8, base + 8 + header_len);
+    header = nlohmann::ordered_json::parse(base + 8, base + 8 + header_len, note_keys);
   } catch (const nlohmann::json::exception& e) {
     corrupt(path, "its header is not valid JSON (", e.what(), ")");
   }
+  if (!duplicate.empty()) corrupt(path, "its header names tensor '", duplicate, "' more than once");
   if (!header.is_object()) corrupt(path, "its header is JSON but not an object");
 
   for (const auto& [key, value] : header.items()) {

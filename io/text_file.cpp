@@ -14,7 +14,7 @@ std::string read_text_file(const std::string& path) {
   if (std::filesystem::is_directory(path, ec))
     fail_input(path, ": is a directory, expected a file");
   std::ifstream in(path, std::ios::binary);
-  if (!in) fail_input(path, ": cannot open (", std::strerror(errno), ")");
+  if (!in) fail_input(path, ": cannot open (", std::strerror(errno), "): check the path and that it is readable");
   std::ostringstream ss;
   ss << in.rdbuf();
   if (in.bad()) fail_input(path, ": read error (", std::strerror(errno), ")");

@@ -23,6 +23,8 @@ apt_packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   # A one-node Slurm for the launch/qshard.sbatch test (tests/launch/check_slurm.sh).
   slurm-wlm slurmctld slurmd slurm-client munge
+  # fuzz/run.sh: clang with libFuzzer and the sanitizer runtimes.
+  clang libclang-rt-14-dev
   # Python for the tests that check our output against readers we did not write.
   # Debian's torch is CPU-only and uses OpenBLAS (PyPI's pulls gigabytes of CUDA).
   python3 python3-venv python3-pip python3-numpy python3-torch python3-sentencepiece

@@ -3,6 +3,7 @@
 #include <memory>
 
 #include "cli/commands.h"
+#include "cli/device.h"
 #include "cli/options.h"
 #include "core/error.h"
 #include "core/log.h"
@@ -42,11 +43,11 @@ struct LoadedModel {
   std::unique_ptr<CausalLM> lm;
 };
 
-LoadedModel load_model(const std::string& dir) {
+LoadedModel load_model(const std::string& dir, const std::string& device) {
   LoadedModel m;
   ModelSpec spec = ModelSpec::load(dir);
   m.store = open_checkpoint(dir);  // plain, or any of our exports dequantized on read
-  m.backend = make_cpu_backend();
+  m.backend = make_backend(device);
   m.lm = std::make_unique<CausalLM>(std::move(spec), *m.store, *m.backend);
   return m;
 }
@@ -88,7 +89,7 @@ std::vector<int32_t> load_tokens(const std::string& model_dir, const std::string
 
 int run_eval(const std::vector<std::string>& args, Communicator& comm) {
   po::options_description desc("options");
-  std::string model_dir, text_path, reference_dir, act_name;
+  std::string model_dir, text_path, reference_dir, act_name, device_name = "auto";
   EvalOptions opt;
   desc.add_options()
       ("model", po::value(&model_dir)->required(), "Hugging Face model directory to evaluate")
@@ -103,6 +104,7 @@ int run_eval(const std::vector<std::string>& args, Communicator& comm) {
        "fake-quantize the quantized Linears' inputs: none, int8 (per token), mxint8 (blocks of "
        "32); default: what the model's config.json records")
       ("json", "print one JSON object as the last line of stdout")
+      ("device", po::value(&device_name)->default_value("auto"), "cpu, cuda, or auto (cuda when a GPU and the CUDA backend exist)")
       ("quiet", "no progress on stderr");
   po::variables_map vm;
   if (!parse_options(args, kUsage, desc, vm, comm.is_root())) return 0;
@@ -111,12 +113,13 @@ int run_eval(const std::vector<std::string>& args, Communicator& comm) {
   if (opt.max_windows < 0) fail_input("--max-windows must be 0 (all) or positive");
   if (opt.batch_tokens < 1) fail_input("--batch-tokens must be positive");
 
-  LoadedModel model = load_model(model_dir);
+  const std::string device = resolve_device(device_name);
+  LoadedModel model = load_model(model_dir, device);
   const ActScheme act = activation_scheme(model_dir, act_name);
   if (act.format != ActFormat::None)
     model.lm->set_activation_quant([act](const std::string& m) { return act.format_for(m); });
   LoadedModel reference;
-  if (!reference_dir.empty()) reference = load_model(reference_dir);
+  if (!reference_dir.empty()) reference = load_model(reference_dir, device);
   const std::vector<int32_t> tokens = load_tokens(model_dir, text_path, comm);
   log_info("model: ", model_dir, " (", model.lm->spec().describe(), ")");
   log_info("text: ", text_path, ", ", tokens.size(), " tokens; ", comm.size(), " rank(s)");

@@ -5,7 +5,9 @@
 #include <memory>
 
 #include "cli/commands.h"
+#include "cli/device.h"
 #include "cli/options.h"
+#include "cli/quantize_plan.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "export/exporter.h"
@@ -53,7 +55,10 @@ constexpr const char* kUsage =
     "awq+gptq, awq-joint+gptq, smoothquant+gptq (scales folded first, then GPTQ).\n"
     "Recipe file (--recipe): {\"rules\": [{\"match\": REGEX, \"skip\": true} or\n"
     "{\"match\": REGEX, \"format\": \"int8\", \"group_size\": 128, \"sym\": true}]}; the last\n"
-    "matching rule wins; --skip REGEX rules apply after the recipe.";
+    "matching rule wins; --skip REGEX rules apply after the recipe.\n"
+    "Resume: OUT/.qshard/ records every finished layer; if the run is killed, the same\n"
+    "command again continues at the first unfinished layer and writes the same bytes. A\n"
+    "different command on that OUT is refused (naming the difference) unless --overwrite.";
 
 std::vector<int32_t> load_calibration_stream(const std::string& model_dir, const std::string& path,
                                              Communicator& comm) {
@@ -82,11 +87,10 @@ void prepare_out_dir(const std::string& out, const std::string& model_dir) {
   std::error_code ec;
   if (fs::exists(out, ec) && fs::equivalent(out, model_dir, ec))
     fail_input("--out ", out, " is the input model directory: choose a new directory");
-  if (fs::exists(fs::path(out) / "config.json"))
-    fail_input("--out ", out, " already holds a finished checkpoint (config.json): choose another "
-               "directory or remove it");
+  // An OUT with a config.json is judged by RunCheckpoint::open (resume, or refuse).
   fs::create_directories(out, ec);
-  if (ec) fail_input("--out ", out, ": cannot create the directory (", ec.message(), ")");
+  if (ec)
+    fail_input("--out ", out, ": cannot create the directory (", ec.message(), "): choose a directory you can write to");
 }
 
 }  // namespace
@@ -96,10 +100,9 @@ int run_quantize(const std::vector<std::string>& args, Communicator& comm) {
   std::string model_dir, out_dir, calib_path, format_name = "int4", export_name = "gptq", recipe_path;
   std::string act_name = "none";
   int64_t group_size = 0;
-  std::string block_gptq, propagate, awq_loss;
+  std::string block_gptq, propagate, awq_loss, device_name = "auto";
   uint64_t shuffle_seed = 0;
   double max_shard_gb = 5.0;
-  std::string device = "cpu";
   std::vector<std::string> skips;
   QuantizeOptions opt;
   CalibrationOptions calib;
@@ -109,8 +112,9 @@ int run_quantize(const std::vector<std::string>& args, Communicator& comm) {
       ("calib", po::value(&calib_path)->required(), "calibration text file, or token file (*.tokens, *.bin)")
       ("method", po::value(&opt.method)->default_value("gptq"),
        "gptq, rtn, awq, awq-joint, awq-dh, smoothquant, awq+gptq, awq-joint+gptq, smoothquant+gptq")
-      ("device", po::value(&device)->default_value("cpu"),
-       "cpu, cuda or cuda:N: where the forward, Hessians and GPTQ/RTN run")
+      ("device", po::value(&device_name)->default_value("auto"),
+       "cpu, cuda, cuda:N or auto (cuda when this build has CUDA and a GPU is visible): where the "
+       "forward, Hessians and GPTQ/RTN run")
       ("awq-grid", po::value(&opt.scaling.n_grid)->default_value(20), "AWQ family: scale exponents searched (alpha = i/N)")
       ("awq-loss", po::value(&awq_loss)->default_value("linear"),
        "AWQ family scale-search loss: linear (MSE of the scaled linears' outputs, e.g. q,k,v together) "
@@ -155,6 +159,7 @@ int run_quantize(const std::vector<std::string>& args, Communicator& comm) {
       ("no-true-sequential", "collect every group's Hessian from the unquantized layer (one pass)")
       ("batch-tokens", po::value(&opt.batch_tokens)->default_value(2048), "calibration tokens per forward")
       ("max-shard-size", po::value(&max_shard_gb)->default_value(5.0), "output shard size limit in GB")
+      ("overwrite", "discard an unfinished or finished run of a different command in --out")
       ("quiet", "no progress on stderr")
       ("verbose", "debug log lines on stderr (per-group scale exponents, losses, timings)");
   po::variables_map vm;
@@ -208,6 +213,7 @@ int run_quantize(const std::vector<std::string>& args, Communicator& comm) {
       check_export_supports_act(kind, act, *r.format, scattered);
     }
 
+  const std::string device = resolve_device(device_name);
   auto backend = make_backend(device);  // before the output exists: no GPU is one clear line
   if (comm.is_root()) prepare_out_dir(out_dir, model_dir);
   ModelSpec spec = ModelSpec::load(model_dir);
@@ -222,6 +228,15 @@ int run_quantize(const std::vector<std::string>& args, Communicator& comm) {
       default: opt.numerics.scale_dtype = DType::F16; break;  // GPTQ/AWQ containers: F16 scales
     }
   }
+  const nlohmann::json plan =
+      comm.is_root() ? quantize_plan(vm, model_dir, comm.size(), device) : nlohmann::json::object();
+  const auto checkpoint = RunCheckpoint::open(out_dir, plan, spec.num_layers, vm.count("overwrite") > 0, comm);
+  if (checkpoint->complete()) {
+    if (comm.is_root())
+      std::printf("%s is already complete (made by this same command): nothing to do\n", out_dir.c_str());
+    return 0;
+  }
+  opt.checkpoint = checkpoint.get();
   CausalLM lm(std::move(spec), store, *backend);
   if (act != ActFormat::None)  // calibration sees what the quantized Linears will read
     lm.set_activation_quant([&recipe, act, lm_head = opt.quantize_lm_head](const std::string& m) {
@@ -229,20 +244,26 @@ int run_quantize(const std::vector<std::string>& args, Communicator& comm) {
       return recipe.format_for(m) ? act : ActFormat::None;
     });
   const auto stream = load_calibration_stream(model_dir, calib_path, comm);
+  check_token_ids(stream, lm.spec().vocab_size, calib_path);
   const CalibrationSet set = make_calibration_windows(stream, calib);
+  if (set.n_samples < comm.size())
+    fail_input("--n-calib ", set.n_samples, ": fewer calibration windows than the ", comm.size(),
+               " ranks (each rank needs at least one): use --n-calib ", comm.size(), " or more, or fewer ranks");
   log_info("model: ", model_dir, " (", lm.spec().describe(), ")");
   log_info("quantize: ", opt.method, " ", format.describe(),
            act != ActFormat::None ? std::string(" + ") + act_format_name(act) + " activations" : "",
            " -> ", export_kind_name(kind), " ", out_dir,
            "; calibration ", set.n_samples, " x ", set.seqlen, " tokens; ", comm.size(), " rank(s)");
 
-  // Every rank exports; each writes the layers it owns (pipeline/layer_owner.h).
+  // Every rank exports; each writes the layers it owns (pipeline/layer_owner.h). Every
+  // rank's exporter is wrapped; rank 0 records the calls into OUT/.qshard (resume).
   comm.barrier();  // rank 0 has checked and made the output directory
   const LayerOwnership owners(lm.spec().num_layers, comm.size());
   const WriteSplit split{&comm, [&owners](const std::string& t) { return owners.owner_of_tensor(t); }};
   std::unique_ptr<Exporter> exporter = make_exporter(kind, out_dir, uint64_t(max_shard_gb * 1e9), &split,
                                                       act);
-  QuantizeReport report = quantize_model(lm, store, set, recipe, opt, exporter.get(), comm);
+  Exporter* const recorded = checkpoint->wrap(exporter.get());
+  QuantizeReport report = quantize_model(lm, store, set, recipe, opt, recorded, comm);
   report.model_dir = model_dir;
   report.export_kind = export_kind_name(kind);
   if (comm.is_root()) std::ofstream(out_dir + "/quantize_report.json") << report.to_json() << "\n";
@@ -258,7 +279,8 @@ int run_quantize(const std::vector<std::string>& args, Communicator& comm) {
     for (const auto& m : report.modules)
       if (m.format == "skipped") info.ignored_modules.push_back(m.module);
     if (!opt.quantize_lm_head) info.ignored_modules.push_back("lm_head");
-    exporter->finish(info);  // collective; rank 0 finishes the directory
+    recorded->finish(info);  // collective; rank 0 finishes the directory
+    checkpoint->mark_complete();
   }
   if (comm.is_root()) {
     report.print_table(stdout);

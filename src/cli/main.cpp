@@ -1,8 +1,11 @@
 // qshard: post-training quantization of large language models.
 // main() owns start-up (MPI), sub-command dispatch and turning errors into one line.
+#include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <exception>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "cli/commands.h"
@@ -35,10 +38,21 @@ void print_usage(std::FILE* f) {
 }
 
 }  // namespace
+
+// One line per failure, not one per rank: most bad input fails on every rank alike, and
+// rank 0's abort then ends the others before they print. A rank that failed alone
+// (nobody aborts it) prints after the grace period.
+void report_error(Communicator* comm, const char* what) {
+  if (comm && comm->size() > 1 && comm->rank() != 0) std::this_thread::sleep_for(std::chrono::seconds(3));
+  std::fprintf(stderr, "qshard: error: %s\n", what);
+  std::fflush(stderr);
+}
+
 }  // namespace qshard::cli
 
 int main(int argc, char** argv) {
   using namespace qshard;
+  using cli::report_error;
   std::vector<std::string> args(argv + 1, argv + argc);
   if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
     cli::print_usage(stdout);
@@ -56,6 +70,9 @@ int main(int argc, char** argv) {
     return 2;
   }
 
+  // Past a file size limit (ulimit -f) write() should fail with EFBIG, which becomes a
+  // clear error, instead of the process dying of SIGXFSZ.
+  std::signal(SIGXFSZ, SIG_IGN);
   std::unique_ptr<Communicator> comm;
   int code = 0;
   try {
@@ -63,10 +80,10 @@ int main(int argc, char** argv) {
     log_set_rank(comm->rank(), comm->size());
     code = cmd->run(args, *comm);
   } catch (const InputError& e) {
-    std::fprintf(stderr, "qshard: error: %s\n", e.what());
+    report_error(comm.get(), e.what());
     code = 2;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "qshard: error: %s\n", e.what());
+    report_error(comm.get(), e.what());
     code = 1;
   }
   // A failure on one rank would leave the others waiting in a collective.

@@ -11,6 +11,7 @@
 
 #include "core/dtype.h"
 #include "core/error.h"
+#include "core/test_hooks.h"
 #include "io/file_io.h"
 #include "io/json_file.h"
 #include "quant/scheme.h"
@@ -88,6 +89,7 @@ void finish_output(const std::string& out_dir, const ExportInfo& info,
 
   // 3. Weights.
   commit_weights();
+  test_kill_point("export");
 
   // 4. Tokenizer, generation config, chat template, ...
   for (const auto& f : to_copy) {

@@ -156,7 +156,8 @@ ModelSpec ModelSpec::load(const std::string& model_dir) {
   std::ifstream in(path);
   if (!in) {
     if (!std::filesystem::exists(model_dir))
-      fail_input(model_dir, ": no such model directory");
+      fail_input(model_dir, ": no such model directory: check --model (a Hugging Face model "
+                 "directory with config.json and safetensors files)");
     fail_input(path, ": cannot open; a Hugging Face model directory has config.json beside its "
                "safetensors files");
   }

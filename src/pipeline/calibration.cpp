@@ -19,6 +19,8 @@ bool is_token_file(const std::string& path) {
 
 std::vector<int32_t> read_token_file(const std::string& path) {
   const std::string bytes = read_text_file(path);
+  // (Found by fuzz/: an empty file reached memcpy with a null destination.)
+  if (bytes.empty()) fail_input(path, ": the token file is empty: write the calibration tokens into it");
   if (bytes.size() % 4 != 0)
     fail_input(path, ": a token file holds little-endian int32 ids, but its size (", bytes.size(),
                " bytes) is not a multiple of 4");
@@ -27,6 +29,13 @@ std::vector<int32_t> read_token_file(const std::string& path) {
   for (size_t i = 0; i < ids.size(); ++i)
     if (ids[i] < 0) fail_input(path, ": token ", i, " is negative (", ids[i], ")");
   return ids;
+}
+
+void check_token_ids(const std::vector<int32_t>& stream, int64_t vocab_size, const std::string& path) {
+  for (size_t i = 0; i < stream.size(); ++i)
+    if (stream[i] < 0 || stream[i] >= vocab_size)
+      fail_input(path, ": token ", i, " is ", stream[i], ", outside the model's vocabulary of ", vocab_size,
+                 " ids: the tokens were made with another tokenizer; re-tokenize with this model's");
 }
 
 CalibrationSet make_calibration_windows(const std::vector<int32_t>& stream,
@@ -51,11 +60,13 @@ CalibrationSet make_calibration_windows(const std::vector<int32_t>& stream,
     }
     return set;
   }
-  set.n_samples = std::min(o.n_samples, available / o.seqlen);
-  if (set.n_samples < o.n_samples)
-    log_warn(o.path, " gives only ", set.n_samples, " non-overlapping windows of ", o.seqlen,
-             " tokens (asked for ", o.n_samples, "); using those. --calib-shuffle SEED samples "
-             "overlapping random windows instead");
+  // Fewer windows than asked would quietly change the result of a long run: refuse.
+  if (available / o.seqlen < o.n_samples)
+    fail_input(o.path, ": ", available, " tokens, too few for --n-calib ", o.n_samples, " x --calib-seqlen ",
+               o.seqlen, " (", o.n_samples * o.seqlen, " tokens): use more calibration text, a smaller "
+               "--n-calib (at most ", available / o.seqlen, " here) or --calib-seqlen, or --calib-shuffle SEED "
+               "(overlapping random windows)");
+  set.n_samples = o.n_samples;
   set.tokens.assign(stream.begin(), stream.begin() + set.n_samples * o.seqlen);
   return set;
 }

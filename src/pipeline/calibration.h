@@ -29,6 +29,9 @@ std::vector<int32_t> read_token_file(const std::string& path);
 
 // `stream` is the whole tokenized source ([BOS] + encode(text), or a token file).
 // Fewer windows than asked for is a warning; none at all an InputError.
+// InputError naming `path` and the first id outside [0, vocab_size).
+void check_token_ids(const std::vector<int32_t>& stream, int64_t vocab_size, const std::string& path);
+
 CalibrationSet make_calibration_windows(const std::vector<int32_t>& stream,
                                         const CalibrationOptions& options);
 

@@ -12,6 +12,7 @@
 #include "pipeline/layer_owner.h"
 #include "pipeline/row_parallel.h"
 #include "quant/quant_device.h"
+#include "pipeline/finite_check.h"
 
 namespace qshard {
 
@@ -173,21 +174,44 @@ QuantizeReport quantize_model(CausalLM& lm, const TensorSource& source, const Ca
   const int64_t per_batch = std::max<int64_t>(1, o.batch_tokens / S);
   Tensor tokens = Tensor::zeros(DType::I32, {mine.size() * S});
   std::copy_n(calib.tokens.data() + mine.begin * S, mine.size() * S, tokens.data<int32_t>());
-  Tensor h = lm.embed(tokens);
+  // Segments an earlier run of this command finished (checkpoint.h): layers, then the tail.
+  RunCheckpoint* const ck = o.checkpoint;
+  const int64_t done = ck ? ck->segments_done() : 0;
+  const bool tail_done = done > spec.num_layers;
+  Tensor h = tail_done ? Tensor() : lm.embed(tokens);
 
-  export_dense_if_present(exporter, source, "model.embed_tokens.weight");
   // Each layer's owner reads it (one layer ahead, on a thread) and broadcasts it.
   const LayerOwnership owners(spec.num_layers, comm.size());
   std::vector<std::string> prefixes;
   for (int64_t l = 0; l < spec.num_layers; ++l) prefixes.push_back(spec.layer_prefix(l));
   LayerFetcher fetcher(source, prefixes, owners, comm);
-  fetcher.prefetch(0);
+  if (!tail_done) fetcher.prefetch(0);
+  if (done == 0) {
+    for (const char* name : {"model.embed_tokens.weight", "model.norm.weight", "lm_head.weight"})
+      if (source.contains(name)) check_finite(source.get(name), name);
+    export_dense_if_present(exporter, source, "model.embed_tokens.weight");
+  }
   Progress progress("quantize", spec.num_layers, "layers");
   for (int64_t l = 0; l < spec.num_layers; ++l) {
+    if (tail_done) {  // only the export is left: replay it
+      ck->replay(l, lm, nullptr, &report.modules);
+      continue;
+    }
     const double layer_t0 = wall_seconds();
     const TrafficCounters traffic0 = comm.traffic();
     const std::shared_ptr<const LayerTensors> layer_src = fetcher.fetch(l);
     fetcher.prefetch(l + 1);
+    if (l < done) {
+      // Replay its exports. h moves on as in the first run: through the recorded
+      // (quantized, folded) weights, or the source's when the next layer was fed the
+      // unquantized output (awq, awq-dh).
+      LayerWeights w = lm.load_layer(l, *layer_src);
+      ck->replay(l, lm, scaling.propagate_fp ? nullptr : &w, &report.modules);
+      run_layer(lm, l, w, h, mine.size(), S, per_batch, nullptr);
+      continue;
+    }
+    const size_t first_module = report.modules.size();
+    check_finite_prefix(*layer_src, lm.layer_tensor(l, ""));
     LayerWeights w = lm.load_layer(l, *layer_src);
     ScaledLayer scaled;
     if (plan.scaling != ScalingMethod::None)
@@ -278,11 +302,18 @@ QuantizeReport quantize_model(CausalLM& lm, const TensorSource& source, const Ca
     }
     report.layers.push_back(layer_report(l, wall_seconds() - layer_t0, layer_src->bytes(),
                                          comm.traffic() - traffic0));
+    if (ck) ck->commit(l, {report.modules.begin() + first_module, report.modules.end()});
     progress.update(l + 1);
     const auto& last = report.modules.back();
     log_debug("layer ", l, " done; ", last.module, " rel_error ", last.rel_error);
   }
   progress.finish();
+  if (tail_done) {
+    ck->replay(spec.num_layers, lm, nullptr, &report.modules);
+    report.seconds = wall_seconds() - start;
+    return report;
+  }
+  const size_t first_tail_module = report.modules.size();
   export_dense_if_present(exporter, source, "model.norm.weight");
 
   if (!o.quantize_lm_head) {
@@ -341,6 +372,7 @@ QuantizeReport quantize_model(CausalLM& lm, const TensorSource& source, const Ca
     }
     report.modules.push_back(std::move(mr));
   }
+  if (ck) ck->commit(spec.num_layers, {report.modules.begin() + first_tail_module, report.modules.end()});
   report.seconds = wall_seconds() - start;
   return report;
 }

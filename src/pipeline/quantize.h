@@ -12,6 +12,7 @@
 #include "model/decoder.h"
 #include "pipeline/awq_layer.h"
 #include "pipeline/calibration.h"
+#include "pipeline/checkpoint.h"
 #include "pipeline/recipe.h"
 #include "pipeline/report.h"
 #include "quant/gptq.h"
@@ -29,6 +30,8 @@ struct QuantizeOptions {
   bool quantize_lm_head = false;
   int64_t batch_tokens = 2048;        // calibration tokens per forward
   int64_t lm_head_chunk_rows = 8192;  // lm_head rows quantized at a time
+  // Resume state (checkpoint.h): finished segments are replayed, new ones committed.
+  RunCheckpoint* checkpoint = nullptr;
 };
 
 // `source` holds the original weights `lm` reads (dense tensors are exported from it as

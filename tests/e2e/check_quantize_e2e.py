@@ -71,7 +71,9 @@ def main():
         r = results[name]
         print(f"  {name:26s} ppl {r['ppl']:.4f}  kld_mean {r['kld_mean']:.5f}  p99 {r['kld_p99']:.5f}  "
               f"top1 {r['top1_agree']:.4f}")
-        leftovers = [f for f in os.listdir(out) if f.startswith(".") or f.endswith(".tmp")]
+        leftovers = [f for f in os.listdir(out) if (f.startswith(".") and f != ".qshard") or f.endswith(".tmp")]
+        # A finished run keeps only its manifest (the completion marker, checkpoint.h).
+        leftovers += [".qshard/" + f for f in os.listdir(os.path.join(out, ".qshard")) if f != "manifest.json"]
         check(not leftovers, f"{name}: no temporary files left ({leftovers})")
         check(os.path.exists(os.path.join(out, "config.json")), f"{name}: config.json written")
         rep = json.load(open(os.path.join(out, "quantize_report.json")))

@@ -73,7 +73,7 @@ def codes(t, bits=4):
 def digest(d):
     h = {}
     for f in sorted(os.listdir(d)):
-        if f == "quantize_report.json":  # holds times and memory
+        if f == "quantize_report.json" or f == ".qshard":  # times and memory; resume state
             continue
         with open(os.path.join(d, f), "rb") as fh:
             h[f] = hashlib.sha256(fh.read()).hexdigest()
@@ -97,7 +97,10 @@ def main():
         shards = [f for f in files if f.endswith(".safetensors")]
         check(all(f == f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i, f in enumerate(shards)),
               f"{np_} ranks: shard names {shards}")
-        check(not [f for f in files if f.startswith(".") or f.endswith(".tmp")], f"{np_} ranks: no temporaries")
+        leftovers = [f for f in files if (f.startswith(".") and f != ".qshard") or f.endswith(".tmp")]
+        if os.path.isdir(os.path.join(d, ".qshard")):  # resume state: only the manifest stays
+            leftovers += [".qshard/" + f for f in os.listdir(os.path.join(d, ".qshard")) if f != "manifest.json"]
+        check(not leftovers, f"{np_} ranks: no temporaries ({leftovers})")
         if len(shards) > 1:
             with open(os.path.join(d, "model.safetensors.index.json")) as fh:
                 index = json.load(fh)

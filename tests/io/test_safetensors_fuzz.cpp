@@ -1,6 +1,6 @@
 // Deterministic mutation fuzzing: whatever the bytes, opening and reading every tensor
 // either works or throws qshard::Error. Under the sanitizer build this also proves no
-// out-of-bounds read. For open-ended fuzzing see fuzz_safetensors.cpp.
+// out-of-bounds read. For open-ended fuzzing see fuzz/run.sh.
 #include <gtest/gtest.h>
 
 #include <cmath>

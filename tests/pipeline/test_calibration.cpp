@@ -25,14 +25,40 @@ TEST(Calibration, ConsecutiveWindowsFromTheStart) {
   EXPECT_EQ(set.tokens, (std::vector<int32_t>{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11}));
 }
 
-TEST(Calibration, FewerWindowsThanAskedIsAWarningNotAnError) {
+// A long run must not quietly calibrate on fewer windows than it was asked for.
+TEST(Calibration, FewerWindowsThanAskedIsAnError) {
   CalibrationOptions o;
+  o.path = "calib.txt";
   o.n_samples = 10;
   o.seqlen = 4;
-  const auto set = make_calibration_windows(iota_stream(9), o);
-  EXPECT_EQ(set.n_samples, 2);
+  try {
+    make_calibration_windows(iota_stream(9), o);
+    FAIL() << "no error";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("calib.txt: 9 tokens, too few for --n-calib 10 x --calib-seqlen 4"),
+              std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("at most 2 here"), std::string::npos) << e.what();
+  }
+  o.n_samples = 2;
+  EXPECT_EQ(make_calibration_windows(iota_stream(9), o).n_samples, 2);
   o.seqlen = 20;
   EXPECT_THROW(make_calibration_windows(iota_stream(9), o), InputError);
+  // Shuffled windows overlap: any n from a stream of at least one window.
+  o.seqlen = 4;
+  o.n_samples = 10;
+  o.shuffle_seed = 1;
+  EXPECT_EQ(make_calibration_windows(iota_stream(9), o).n_samples, 10);
+}
+
+TEST(Calibration, TokenIdsOutsideTheVocabularyNameTheFile) {
+  EXPECT_NO_THROW(check_token_ids({0, 5, 9}, 10, "a.tokens"));
+  try {
+    check_token_ids({0, 5, 10, 3}, 10, "a.tokens");
+    FAIL() << "no error";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("a.tokens: token 2 is 10, outside the model's vocabulary of 10"),
+              std::string::npos) << e.what();
+  }
 }
 
 TEST(Calibration, ShuffleIsSeededAndInBounds) {

@@ -1,0 +1,17 @@
+// Deterministic crash points for the resume tests: a run killed "at any moment" is
+// tested by killing it at named moments. Inert unless the environment asks:
+//   QSHARD_TEST_KILL_AT=NAME   raise SIGKILL when the run reaches NAME
+//   QSHARD_TEST_PAUSE_AT=NAME  print "qshard: paused at NAME pid P" and wait to be killed
+//   QSHARD_TEST_KILL_RANK=R    only on this MPI rank (OMPI_COMM_WORLD_RANK / PMI_RANK)
+// Names: "layer-N" (segment N committed to the manifest), "layer-N-file" (its file
+// written, manifest not yet updated), "export" (final shards renamed, config.json not yet
+// written), "finished" (export complete, manifest not yet marked complete).
+#pragma once
+
+#include <string>
+
+namespace qshard {
+
+void test_kill_point(const std::string& name);
+
+}  // namespace qshard
