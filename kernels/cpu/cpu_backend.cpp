@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "core/error.h"
+#include "kernels/backend_checks.h"
 #include "kernels/backend.h"
 #include "kernels/cpu/cpu_kernels.h"
 
@@ -16,22 +17,10 @@ namespace {
 // cblas takes int dimensions and leading dimensions.
 constexpr int64_t kBlasMax = std::numeric_limits<int>::max();
 
-// A dense tensor of `dtype` and rank `ndim` in host memory, or an error naming the op.
 void expect(const Tensor& t, DType dtype, int ndim, const char* op, const char* arg) {
-  QS_ASSERT(t.defined() && t.device() == Device::Host, op, ": ", arg,
-            " is not a cpu-backend tensor");
-  QS_ASSERT(t.dtype() == dtype, op, ": ", arg, " is ", dtype_name(t.dtype()), ", expected ",
-            dtype_name(dtype));
-  QS_ASSERT(t.ndim() == ndim, op, ": ", arg, " ", shape_str(t.shape()), " should have rank ",
-            ndim);
+  backend_checks::expect(t, Device::Host, dtype, ndim, op, arg);
 }
-
-// Partial overlap would let a kernel read what it already overwrote.
-bool overlaps(const Tensor& a, const Tensor& b) {
-  const auto* a0 = static_cast<const char*>(a.raw());
-  const auto* b0 = static_cast<const char*>(b.raw());
-  return a0 < b0 + b.nbytes() && b0 < a0 + a.nbytes() && a.nbytes() && b.nbytes();
-}
+using backend_checks::overlaps;
 
 // Big float conversions (an upload of a bf16 weight) are spread over the cores.
 void convert_parallel(DType src, const void* data, float* out, int64_t n) {

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "kernels/backend_checks.h"
 #include "kernels/cuda/cuda_kernels.h"
 
 namespace qshard {
@@ -19,19 +20,9 @@ namespace {
 constexpr int64_t kIntMax = std::numeric_limits<int>::max();
 
 void expect(const Tensor& t, DType dtype, int ndim, const char* op, const char* arg) {
-  QS_ASSERT(t.defined() && t.device() == Device::Cuda, op, ": ", arg,
-            " is not a cuda-backend tensor");
-  QS_ASSERT(t.dtype() == dtype, op, ": ", arg, " is ", dtype_name(t.dtype()), ", expected ",
-            dtype_name(dtype));
-  QS_ASSERT(t.ndim() == ndim, op, ": ", arg, " ", shape_str(t.shape()), " should have rank ",
-            ndim);
+  backend_checks::expect(t, Device::Cuda, dtype, ndim, op, arg);
 }
-
-bool overlaps(const Tensor& a, const Tensor& b) {
-  const auto* a0 = static_cast<const char*>(a.raw());
-  const auto* b0 = static_cast<const char*>(b.raw());
-  return a0 < b0 + b.nbytes() && b0 < a0 + a.nbytes() && a.nbytes() && b.nbytes();
-}
+using backend_checks::overlaps;
 
 // The dtypes the device converter reads directly; others are converted on the host.
 bool device_convertible(DType t, cuda::SrcType& out) {
