@@ -30,11 +30,13 @@ for t in "${targets[@]}"; do
   work=$(mktemp -d)
   dict=()
   [[ -f $root/fuzz/$t.dict ]] && dict=(-dict="$root/fuzz/$t.dict")
+  # Corpus directories that exist (git keeps no empty regressions/<target>/).
+  dirs=()
+  for d in "$root/fuzz/corpus/$t" "$root/fuzz/regressions/$t"; do [[ -d $d ]] && dirs+=("$d"); done
   log=$build/fuzz-$t.log
   start=$SECONDS
   if "$build/fuzz_$t" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
-       "${dict[@]}" -artifact_prefix="$build/crash-$t-" "$work" "$root/fuzz/corpus/$t" \
-       "$root/fuzz/regressions/$t" >"$log" 2>&1; then
+       "${dict[@]}" -artifact_prefix="$build/crash-$t-" "$work" "${dirs[@]}" >"$log" 2>&1; then
     runs=$(grep -m1 -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo "?")
     echo "fuzz: $t: $runs inputs in $((SECONDS - start)) s, no crash"
   else
