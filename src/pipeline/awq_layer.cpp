@@ -331,7 +331,9 @@ ScaledLayer scale_layer(CausalLM& lm, int64_t layer, LayerWeights& w, const Tens
       cand[size_t(i)] = effective(m, awq_scales(xm, alpha));
       const std::vector<float>& s = cand[size_t(i)];
       const Tensor hs =
-          plan.scaling == ScalingMethod::AwqJoint ? damped_hessian(scale_hessian(H, s), opt.joint.damp) : Tensor();
+          plan.scaling == ScalingMethod::AwqJoint
+              ? damped_hessian(scale_hessian(H, s), joint_damp(opt.joint, d, tokens))
+              : Tensor();
       if (opt.block_loss && (m.input == kQKV || m.input == kGateUp)) {
         LayerWeights lw = w;  // shares the FP tensors; the balance linears replaced
         for (size_t b : m.balance) (lw.*(slots[b].member)).weight = be.upload(fake_quant(b, s, hs));
@@ -404,7 +406,7 @@ ScaledLayer scale_layer(CausalLM& lm, int64_t layer, LayerWeights& w, const Tens
     const Tensor& H = Hs[size_t(input_group_of(i))];
     ScaledModule sm;
     if (plan.scaling == ScalingMethod::AwqJoint) {
-      const Tensor Hd = damped_hessian(H, opt.joint.damp);
+      const Tensor Hd = damped_hessian(H, joint_damp(opt.joint, W[i].dim(1), tokens));
       const GroupRanges start = joint_block_ranges(W[i], Hd, *scheme, numerics, opt.joint);
       JointResult jr = joint_refine(W[i], Hd, *scheme, numerics, &start, opt.joint, modules[i]);
       log_debug(modules[i], ": joint loss ", jr.loss_start, " -> ranges ", jr.loss_ranges, " -> rounding ",

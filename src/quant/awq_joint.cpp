@@ -85,6 +85,10 @@ void gram_block(const float* h, int64_t d, int64_t g0, int64_t G, std::vector<fl
 
 }  // namespace
 
+float joint_damp(const JointOptions& options, int64_t in_features, double tokens) {
+  return options.damp + (tokens > 0 ? float(double(options.damp_per_dim) * double(in_features) / tokens) : 0.0f);
+}
+
 Tensor damped_hessian(const Tensor& h, float damp) {
   if (damp <= 0.0f) return h;
   const int64_t d = h.dim(0);
