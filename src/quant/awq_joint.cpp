@@ -64,16 +64,35 @@ double dot(const float* a, const float* b, int64_t n) {
   return s;
 }
 
-// prod = M·d for a symmetric n×n M (column sweeps: vectorizable, fixed summation order);
-// returns dᵀ M d in double.
-double quad_form(const float* m, const float* d, int64_t n, float* prod) {
-  std::fill_n(prod, n, 0.0f);
+// The descents' inner loops are elementwise axpys (no reassociation; ISO C++ mode does not
+// contract to FMA), cloned for AVX-512 and AVX2 as gptq.cpp's tile update: every clone,
+// and any thread count, gives the same bits.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__)
+#define QS_JOINT_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define QS_JOINT_CLONES
+#endif
+
+// y += a·x
+QS_JOINT_CLONES void axpy(float* __restrict y, const float* __restrict x, float a, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
+}
+
+// prod = M·d for a symmetric n×n M (column sweeps: fixed summation order).
+QS_JOINT_CLONES void sym_matvec(const float* __restrict m, const float* __restrict d, int64_t n,
+                                float* __restrict prod) {
+  for (int64_t a = 0; a < n; ++a) prod[a] = 0.0f;
   for (int64_t b = 0; b < n; ++b) {
     const float db = d[b];
     if (db == 0.0f) continue;
     const float* col = m + b * n;  // row b = column b
     for (int64_t a = 0; a < n; ++a) prod[a] += col[a] * db;
   }
+}
+
+// dᵀ M d in double (prod: n floats of scratch).
+double quad_form(const float* m, const float* d, int64_t n, float* prod) {
+  sym_matvec(m, d, n, prod);
   return dot(prod, d, n);
 }
 
@@ -265,9 +284,7 @@ JointResult joint_refine(const Tensor& w, const Tensor& h, const Scheme& scheme,
             for (int64_t j = 0; j < G; ++j) {
               const float d = Dbest[size_t(j)];
               e[g * G + j] += d;
-              if (d == 0.0f) continue;
-              const float* hrow = hp + (g * G + j) * in;
-              for (int64_t t = 0; t < in; ++t) rr[t] += d * hrow[t];
+              if (d != 0.0f) axpy(rr, hp + (g * G + j) * in, d, in);
             }
             ++moves;
           }
@@ -327,8 +344,7 @@ double refine_rounding(QuantizedLinear& q, const Tensor& w, const Tensor& h, con
             const float de = cur - grid.vals[size_t(bk)];
             code = grid.code_at[size_t(bk)];
             e[j] += de;
-            const float* hrow = hp + j * in;
-            for (int64_t t = 0; t < in; ++t) rr[t] += de * hrow[t];
+            axpy(rr, hp + j * in, de, in);
             ++moves;
           }
         }
