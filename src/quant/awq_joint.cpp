@@ -137,30 +137,43 @@ GroupRanges joint_block_ranges(const Tensor& w, const Tensor& h, const Scheme& s
   GroupRanges best;
   best.lo.resize(size_t(out * ng));
   best.hi.resize(size_t(out * ng));
-  // One parallel region over rows, each row's search serial: no fork/join per candidate
-  // (that overhead dominated on loaded machines), results independent of the thread count.
+  // Per group: the residuals of every (row, candidate) in one parallel region, their
+  // products with H_gg in one SGEMM, the choice per row: two fork/joins per group (one
+  // per candidate dominated on loaded machines). SGEMM does not split the inner
+  // dimension over threads, so each product, hence the choice, is thread-count independent.
+  const int64_t nc = int64_t(c.size());
+  std::vector<float> delta(size_t(out * nc * G)), prod(size_t(out * nc * G));
+  for (int64_t g = 0; g < ng; ++g) {
 #pragma omp parallel
-  {
-    std::vector<float> tmp(static_cast<size_t>(G)), delta(static_cast<size_t>(G)), prod(static_cast<size_t>(G));
-#pragma omp for schedule(dynamic, 8)
-    for (int64_t r = 0; r < out; ++r)
-      for (int64_t g = 0; g < ng; ++g) {
+    {
+      std::vector<float> tmp(static_cast<size_t>(G));
+#pragma omp for schedule(static)
+      for (int64_t r = 0; r < out; ++r) {
         const float* x = p + r * in + g * G;
         const GroupStats st = stats_of(x, G);
-        const size_t k = size_t(r * ng + g);
-        double best_err = std::numeric_limits<double>::infinity();
-        for (size_t i = 0; i < c.size(); ++i) {
+        for (int64_t i = 0; i < nc; ++i) {
           float lo, hi;
           range_of(st, two, c, int(i), int(i), lo, hi);
-          group_residual(scheme, x, G, lo, hi, ts, numerics, tmp.data(), delta.data());
-          const double e = quad_form(hgg[size_t(g)].data(), delta.data(), G, prod.data());
-          if (e < best_err) {
-            best_err = e;
-            best.lo[k] = lo;
-            best.hi[k] = hi;
-          }
+          group_residual(scheme, x, G, lo, hi, ts, numerics, tmp.data(), delta.data() + (r * nc + i) * G);
         }
       }
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(out * nc), int(G), int(G), 1.0f, delta.data(),
+                int(G), hgg[size_t(g)].data(), int(G), 0.0f, prod.data(), int(G));
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < out; ++r) {
+      const GroupStats st = stats_of(p + r * in + g * G, G);
+      const size_t k = size_t(r * ng + g);
+      double best_err = std::numeric_limits<double>::infinity();
+      for (int64_t i = 0; i < nc; ++i) {
+        const int64_t o = (r * nc + i) * G;
+        const double e = dot(prod.data() + o, delta.data() + o, G);
+        if (e < best_err) {
+          best_err = e;
+          range_of(st, two, c, int(i), int(i), best.lo[k], best.hi[k]);
+        }
+      }
+    }
   }
   return best;
 }
