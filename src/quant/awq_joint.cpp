@@ -137,44 +137,49 @@ GroupRanges joint_block_ranges(const Tensor& w, const Tensor& h, const Scheme& s
   GroupRanges best;
   best.lo.resize(size_t(out * ng));
   best.hi.resize(size_t(out * ng));
-  // Per group: the residuals of every (row, candidate) in one parallel region, their
-  // products with H_gg in one SGEMM, the choice per row: two fork/joins per group (one
-  // per candidate dominated on loaded machines). SGEMM does not split the inner
-  // dimension over threads, so each product, hence the choice, is thread-count independent.
-  const int64_t nc = int64_t(c.size());
-  std::vector<float> delta(size_t(out * nc * G)), prod(size_t(out * nc * G));
-  for (int64_t g = 0; g < ng; ++g) {
+  // Blocks of rows in one parallel region; per block and group the residuals of every
+  // (row, candidate), their products with H_gg in one single-threaded SGEMM, the choice per
+  // row. One fork/join per call (one per candidate dominated on loaded machines), and no
+  // BLAS threads competing with ours. SGEMM computes each product row the same way in any
+  // block, so the choice does not depend on the thread count.
+  const int64_t nc = int64_t(c.size()), kBlock = 32;
+  const int blas_threads = openblas_get_num_threads();
+  openblas_set_num_threads(1);
 #pragma omp parallel
-    {
-      std::vector<float> tmp(static_cast<size_t>(G));
-#pragma omp for schedule(static)
-      for (int64_t r = 0; r < out; ++r) {
-        const float* x = p + r * in + g * G;
-        const GroupStats st = stats_of(x, G);
-        for (int64_t i = 0; i < nc; ++i) {
-          float lo, hi;
-          range_of(st, two, c, int(i), int(i), lo, hi);
-          group_residual(scheme, x, G, lo, hi, ts, numerics, tmp.data(), delta.data() + (r * nc + i) * G);
+  {
+    std::vector<float> tmp(static_cast<size_t>(G)), delta(size_t(kBlock * nc * G)), prod(size_t(kBlock * nc * G));
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t r0 = 0; r0 < out; r0 += kBlock) {
+      const int64_t nr = std::min(kBlock, out - r0);
+      for (int64_t g = 0; g < ng; ++g) {
+        for (int64_t r = 0; r < nr; ++r) {
+          const float* x = p + (r0 + r) * in + g * G;
+          const GroupStats st = stats_of(x, G);
+          for (int64_t i = 0; i < nc; ++i) {
+            float lo, hi;
+            range_of(st, two, c, int(i), int(i), lo, hi);
+            group_residual(scheme, x, G, lo, hi, ts, numerics, tmp.data(), delta.data() + (r * nc + i) * G);
+          }
         }
-      }
-    }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(out * nc), int(G), int(G), 1.0f, delta.data(),
-                int(G), hgg[size_t(g)].data(), int(G), 0.0f, prod.data(), int(G));
-#pragma omp parallel for schedule(static)
-    for (int64_t r = 0; r < out; ++r) {
-      const GroupStats st = stats_of(p + r * in + g * G, G);
-      const size_t k = size_t(r * ng + g);
-      double best_err = std::numeric_limits<double>::infinity();
-      for (int64_t i = 0; i < nc; ++i) {
-        const int64_t o = (r * nc + i) * G;
-        const double e = dot(prod.data() + o, delta.data() + o, G);
-        if (e < best_err) {
-          best_err = e;
-          range_of(st, two, c, int(i), int(i), best.lo[k], best.hi[k]);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(nr * nc), int(G), int(G), 1.0f, delta.data(),
+                    int(G), hgg[size_t(g)].data(), int(G), 0.0f, prod.data(), int(G));
+        for (int64_t r = 0; r < nr; ++r) {
+          const GroupStats st = stats_of(p + (r0 + r) * in + g * G, G);
+          const size_t k = size_t((r0 + r) * ng + g);
+          double best_err = std::numeric_limits<double>::infinity();
+          for (int64_t i = 0; i < nc; ++i) {
+            const int64_t o = (r * nc + i) * G;
+            const double e = dot(prod.data() + o, delta.data() + o, G);
+            if (e < best_err) {
+              best_err = e;
+              range_of(st, two, c, int(i), int(i), best.lo[k], best.hi[k]);
+            }
+          }
         }
       }
     }
   }
+  openblas_set_num_threads(blas_threads);
   return best;
 }
 
