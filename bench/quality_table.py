@@ -5,6 +5,7 @@ agreement, quantization time. Each configuration is quantized with `qshard quant
 the original on the first --windows windows of eval.txt.
 
 Usage: bench/quality_table.py [--qshard build/qshard] [--windows 128] [--n-calib 128] [--set awq]
+                              [--methods awq-joint,awq-joint+gptq]
 (--set awq: the AWQ-family table, methods x formats as in docs/results.md)
 Prints a markdown table (for docs/results.md).
 """
@@ -51,8 +52,11 @@ def main():
     ap.add_argument("--windows", type=int, default=128)
     ap.add_argument("--n-calib", type=int, default=128)
     ap.add_argument("--set", choices=["default", "awq"], default="default")
+    ap.add_argument("--methods", help="comma-separated: only these methods' rows (to rerun a few rows)")
     a = ap.parse_args()
     configs = AWQ_CONFIGS if a.set == "awq" else CONFIGS
+    if a.methods:
+        configs = [c for c in configs if c[0] in a.methods.split(",")]
     calib = os.path.join(a.model, "text", "calib.txt")
     text = os.path.join(a.model, "text", "eval.txt")
     evalargs = ["--text", text, "--seqlen", "256", "--max-windows", str(a.windows), "--json", "--quiet"]

@@ -127,6 +127,11 @@ int run_quantize(const std::vector<std::string>& args, Communicator& comm) {
        "awq-joint: coordinate-descent sweeps over group ranges")
       ("joint-rounding-sweeps", po::value(&opt.scaling.joint.rounding_sweeps)->default_value(4),
        "awq-joint: coordinate-descent sweeps over codes (0: nearest rounding)")
+      ("joint-damp", po::value(&opt.scaling.joint.damp)->default_value(0.1f, "0.1"),
+       "awq-joint: the fits use H + lambda * mean(diag H) * I, lambda = joint-damp + joint-damp-per-dim * "
+       "in_features / calibration tokens (regularises small calibration sets)")
+      ("joint-damp-per-dim", po::value(&opt.scaling.joint.damp_per_dim)->default_value(0.5f, "0.5"),
+       "awq-joint: see --joint-damp")
       ("smooth-alpha", po::value(&opt.scaling.smooth_alpha)->default_value(0.5), "smoothquant: migration strength alpha")
       ("max-flip-percent", po::value(&opt.scaling.max_flip_percent)->default_value(1.0),
        "awq-dh: at most this % of in_features flipped per output channel")
@@ -194,6 +199,8 @@ int run_quantize(const std::vector<std::string>& args, Communicator& comm) {
   if (!(opt.scaling.smooth_alpha >= 0 && opt.scaling.smooth_alpha <= 1)) fail_input("--smooth-alpha must be in [0, 1]");
   if (opt.scaling.joint.range_sweeps < 0 || opt.scaling.joint.rounding_sweeps < 0)
     fail_input("--joint-range-sweeps and --joint-rounding-sweeps must not be negative");
+  if (!(opt.scaling.joint.damp >= 0.0f) || !(opt.scaling.joint.damp_per_dim >= 0.0f))
+    fail_input("--joint-damp and --joint-damp-per-dim must not be negative");
   if (opt.gptq.damp < 0) fail_input("--damp must not be negative");
   if (opt.gptq.block_size < 1) fail_input("--block-size must be positive");
   if (opt.batch_tokens < 1) fail_input("--batch-tokens must be positive");

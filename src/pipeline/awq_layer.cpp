@@ -287,20 +287,17 @@ ScaledLayer scale_layer(CausalLM& lm, int64_t layer, LayerWeights& w, const Tens
   // Ŵ = Q(W·s)/s in original coordinates, for the slot's format; joint: J1 ranges.
   auto fake_quant = [&](size_t slot, const std::vector<float>& s, const Tensor& hs) {
     const auto scheme = Scheme::make(*formats[slot]);
-    Tensor ws = W[slot].to_f32();
-    scale_columns(ws, s);
     GroupRanges ranges;
     if (plan.scaling == ScalingMethod::AwqJoint) {
       // Inside the exponent grid a coarser range grid (twice the step) keeps the search
       // cheap; the final fit at the chosen exponent uses the full grid and descents.
+      Tensor ws = W[slot].to_f32();
+      scale_columns(ws, s);
       JointOptions coarse = opt.joint;
       coarse.range_step *= 2;
       ranges = joint_block_ranges(ws, hs, *scheme, numerics, coarse);
     }
-    const QuantizedLinear q = quantize_ranged(ws, *scheme, ranges.empty() ? nullptr : &ranges, numerics, modules[slot]);
-    Tensor wh = dequantize_exported(q, numerics);
-    unscale_columns(wh, s);
-    return wh;
+    return awq_fake_quant(W[slot], s, *scheme, &ranges, numerics, modules[slot]);
   };
 
   std::vector<std::vector<float>> scale_of(maps.size());
@@ -333,7 +330,10 @@ ScaledLayer scale_layer(CausalLM& lm, int64_t layer, LayerWeights& w, const Tens
       const double alpha = double(i) / opt.n_grid;
       cand[size_t(i)] = effective(m, awq_scales(xm, alpha));
       const std::vector<float>& s = cand[size_t(i)];
-      const Tensor hs = plan.scaling == ScalingMethod::AwqJoint ? scale_hessian(H, s) : Tensor();
+      const Tensor hs =
+          plan.scaling == ScalingMethod::AwqJoint
+              ? damped_hessian(scale_hessian(H, s), joint_damp(opt.joint, d, tokens))
+              : Tensor();
       if (opt.block_loss && (m.input == kQKV || m.input == kGateUp)) {
         LayerWeights lw = w;  // shares the FP tensors; the balance linears replaced
         for (size_t b : m.balance) (lw.*(slots[b].member)).weight = be.upload(fake_quant(b, s, hs));
@@ -357,9 +357,7 @@ ScaledLayer scale_layer(CausalLM& lm, int64_t layer, LayerWeights& w, const Tens
       }
     }
     comm.allreduce_sum(loss.data(), int64_t(loss.size()));
-    int best = 0;
-    for (int i = 1; i < opt.n_grid; ++i)
-      if (loss[size_t(i)] < loss[size_t(best)]) best = i;  // strict: ties keep the smaller α
+    const int best = awq_best_grid_point(loss);
     scale_of[mi] = cand[size_t(best)];
     double norm = 0;  // elements of the compared outputs
     if (opt.block_loss && (m.input == kQKV || m.input == kGateUp)) norm = tokens * double(spec.hidden_size);
@@ -408,8 +406,9 @@ ScaledLayer scale_layer(CausalLM& lm, int64_t layer, LayerWeights& w, const Tens
     const Tensor& H = Hs[size_t(input_group_of(i))];
     ScaledModule sm;
     if (plan.scaling == ScalingMethod::AwqJoint) {
-      const GroupRanges start = joint_block_ranges(W[i], H, *scheme, numerics, opt.joint);
-      JointResult jr = joint_refine(W[i], H, *scheme, numerics, &start, opt.joint, modules[i]);
+      const Tensor Hd = damped_hessian(H, joint_damp(opt.joint, W[i].dim(1), tokens));
+      const GroupRanges start = joint_block_ranges(W[i], Hd, *scheme, numerics, opt.joint);
+      JointResult jr = joint_refine(W[i], Hd, *scheme, numerics, &start, opt.joint, modules[i]);
       log_debug(modules[i], ": joint loss ", jr.loss_start, " -> ranges ", jr.loss_ranges, " -> rounding ",
                 jr.loss_final);
       if (plan.gptq) {

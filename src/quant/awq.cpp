@@ -234,6 +234,23 @@ Tensor dequantize_exported(const QuantizedLinear& q, const ExportNumerics& numer
   return t;
 }
 
+Tensor awq_fake_quant(const Tensor& w, const std::vector<float>& s, const Scheme& scheme,
+                      const GroupRanges* ranges, const ExportNumerics& numerics, const std::string& name) {
+  Tensor ws = w.to_f32();
+  scale_columns(ws, s);
+  const QuantizedLinear q = quantize_ranged(ws, scheme, ranges && !ranges->empty() ? ranges : nullptr, numerics, name);
+  Tensor wh = dequantize_exported(q, numerics);
+  unscale_columns(wh, s);
+  return wh;
+}
+
+int awq_best_grid_point(const std::vector<double>& loss) {
+  int best = 0;
+  for (int i = 1; i < int(loss.size()); ++i)
+    if (loss[size_t(i)] < loss[size_t(best)]) best = i;
+  return best;
+}
+
 double output_error(const Tensor& w, const Tensor& w_hat, const Tensor& h) {
   const int64_t out = w.dim(0), in = w.dim(1);
   QS_ASSERT(w_hat.shape() == w.shape() && h.dim(0) == in, "output_error shapes");

@@ -87,6 +87,15 @@ QuantizedLinear quantize_ranged(const Tensor& w, const Scheme& scheme, const Gro
 // The weights an engine computes with: dequantized, rounded to numerics.weight_dtype.
 Tensor dequantize_exported(const QuantizedLinear& q, const ExportNumerics& numerics);
 
+// Ŵ = Q(W·diag(s))·diag(s)⁻¹ in original coordinates: the weight AWQ's scale search
+// scores for one candidate scale (ranges: clamp ranges on the scaled weight, may be null).
+Tensor awq_fake_quant(const Tensor& w, const std::vector<float>& s, const Scheme& scheme,
+                      const GroupRanges* ranges, const ExportNumerics& numerics, const std::string& name);
+
+// The grid point the search keeps: the first minimum (strict <, so ties keep the smaller
+// α, as AutoAWQ's `if loss < best_error`).
+int awq_best_grid_point(const std::vector<double>& loss);
+
 // tr(ΔW H ΔWᵀ) with ΔW = w − w_hat (host F32 [out, in], H [in, in]); double accumulation.
 double output_error(const Tensor& w, const Tensor& w_hat, const Tensor& h);
 

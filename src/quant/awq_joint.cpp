@@ -64,6 +64,38 @@ double dot(const float* a, const float* b, int64_t n) {
   return s;
 }
 
+// The descents' inner loops are elementwise axpys (no reassociation; ISO C++ mode does not
+// contract to FMA), cloned for AVX-512 and AVX2 as gptq.cpp's tile update: every clone,
+// and any thread count, gives the same bits.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__)
+#define QS_JOINT_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define QS_JOINT_CLONES
+#endif
+
+// y += a·x
+QS_JOINT_CLONES void axpy(float* __restrict y, const float* __restrict x, float a, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
+}
+
+// prod = M·d for a symmetric n×n M (column sweeps: fixed summation order).
+QS_JOINT_CLONES void sym_matvec(const float* __restrict m, const float* __restrict d, int64_t n,
+                                float* __restrict prod) {
+  for (int64_t a = 0; a < n; ++a) prod[a] = 0.0f;
+  for (int64_t b = 0; b < n; ++b) {
+    const float db = d[b];
+    if (db == 0.0f) continue;
+    const float* col = m + b * n;  // row b = column b
+    for (int64_t a = 0; a < n; ++a) prod[a] += col[a] * db;
+  }
+}
+
+// dᵀ M d in double (prod: n floats of scratch).
+double quad_form(const float* m, const float* d, int64_t n, float* prod) {
+  sym_matvec(m, d, n, prod);
+  return dot(prod, d, n);
+}
+
 void gram_block(const float* h, int64_t d, int64_t g0, int64_t G, std::vector<float>& out) {
   out.resize(size_t(G * G));
   for (int64_t a = 0; a < G; ++a)
@@ -71,6 +103,25 @@ void gram_block(const float* h, int64_t d, int64_t g0, int64_t G, std::vector<fl
 }
 
 }  // namespace
+
+float joint_damp(const JointOptions& options, int64_t in_features, double tokens) {
+  return options.damp + (tokens > 0 ? float(double(options.damp_per_dim) * double(in_features) / tokens) : 0.0f);
+}
+
+Tensor damped_hessian(const Tensor& h, float damp) {
+  if (damp <= 0.0f) return h;
+  const int64_t d = h.dim(0);
+  Tensor out = Tensor::zeros(DType::F32, {d, d});
+  std::copy_n(h.data<float>(), d * d, out.data<float>());
+  float* p = out.data<float>();
+  double mean = 0;
+  for (int64_t i = 0; i < d; ++i) mean += p[i * d + i];
+  mean /= double(d);
+  // A zero diagonal (dead channels only) gets an absolute floor so the fits stay defined.
+  const float add = mean > 0 ? float(double(damp) * mean) : damp;
+  for (int64_t i = 0; i < d; ++i) p[i * d + i] += add;
+  return out;
+}
 
 GroupRanges joint_block_ranges(const Tensor& w, const Tensor& h, const Scheme& scheme,
                                const ExportNumerics& numerics, const JointOptions& options) {
@@ -81,37 +132,54 @@ GroupRanges joint_block_ranges(const Tensor& w, const Tensor& h, const Scheme& s
   const float ts = scheme.tensor_scale(p, out * in);
   const std::vector<float> c = shrink_factors(options);
   const bool two = two_sided(scheme);
+  std::vector<std::vector<float>> hgg(static_cast<size_t>(ng));
+  for (int64_t g = 0; g < ng; ++g) gram_block(h.data<float>(), in, g * G, G, hgg[size_t(g)]);
   GroupRanges best;
   best.lo.resize(size_t(out * ng));
   best.hi.resize(size_t(out * ng));
-  std::vector<double> best_err(size_t(out * ng), std::numeric_limits<double>::infinity());
-  std::vector<float> hgg, delta(size_t(out * G)), prod(size_t(out * G));
-  for (int64_t g = 0; g < ng; ++g) {
-    gram_block(h.data<float>(), in, g * G, G, hgg);
-    for (size_t i = 0; i < c.size(); ++i) {
+  // Blocks of rows in one parallel region; per block and group the residuals of every
+  // (row, candidate), their products with H_gg in one single-threaded SGEMM, the choice per
+  // row. One fork/join per call (one per candidate dominated on loaded machines), and no
+  // BLAS threads competing with ours. SGEMM computes each product row the same way in any
+  // block, so the choice does not depend on the thread count.
+  const int64_t nc = int64_t(c.size()), kBlock = 32;
+  const int blas_threads = openblas_get_num_threads();
+  openblas_set_num_threads(1);
 #pragma omp parallel
-      {
-        std::vector<float> tmp(static_cast<size_t>(G));
-#pragma omp for schedule(static)
-        for (int64_t r = 0; r < out; ++r) {
-          const float* x = p + r * in + g * G;
-          float lo, hi;
-          range_of(stats_of(x, G), two, c, int(i), int(i), lo, hi);
-          group_residual(scheme, x, G, lo, hi, ts, numerics, tmp.data(), delta.data() + r * G);
+  {
+    std::vector<float> tmp(static_cast<size_t>(G)), delta(size_t(kBlock * nc * G)), prod(size_t(kBlock * nc * G));
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t r0 = 0; r0 < out; r0 += kBlock) {
+      const int64_t nr = std::min(kBlock, out - r0);
+      for (int64_t g = 0; g < ng; ++g) {
+        for (int64_t r = 0; r < nr; ++r) {
+          const float* x = p + (r0 + r) * in + g * G;
+          const GroupStats st = stats_of(x, G);
+          for (int64_t i = 0; i < nc; ++i) {
+            float lo, hi;
+            range_of(st, two, c, int(i), int(i), lo, hi);
+            group_residual(scheme, x, G, lo, hi, ts, numerics, tmp.data(), delta.data() + (r * nc + i) * G);
+          }
         }
-      }
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(out), int(G), int(G), 1.0f, delta.data(),
-                  int(G), hgg.data(), int(G), 0.0f, prod.data(), int(G));
-      for (int64_t r = 0; r < out; ++r) {
-        const double e = dot(prod.data() + r * G, delta.data() + r * G, G);
-        const size_t k = size_t(r * ng + g);
-        if (e < best_err[k]) {
-          best_err[k] = e;
-          range_of(stats_of(p + r * in + g * G, G), two, c, int(i), int(i), best.lo[k], best.hi[k]);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(nr * nc), int(G), int(G), 1.0f, delta.data(),
+                    int(G), hgg[size_t(g)].data(), int(G), 0.0f, prod.data(), int(G));
+        for (int64_t r = 0; r < nr; ++r) {
+          const GroupStats st = stats_of(p + (r0 + r) * in + g * G, G);
+          const size_t k = size_t((r0 + r) * ng + g);
+          double best_err = std::numeric_limits<double>::infinity();
+          for (int64_t i = 0; i < nc; ++i) {
+            const int64_t o = (r * nc + i) * G;
+            const double e = dot(prod.data() + o, delta.data() + o, G);
+            if (e < best_err) {
+              best_err = e;
+              range_of(st, two, c, int(i), int(i), best.lo[k], best.hi[k]);
+            }
+          }
         }
       }
     }
   }
+  openblas_set_num_threads(blas_threads);
   return best;
 }
 
@@ -185,62 +253,63 @@ JointResult joint_refine(const Tensor& w, const Tensor& h, const Scheme& scheme,
   refresh_r();
   res.loss_start = loss_now();
 
-  // J2: exact coordinate descent over each group's range with the cross-group terms.
-  std::vector<float> hgg, D(size_t(out * G)), P(size_t(out * G)), Dbest(size_t(out * G));
-  std::vector<double> best(static_cast<size_t>(out));
-  std::vector<int> best_l(static_cast<size_t>(out)), best_h(static_cast<size_t>(out));
-  for (int sweep = 0; sweep < options.range_sweeps; ++sweep) {
-    int64_t moves = 0;
-    for (int64_t g = 0; g < ng; ++g) {
-      gram_block(hp, in, g * G, G, hgg);
-      std::fill(best.begin(), best.end(), 0.0);
-      std::fill(Dbest.begin(), Dbest.end(), 0.0f);
-      // Candidates: (lo index, hi index) moves of one end (both ends together when one-sided).
-      const int n_moves = two ? 2 * nc : nc;
-      for (int m = 0; m < n_moves; ++m) {
+  // J2: exact coordinate descent over each group's range with the cross-group terms. Row r
+  // of R = E·H depends on row r of E only, so rows descend independently (in parallel,
+  // each serially: the result does not depend on the thread count).
+  std::vector<std::vector<float>> hgg(static_cast<size_t>(ng));
+  for (int64_t g = 0; g < ng; ++g) gram_block(hp, in, g * G, G, hgg[size_t(g)]);
+  if (options.range_sweeps > 0) {
 #pragma omp parallel
-        {
-          std::vector<float> tmp(static_cast<size_t>(G)), dl(static_cast<size_t>(G));
-#pragma omp for schedule(static)
-          for (int64_t r = 0; r < out; ++r) {
-            const size_t k = size_t(r * ng + g);
-            const int cl = two ? (m < nc ? m : il[k]) : m;
-            const int ch = two ? (m < nc ? ih[k] : m - nc) : m;
-            const float* x = p + r * in + g * G;
-            float lo, hi;
-            range_of(stats_of(x, G), two, c, cl, ch, lo, hi);
-            group_residual(scheme, x, G, lo, hi, ts, numerics, tmp.data(), dl.data());
-            for (int64_t j = 0; j < G; ++j) D[size_t(r * G + j)] = dl[size_t(j)] - E[size_t(r * in + g * G + j)];
-          }
-        }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(out), int(G), int(G), 1.0f, D.data(), int(G),
-                    hgg.data(), int(G), 0.0f, P.data(), int(G));
-        for (int64_t r = 0; r < out; ++r) {
-          const float* d = D.data() + r * G;
-          const double dl = dot(P.data() + r * G, d, G) + 2.0 * dot(R.data() + r * in + g * G, d, G);
-          // Relative threshold: float noise must not count as progress.
-          if (dl < best[size_t(r)] - 1e-9 * std::fabs(dl)) {
-            const size_t k = size_t(r * ng + g);
-            best[size_t(r)] = dl;
-            best_l[size_t(r)] = two ? (m < nc ? m : il[k]) : m;
-            best_h[size_t(r)] = two ? (m < nc ? ih[k] : m - nc) : m;
-            std::copy_n(d, G, Dbest.data() + r * G);
-          }
-        }
-      }
+    {
+      std::vector<float> tmp(static_cast<size_t>(G)), dl(static_cast<size_t>(G)), D(static_cast<size_t>(G)),
+          P(static_cast<size_t>(G)), Dbest(static_cast<size_t>(G));
+#pragma omp for schedule(dynamic, 4)
       for (int64_t r = 0; r < out; ++r) {
-        if (!(best[size_t(r)] < 0.0)) continue;
-        const size_t k = size_t(r * ng + g);
-        il[k] = best_l[size_t(r)];
-        ih[k] = best_h[size_t(r)];
-        for (int64_t j = 0; j < G; ++j) E[size_t(r * in + g * G + j)] += Dbest[size_t(r * G + j)];
-        ++moves;
+        float* e = E.data() + r * in;
+        float* rr = R.data() + r * in;
+        for (int sweep = 0; sweep < options.range_sweeps; ++sweep) {
+          int64_t moves = 0;
+          for (int64_t g = 0; g < ng; ++g) {
+            const size_t k = size_t(r * ng + g);
+            const float* x = p + r * in + g * G;
+            const GroupStats st = stats_of(x, G);
+            double best = 0.0;
+            int bl = -1, bh = -1;
+            // Candidates: one end moved (both together when one-sided).
+            const int n_moves = two ? 2 * nc : nc;
+            for (int m = 0; m < n_moves; ++m) {
+              const int cl = two ? (m < nc ? m : il[k]) : m;
+              const int ch = two ? (m < nc ? ih[k] : m - nc) : m;
+              if (cl == il[k] && ch == ih[k]) continue;
+              float lo, hi;
+              range_of(st, two, c, cl, ch, lo, hi);
+              group_residual(scheme, x, G, lo, hi, ts, numerics, tmp.data(), dl.data());
+              for (int64_t j = 0; j < G; ++j) D[size_t(j)] = dl[size_t(j)] - e[g * G + j];
+              const double dv = quad_form(hgg[size_t(g)].data(), D.data(), G, P.data()) +
+                                2.0 * dot(rr + g * G, D.data(), G);
+              // Relative threshold: float noise must not count as progress.
+              if (dv < best - 1e-9 * std::fabs(dv)) {
+                best = dv;
+                bl = cl;
+                bh = ch;
+                std::copy(D.begin(), D.end(), Dbest.begin());
+              }
+            }
+            if (bl < 0) continue;
+            il[k] = bl;
+            ih[k] = bh;
+            // E_g += d; R_r += d·H[g rows, :]
+            for (int64_t j = 0; j < G; ++j) {
+              const float d = Dbest[size_t(j)];
+              e[g * G + j] += d;
+              if (d != 0.0f) axpy(rr, hp + (g * G + j) * in, d, in);
+            }
+            ++moves;
+          }
+          if (moves == 0) break;
+        }
       }
-      // R += Dbest · H[g rows, :]
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(out), int(in), int(G), 1.0f, Dbest.data(),
-                  int(G), hp + g * G * in, int(in), 1.0f, R.data(), int(in));
     }
-    if (moves == 0) break;
   }
   refresh_r();  // drop the float drift of the incremental updates
   res.loss_ranges = loss_now();
@@ -293,8 +362,7 @@ double refine_rounding(QuantizedLinear& q, const Tensor& w, const Tensor& h, con
             const float de = cur - grid.vals[size_t(bk)];
             code = grid.code_at[size_t(bk)];
             e[j] += de;
-            const float* hrow = hp + j * in;
-            for (int64_t t = 0; t < in; ++t) rr[t] += de * hrow[t];
+            axpy(rr, hp + j * in, de, in);
             ++moves;
           }
         }

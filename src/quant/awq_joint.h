@@ -19,7 +19,18 @@ struct JointOptions {
   float min_shrink = 0.5f;
   int range_sweeps = 2;     // J2: coordinate-descent sweeps over groups with the full H
   int rounding_sweeps = 4;  // coordinate descent over codes with the full H (0: RTN codes)
+  // The fits use H + λ·mean(diag H)·I (GPTQ's dampening), λ = damp + damp_per_dim ·
+  // in_features / tokens: with few calibration tokens H is rank-deficient and an exact
+  // descent on it fits the calibration set's noise (docs/awq-joint.md measures both terms).
+  float damp = 0.1f;
+  float damp_per_dim = 0.5f;
 };
+
+// λ for a linear with `in_features` inputs fitted on `tokens` calibration tokens (all ranks).
+float joint_damp(const JointOptions& options, int64_t in_features, double tokens);
+
+// H + damp·mean(diag H)·I (a copy; h itself when damp is 0).
+Tensor damped_hessian(const Tensor& h, float damp);
 
 // J1: per (row, group) ranges minimizing the group's own error δ H_gg δᵀ (cross-group
 // terms ignored) over symmetric shrink factors of the observed range.

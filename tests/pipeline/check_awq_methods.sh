@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every AWQ-family method quantizes the tiny model, exports, and `qshard eval` reads the
-# result; awq beats RTN; awq at 2 ranks writes the same bytes as at 1 rank.
+# result; awq beats RTN and awq-joint beats awq; awq at 2 ranks writes the same bytes as at 1 rank.
 set -euo pipefail
 : "${QSHARD_BIN:?}" "${QSHARD_TEST_MODEL:?}"
 m=$QSHARD_TEST_MODEL
@@ -22,12 +22,13 @@ for cfg in "rtn int4" "awq int4" "awq-joint int4" "awq-dh int4" "smoothquant int
   K[$cfg]=$(kld "$out")
   echo "$cfg: kld ${K[$cfg]}"
 done
-# (awq-joint is not compared here: with 1k calibration tokens its Hessian-driven rounding
-# overfits; docs/awq-joint.md measures it at 128 x 256 tokens.)
-python3 - "${K[rtn int4]}" "${K[awq int4]}" <<'PY'
+# awq-joint fits ranges and rounding to the damped Hessian (--joint-damp): even with these
+# 1k calibration tokens it must beat awq (docs/awq-joint.md measures both sizes).
+python3 - "${K[rtn int4]}" "${K[awq int4]}" "${K[awq-joint int4]}" <<'PY'
 import sys
-rtn, awq = map(float, sys.argv[1:])
+rtn, awq, joint = map(float, sys.argv[1:])
 assert awq < rtn, f"awq {awq} not better than rtn {rtn}"
+assert joint < awq, f"awq-joint {joint} not better than awq {awq}"
 PY
 # GPTQ container (F16 scales) and compressed-tensors exports of AWQ-scaled weights read back.
 "$QSHARD_BIN" quantize "${common[@]}" --out "$tmp/gptq_export" --method awq-joint --format int4 --asym \

@@ -3,6 +3,8 @@
 // objective, flip budgets and outlier masks hold, and GPTQ keeps fixed group parameters.
 #include <gtest/gtest.h>
 
+#include <omp.h>
+
 #include <cmath>
 #include <random>
 #include <vector>
@@ -165,6 +167,34 @@ TEST(AwqJoint, ObjectiveAtMostAwqAndMonotone) {
     const double exported = output_error(ws, dequantize_exported(jr.q, {}), hs);
     EXPECT_NEAR(exported, jr.loss_final, 1e-3 * jr.loss_final);
   }
+}
+
+// Rows are fitted independently and serially inside each thread: the same codes and
+// parameters at any thread count; the damped Hessian's fit is a descent on that Hessian.
+TEST(AwqJoint, IndependentOfThreadCountAndDamped) {
+  const int64_t d = 256, o = 40;
+  const Tensor x = activations(300, d, 51), h = gram(x), w = gaussian(o, d, 52, 0.02f);  // 300 < d: singular H
+  const auto scheme = Scheme::make(int_format(4, 128, false));
+  JointOptions opt;
+  opt.damp = 0.3f;
+  const Tensor hd = damped_hessian(h, opt.damp);
+  double mean = 0;
+  for (int64_t i = 0; i < d; ++i) mean += h.data<float>()[i * d + i];
+  mean /= double(d);
+  EXPECT_NEAR(hd.data<float>()[5 * d + 5] - h.data<float>()[5 * d + 5], 0.3 * mean, 1e-3 * mean);
+  EXPECT_EQ(hd.data<float>()[5 * d + 6], h.data<float>()[5 * d + 6]);
+  std::vector<JointResult> runs;
+  for (int threads : {1, 3}) {
+    omp_set_num_threads(threads);
+    const GroupRanges start = joint_block_ranges(w, hd, *scheme, {}, opt);
+    runs.push_back(joint_refine(w, hd, *scheme, {}, &start, opt, "w"));
+  }
+  omp_set_num_threads(omp_get_num_procs());
+  EXPECT_EQ(runs[0].q.codes, runs[1].q.codes);
+  EXPECT_EQ(runs[0].q.scales, runs[1].q.scales);
+  EXPECT_EQ(runs[0].q.zeros, runs[1].q.zeros);
+  EXPECT_EQ(runs[0].loss_final, runs[1].loss_final);
+  EXPECT_LE(runs[0].loss_final, runs[0].loss_start * (1 + 1e-5));
 }
 
 TEST(AwqJoint, SimulatesF16ScalesOfTheExport) {
