@@ -3,6 +3,7 @@
 #include <mpi.h>
 
 #include <algorithm>
+#include <type_traits>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
@@ -168,8 +169,9 @@ struct MpiAllreduce {
 
 }  // namespace
 
-void Communicator::allreduce_sum(double* data, int64_t n, Traffic kind, Device where) {
-  count(kind, uint64_t(n) * sizeof(double));
+template <class T>
+void Communicator::allreduce_sum_in_place(T* data, int64_t n, Traffic kind, Device where) {
+  count(kind, uint64_t(n) * sizeof(T));
   if (size_ == 1) return;
   if (where == Device::Cuda) {
 #ifdef QSHARD_HAVE_CUDA
@@ -178,20 +180,15 @@ void Communicator::allreduce_sum(double* data, int64_t n, Traffic kind, Device w
     nccl();
 #endif
   }
-  MpiAllreduce{this}(data, n, MPI_DOUBLE, MPI_SUM);
+  MpiAllreduce{this}(data, n, std::is_same_v<T, double> ? MPI_DOUBLE : MPI_FLOAT, MPI_SUM);
+}
+
+void Communicator::allreduce_sum(double* data, int64_t n, Traffic kind, Device where) {
+  allreduce_sum_in_place(data, n, kind, where);
 }
 
 void Communicator::allreduce_sum(float* data, int64_t n, Traffic kind, Device where) {
-  count(kind, uint64_t(n) * sizeof(float));
-  if (size_ == 1) return;
-  if (where == Device::Cuda) {
-#ifdef QSHARD_HAVE_CUDA
-    return nccl().comm->allreduce_sum(data, n);
-#else
-    nccl();
-#endif
-  }
-  MpiAllreduce{this}(data, n, MPI_FLOAT, MPI_SUM);
+  allreduce_sum_in_place(data, n, kind, where);
 }
 
 void Communicator::allreduce_max(int64_t* data, int64_t n) {

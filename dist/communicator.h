@@ -94,6 +94,9 @@ class Communicator {
   void* mpi_comm_handle() const;
 
  private:
+  // Both sum overloads: byte accounting, then NCCL (device buffers) or MPI (host).
+  template <class T>
+  void allreduce_sum_in_place(T* data, int64_t n, Traffic kind, Device where);
   friend std::unique_ptr<Communicator> make_world_communicator(int* argc, char*** argv);
   struct Nccl;  // NCCL state (CUDA builds)
   Communicator() = default;

@@ -205,21 +205,7 @@ void CudaBackend::rope(Tensor& x, int64_t n_heads, int64_t head_dim, const Tenso
 
 void CudaBackend::attention(const Tensor& q, const Tensor& k, const Tensor& v,
                             const AttentionShape& s, float scale, Tensor& out) {
-  for (auto [t, arg] : {std::pair{&q, "q"}, {&k, "k"}, {&v, "v"}, {&out, "out"}})
-    expect(*t, DType::F32, 2, "attention", arg);
-  QS_ASSERT(s.batch >= 0 && s.seqlen >= 0 && s.n_heads > 0 && s.n_kv_heads > 0 &&
-                s.head_dim > 0 && s.n_heads % s.n_kv_heads == 0,
-            "attention: bad shape batch ", s.batch, " seqlen ", s.seqlen, " n_heads ", s.n_heads,
-            " n_kv_heads ", s.n_kv_heads, " head_dim ", s.head_dim);
-  const Shape q_shape{s.batch * s.seqlen, s.n_heads * s.head_dim};
-  const Shape kv_shape{s.batch * s.seqlen, s.n_kv_heads * s.head_dim};
-  QS_ASSERT(q.shape() == q_shape && out.shape() == q_shape && k.shape() == kv_shape &&
-                v.shape() == kv_shape,
-            "attention: q ", shape_str(q.shape()), " k ", shape_str(k.shape()), " v ",
-            shape_str(v.shape()), " out ", shape_str(out.shape()), " for q ", shape_str(q_shape),
-            " and k/v ", shape_str(kv_shape));
-  QS_ASSERT(!overlaps(out, q) && !overlaps(out, k) && !overlaps(out, v),
-            "attention: out overlaps an input");
+  backend_checks::check_attention(q, k, v, s, out, Device::Cuda);
   if (s.head_dim > cuda::kAttentionMaxHeadDim)
     fail("attention: head_dim ", s.head_dim, " is larger than the CUDA kernel's ",
          cuda::kAttentionMaxHeadDim, "; use --device cpu for this model");
