@@ -56,6 +56,10 @@ if ! "$venv/bin/python" -c "import safetensors, torch, numpy, sentencepiece, tra
   "$venv/bin/pip" install -q --disable-pip-version-check --no-deps "${pip_packages[@]}"
 fi
 
+# Real test data that is not committed (llama.cpp's tokenizer vectors, SmolLM2-135M),
+# fetched once into a cache outside the clone.
+"$root/launch/fetch_testdata.sh"
+
 ((deps_only)) && exit 0
 
 jobs=$(nproc 2>/dev/null || echo 2)
