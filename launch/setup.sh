@@ -20,6 +20,8 @@ apt_packages=(
   libboost-program-options-dev nlohmann-json3-dev
   libopenblas-dev libopenblas0-pthread liblapacke-dev
   libsentencepiece-dev
+  # tokenizer.json: PCRE2 for the pre-tokenizer regexes (\p{L}, \p{N}), utf8proc for NFC.
+  libpcre2-dev libutf8proc-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   # A one-node Slurm for the launch/qshard.sbatch test (tests/launch/check_slurm.sh).
   slurm-wlm slurmctld slurmd slurm-client munge
