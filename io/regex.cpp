@@ -30,6 +30,37 @@ struct MatchState {
   }
 };
 
+// Oniguruma's \w (what `tokenizers` compiles the patterns with) is Letter, Mark,
+// Decimal_Number and Connector_Punctuation; PCRE2 10.42's is Letter, Number and '_'.
+// Spell it out, outside and inside character classes (a \W inside a class stays).
+std::string onig_word_class(const std::string& pattern) {
+  static const std::string word = R"(\p{L}\p{M}\p{Nd}\p{Pc})";
+  std::string out;
+  bool in_class = false;
+  for (size_t i = 0; i < pattern.size(); ++i) {
+    const char c = pattern[i];
+    if (c == '\\' && i + 1 < pattern.size()) {
+      const char e = pattern[++i];
+      if (e == 'w') out += in_class ? word : "[" + word + "]";
+      else if (e == 'W' && !in_class) out += "[^" + word + "]";
+      else (out += c) += e;
+      continue;
+    }
+    out += c;
+    if (!in_class && c == '[') {
+      in_class = true;
+      if (i + 1 < pattern.size() && pattern[i + 1] == '^') out += pattern[++i];
+      if (i + 1 < pattern.size() && pattern[i + 1] == ']') out += pattern[++i];  // literal ]
+    } else if (in_class && c == '[' && i + 1 < pattern.size() && pattern[i + 1] == ':') {
+      const size_t end = pattern.find(":]", i + 2);  // [:alpha:] inside a class
+      if (end != std::string::npos) { out.append(pattern, i + 1, end + 1 - i); i = end + 1; }
+    } else if (in_class && c == ']') {
+      in_class = false;
+    }
+  }
+  return out;
+}
+
 }  // namespace
 
 struct Regex::Impl {
@@ -42,11 +73,15 @@ Regex::Regex(const std::string& pattern, const std::string& where) : impl_(new I
   impl_->where = where;
   int err = 0;
   PCRE2_SIZE offset = 0;
-  impl_->code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(),
+  const std::string compiled = onig_word_class(pattern);
+  impl_->code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(compiled.data()), compiled.size(),
                               PCRE2_UTF | PCRE2_UCP, &err, &offset, nullptr);
-  if (!impl_->code)
+  if (!impl_->code) {  // report the offset in the pattern as written
+    pcre2_code_free(pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(),
+                                  PCRE2_UTF | PCRE2_UCP, &err, &offset, nullptr));
     fail_input(where, " regex \"", pattern, "\" does not compile at offset ", offset, ": ",
                pcre2_message(err));
+  }
   pcre2_jit_compile(impl_->code, PCRE2_JIT_COMPLETE);  // the interpreter if no JIT
 }
 

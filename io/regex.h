@@ -1,6 +1,7 @@
 // PCRE2 (UTF + UCP, JIT-compiled when the platform has a JIT) for the regular expressions
 // of tokenizer.json. The `tokenizers` crate uses Oniguruma; the patterns models ship
-// (GPT-2, Llama 3, Qwen2 ...) use only syntax both engines read the same way.
+// (GPT-2, Llama 3, Qwen2 ...) use syntax both engines read the same way, except \w, which
+// is rewritten to Oniguruma's meaning (letters, marks, decimal digits, connectors).
 #pragma once
 
 #include <cstddef>
