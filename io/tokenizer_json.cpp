@@ -1,6 +1,7 @@
 #include "io/tokenizer_json.h"
 
 #include <algorithm>
+#include <limits>
 
 #include "io/added_tokens.h"
 #include "io/bpe_model.h"
@@ -53,6 +54,12 @@ bool mentions_byte_level(const nlohmann::json& j) {
   return false;
 }
 
+int32_t token_id_at(const JsonAt& j) {
+  const int64_t id = j.integer();
+  if (id < 0 || id > std::numeric_limits<int32_t>::max()) j.fail("must be a token id, found ", id);
+  return static_cast<int32_t>(id);
+}
+
 // The special token the post-processor puts before the text ($A), or -1.
 int32_t post_processor_bos(const JsonAt& pp) {
   if (pp.json().is_null()) return -1;
@@ -70,7 +77,7 @@ int32_t post_processor_bos(const JsonAt& pp) {
       const JsonAt ids = special["ids"];
       ids.array();
       if (ids.size() != 1) ids.fail("must hold one id for a BOS token, found ", ids.size());
-      return static_cast<int32_t>(ids.at(0).integer());
+      return token_id_at(ids.at(0));
     }
     return -1;
   }
@@ -78,7 +85,7 @@ int32_t post_processor_bos(const JsonAt& pp) {
     const JsonAt cls = pp["cls"];
     cls.array();
     if (cls.size() != 2) cls.fail("must be [token, id]");
-    return static_cast<int32_t>(cls.at(1).integer());
+    return token_id_at(cls.at(1));
   }
   if (type == "Sequence") {
     const JsonAt list = pp["processors"];
@@ -120,6 +127,9 @@ int32_t JsonTokenizer::token_id(std::string_view content) const {
 // (transformers' Llama tokenizers apply that setting over the template).
 int32_t JsonTokenizer::find_bos(const JsonAt& root, const nlohmann::json& config) const {
   const int32_t from_template = root.has("post_processor") ? post_processor_bos(root["post_processor"]) : -1;
+  if (from_template >= vocab_size_)
+    root["post_processor"].fail("adds the BOS id ", from_template, ", which is not in the vocabulary (",
+                                vocab_size_, " tokens)");
   if (!config.is_object() || !config.contains("add_bos_token") || !config["add_bos_token"].is_boolean())
     return from_template;
   if (!config["add_bos_token"].get<bool>()) return -1;

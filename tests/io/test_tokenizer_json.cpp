@@ -157,6 +157,10 @@ TEST(TokenizerJson, EveryUnsupportedOrMalformedPartIsOneErrorNamingTheJsonPath) 
        "/post_processor/processors/1/single/0 must be a \"Sequence\" or a \"SpecialToken\""},
       {"llama3", [](json& j) { j["post_processor"]["processors"][1]["special_tokens"] = json::object(); },
        "/post_processor/processors/1/special_tokens has no member \"<|begin_of_text|>\""},
+      {"llama3", [](json& j) { j["post_processor"]["processors"][1]["special_tokens"]["<|begin_of_text|>"]["ids"][0] = 9999; },
+       "/post_processor adds the BOS id 9999, which is not in the vocabulary (274 tokens)"},
+      {"llama3", [](json& j) { j["post_processor"]["processors"][1]["special_tokens"]["<|begin_of_text|>"]["ids"][0] = -2; },
+       "/post_processor/processors/1/special_tokens/<|begin_of_text|>/ids/0 must be a token id, found -2"},
       {"spm", [](json& j) { j["pre_tokenizer"] = "Metaspace"; }, "/pre_tokenizer must be a JSON object, found string"},
   };
   for (const Broken& c : cases) {
