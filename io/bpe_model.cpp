@@ -8,6 +8,21 @@
 
 namespace qshard {
 
+void BpeModel::PairTable::reserve(size_t n) {
+  size_t cap = 16;
+  while (cap < 2 * n) cap *= 2;  // load factor at most 1/2
+  keys_.assign(cap, kEmpty);
+  vals_.assign(cap, Merge{0, 0});
+  mask_ = cap - 1;
+}
+
+void BpeModel::PairTable::set(uint64_t key, Merge m) {
+  size_t i = slot(key);
+  while (keys_[i] != kEmpty && keys_[i] != key) i = (i + 1) & mask_;
+  keys_[i] = key;
+  vals_[i] = m;
+}
+
 BpeModel::BpeModel(const JsonAt& model) : file_(model.file()) {
   if (model.has("dropout"))
     model["dropout"].fail("is set: BPE dropout is random and qshard needs reproducible token ids; "
@@ -65,7 +80,7 @@ void BpeModel::add_merge(const std::string& a, const std::string& b, int32_t ran
   for (const auto& [tok, id] : {std::pair{&a, ia}, {&b, ib}, {&merged, im}})
     if (id < 0) at.fail("merges \"", a, "\" + \"", b, "\": \"", *tok, "\" is not in /model/vocab");
   // A repeated pair takes its last rank, as the crate's HashMap collect does.
-  merges_[pair_key(ia, ib)] = Merge{rank, im};
+  merges_.set(pair_key(ia, ib), Merge{rank, im});
 }
 
 int32_t BpeModel::id_of(std::string_view token) const {
@@ -128,23 +143,25 @@ void BpeModel::merge_all(std::vector<int32_t>& ids) const {
   thread_local std::vector<int> prev, next;
   prev.resize(n);
   next.resize(n);
-  std::priority_queue<Cand, std::vector<Cand>, std::greater<>> heap;
-  const auto push = [&](int pos, int right) {
-    const auto it = merges_.find(pair_key(ids[pos], ids[right]));
-    if (it != merges_.end()) heap.push({it->second.rank, pos, it->second.id});
-  };
+  std::vector<Cand> initial;
   for (int i = 0; i < n; ++i) {
     prev[i] = i - 1;
     next[i] = i + 1 < n ? i + 1 : -1;
+    if (i + 1 < n)
+      if (const Merge* m = merges_.find(pair_key(ids[i], ids[i + 1]))) initial.push_back({m->rank, i, m->id});
   }
-  for (int i = 0; i + 1 < n; ++i) push(i, i + 1);
+  // Built in O(n) from the initial pairs, not pushed one by one.
+  std::priority_queue<Cand, std::vector<Cand>, std::greater<>> heap(std::greater<>{}, std::move(initial));
+  const auto push = [&](int pos, int right) {
+    if (const Merge* m = merges_.find(pair_key(ids[pos], ids[right]))) heap.push({m->rank, pos, m->id});
+  };
   while (!heap.empty()) {
     const Cand top = heap.top();
     heap.pop();
     const int right = next[top.pos];
     if (ids[top.pos] < 0 || right < 0) continue;  // merged away, or now last
-    const auto it = merges_.find(pair_key(ids[top.pos], ids[right]));
-    if (it == merges_.end() || it->second.id != top.id) continue;  // stale entry
+    const Merge* m = merges_.find(pair_key(ids[top.pos], ids[right]));
+    if (!m || m->id != top.id) continue;  // stale entry
     ids[top.pos] = top.id;
     ids[right] = -1;
     next[top.pos] = next[right];

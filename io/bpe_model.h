@@ -40,6 +40,27 @@ class BpeModel {
   static uint64_t pair_key(int32_t a, int32_t b) {
     return (uint64_t(uint32_t(a)) << 32) | uint32_t(b);
   }
+  // Open addressing, linear probing: the merge loop's lookups stay in one or two cache
+  // lines, where std::unordered_map chases a node pointer per lookup.
+  class PairTable {
+   public:
+    void reserve(size_t n);
+    void set(uint64_t key, Merge m);
+    const Merge* find(uint64_t key) const {
+      for (size_t i = slot(key);; i = (i + 1) & mask_) {
+        if (keys_[i] == key) return &vals_[i];
+        if (keys_[i] == kEmpty) return nullptr;
+      }
+    }
+
+   private:
+    static constexpr uint64_t kEmpty = ~uint64_t(0);  // ids are < 2^31: no pair packs to this
+    size_t slot(uint64_t key) const { return size_t((key * 0x9E3779B97F4A7C15ull) >> 20) & mask_; }
+    std::vector<uint64_t> keys_;
+    std::vector<Merge> vals_;
+    size_t mask_ = 0;
+  };
+
   void read_vocab(const JsonAt& vocab);
   void read_merges(const JsonAt& merges);
   void add_merge(const std::string& a, const std::string& b, int32_t rank, const JsonAt& at);
@@ -49,7 +70,7 @@ class BpeModel {
 
   std::string file_;
   StringMap vocab_;
-  std::unordered_map<uint64_t, Merge> merges_;
+  PairTable merges_;
   int32_t max_id_ = -1;
   std::string unk_token_;  // empty: unknown characters are dropped, as `tokenizers` does
   bool fuse_unk_ = false, byte_fallback_ = false, ignore_merges_ = false;

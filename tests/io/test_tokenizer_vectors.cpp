@@ -51,7 +51,7 @@ std::vector<Case> read_cases(const std::string& base) {
 
 std::string show(const std::vector<int32_t>& ids) {
   std::string s;
-  for (const int32_t id : ids) s += " " + std::to_string(id);
+  for (const int32_t id : ids) (s += ' ') += std::to_string(id);
   return s;
 }
 

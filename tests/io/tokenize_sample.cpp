@@ -36,7 +36,10 @@ int main(int argc, char** argv) {
     for (const auto& line : ids) {
       n += line.size();
       std::string out;
-      for (size_t k = 0; k < line.size(); ++k) out += (k ? " " : "") + std::to_string(line[k]);
+      for (size_t k = 0; k < line.size(); ++k) {
+        if (k) out += ' ';
+        out += std::to_string(line[k]);
+      }
       std::printf("%s\n", out.c_str());
     }
     std::fprintf(stderr, "%s: %zu tokens, %.0f tokens/s (%d passes, %.3f s)\n", tok->describe().c_str(), n,
