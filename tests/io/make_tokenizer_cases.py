@@ -107,6 +107,12 @@ FILES = {
                       pre={"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True},
                       post={"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": False, "use_regex": True},
                       added_tokens=[added("<|endoftext|>", 300)]),
+    # ByteLevel adding a prefix space to each piece, after Digits keeping runs together.
+    "byte_prefix": tok(bpe(byte_vocab(GPT2_WORDS + ["Ġ12"]), [" ".join(m) for m in merges_for(GPT2_WORDS + ["Ġ12"])]),
+                       pre={"type": "Sequence", "pretokenizers": [
+                           {"type": "Digits", "individual_digits": False},
+                           {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": False}]},
+                       added_tokens=[added("<|endoftext|>", 300)]),
     # Llama 3 style: Split regex + ByteLevel without regex, ignore_merges, pair merges, BOS template.
     "llama3": tok(bpe(byte_vocab(GPT2_WORDS + ["Ġhello", "ĠĠ"]), [" ".join(m) for m in merges_for(GPT2_WORDS)],
                       ignore_merges=True),
@@ -169,6 +175,7 @@ PAIR_MERGES = {"llama3"}
 TEXTS = {
     "byte_level": ["hello world", "Hello World!", "hello<|endoftext|> world", "don't 123 \t\n  x",
                    "héllo 🦙", b"bad \xff\xfe utf8 \xe2\x82 end", b"\xf0\x9f\xa6", "", "   ", "a  \n\n b"],
+    "byte_prefix": ["hello", " hello", "<|endoftext|>hello", "x123y 45", "12", ""],
     "llama3": ["hello world", " hello", "  hello", "HELLO's 12345", "<|begin_of_text|>hello<|end_of_text|>",
                "x\r\n\r\ny", "I'M", "hello  world"],
     "spm": ["hello world", " hello", "hello  world", "héllo", "<s>hello</s>", "🦙x", "\n"],
