@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <limits>
 
+#include <utf8proc.h>
+
 #include "io/utf8.h"
 
 namespace qshard {
@@ -15,11 +17,17 @@ char32_t last_char(std::string_view s) {
   return utf8_next(s, b);
 }
 
-bool is_word_char(char32_t c) { return c == '_' || unicode_is_alphanumeric(c); }
+// Rust regex's \w, which `tokenizers` uses for single_word: letters, marks, decimal and
+// letter numbers, connector punctuation.
+bool is_word_char(char32_t c) {
+  const auto cat = utf8proc_category(static_cast<utf8proc_int32_t>(c));
+  return (cat >= UTF8PROC_CATEGORY_LU && cat <= UTF8PROC_CATEGORY_ME) || cat == UTF8PROC_CATEGORY_ND ||
+         cat == UTF8PROC_CATEGORY_NL || cat == UTF8PROC_CATEGORY_PC;
+}
 
 }  // namespace
 
-AddedVocabulary::AddedVocabulary(const JsonAt& list) {
+AddedVocabulary::AddedVocabulary(const JsonAt& list, const Normalizer* normalizer) {
   list.array();
   for (size_t i = 0; i < list.size(); ++i) {
     const JsonAt t = list.at(i);
@@ -29,19 +37,19 @@ AddedVocabulary::AddedVocabulary(const JsonAt& list) {
                        t.bool_or("lstrip", false), t.bool_or("rstrip", false),
                        t.bool_or("normalized", !t.bool_or("special", false)), t.bool_or("special", false)});
   }
-  for (auto& table : by_byte_) table.clear();
   for (int i = 0; i < static_cast<int>(tokens_.size()); ++i) {
     const AddedToken& t = tokens_[i];
-    if (t.content.empty()) continue;
+    patterns_.push_back(t.content);
+    if (t.normalized && normalizer) normalizer->apply(patterns_.back());
+    if (patterns_.back().empty()) continue;
     auto& table = by_byte_[t.normalized ? 1 : 0];
     if (table.empty()) table.resize(256);
-    table[static_cast<unsigned char>(t.content[0])].push_back(i);
+    table[static_cast<unsigned char>(patterns_.back()[0])].push_back(i);
   }
   for (auto& table : by_byte_)
     for (auto& ids : table)
-      std::stable_sort(ids.begin(), ids.end(), [&](int a, int b) {
-        return tokens_[a].content.size() > tokens_[b].content.size();
-      });
+      std::stable_sort(ids.begin(), ids.end(),
+                       [&](int a, int b) { return patterns_[a].size() > patterns_[b].size(); });
 }
 
 int32_t AddedVocabulary::id_of(std::string_view content) const {
@@ -54,7 +62,7 @@ int32_t AddedVocabulary::id_of(std::string_view content) const {
 int AddedVocabulary::match_at(std::string_view text, size_t pos, bool normalized) const {
   const auto& table = by_byte_[normalized ? 1 : 0];
   for (const int i : table[static_cast<unsigned char>(text[pos])])
-    if (text.compare(pos, tokens_[i].content.size(), tokens_[i].content) == 0) return i;
+    if (text.compare(pos, patterns_[i].size(), patterns_[i]) == 0) return i;
   return -1;
 }
 
@@ -69,7 +77,7 @@ void AddedVocabulary::split(std::string_view text, bool normalized, std::vector<
       const int m = match_at(text, pos, normalized);
       if (m < 0) { ++pos; continue; }
       const AddedToken& t = tokens_[m];
-      size_t start = pos, stop = pos + t.content.size();
+      size_t start = pos, stop = pos + patterns_[m].size();
       pos = stop;
       if (t.single_word) {
         const bool space_before = start == 0 || !is_word_char(last_char(text.substr(0, start)));

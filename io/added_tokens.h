@@ -1,7 +1,7 @@
 // tokenizer.json "added_tokens", matched in the text before the model sees it, as the
 // `tokenizers` crate's AddedVocabulary does: leftmost match, longest at that position;
-// tokens with normalized=false are matched in the raw text, the others in the
-// normalized text; lstrip/rstrip take the whitespace beside a match into it, single_word
+// tokens with normalized=false are matched in the raw text, the others (their content
+// normalized too) in the normalized text; lstrip/rstrip take the whitespace beside a match into it, single_word
 // matches only between non-word characters.
 #pragma once
 
@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "io/json_at.h"
+#include "io/normalizers.h"
 
 namespace qshard {
 
@@ -23,7 +24,8 @@ struct AddedToken {
 class AddedVocabulary {
  public:
   AddedVocabulary() = default;
-  explicit AddedVocabulary(const JsonAt& list);  // the "added_tokens" array
+  // The "added_tokens" array; `normalizer` (may be null) applies to normalized tokens.
+  AddedVocabulary(const JsonAt& list, const Normalizer* normalizer);
 
   struct Segment {
     size_t begin, end;  // byte range in the text
@@ -38,6 +40,7 @@ class AddedVocabulary {
 
  private:
   std::vector<AddedToken> tokens_;
+  std::vector<std::string> patterns_;  // what is matched: content, normalized if the token is
   // [normalized][first byte]: indices into tokens_, longest content first.
   std::vector<std::vector<int>> by_byte_[2];
   int match_at(std::string_view text, size_t pos, bool normalized) const;

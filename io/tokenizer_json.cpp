@@ -108,8 +108,8 @@ JsonTokenizer::JsonTokenizer(const nlohmann::json& json, const nlohmann::json& c
   if (type != "BPE")
     model.fail("type \"", type, "\" is not supported by qshard (supported models: BPE)");
   model_ = std::make_unique<BpeModel>(model);
-  if (root.has("added_tokens")) added_ = AddedVocabulary(root["added_tokens"]);
   if (root.has("normalizer")) normalizer_ = make_normalizer(root["normalizer"]);
+  if (root.has("added_tokens")) added_ = AddedVocabulary(root["added_tokens"], normalizer_.get());
   if (root.has("pre_tokenizer")) pre_tokenizer_ = make_pre_tokenizer(root["pre_tokenizer"]);
   byte_level_ = mentions_byte_level(json.value("pre_tokenizer", nlohmann::json()));
   int64_t max_id = model_->max_id();

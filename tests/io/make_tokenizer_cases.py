@@ -156,7 +156,8 @@ FILES = {
                                added("<LR>", 42, lstrip=True, rstrip=True),
                                added("word", 43, special=False, single_word=True),
                                added("Abc", 44, special=False, normalized=False),
-                               added("xyz", 45, special=False), added("<L><R>", 46)]),
+                               added("xyz", 45, special=False), added("<L><R>", 46),
+                               added("QQ", 47, special=False)]),
     # NFC/NFD and Whitespace pre-tokenizer (\w+|[^\w\s]+).
     "nfd": tok(bpe(char_vocab(["\u0301", "e\u0301", "é", "!", "?", "!?"]), ["e \u0301", "! ?"], unk_token="<unk>"),
                normalizer={"type": "NFD"}, pre={"type": "Whitespace"}),
@@ -182,7 +183,7 @@ TEXTS = {
     "metaspace": ["he he", "hex <sep>he", "<sep>he", "ab!!ab", " he"],
     "normalize": ["  Hello  WORLD  ", "ﬁo ab", "x42 9", "ABB", "foo fio"],
     "added": ["ab <L> abc", "abc <R>  abc", "a <LR>  b", "a word b", "swordfish", "word", "abc Abc xYz",
-              "<L><R>", "  <L>", "a_word"],
+              "<L><R>", "  <L>", "a_word", "a QQ b qq", "wordé word\u0301 word_ ²word"],
     "nfd": ["café!?", "cafe\u0301", "a, b... é"],
 }
 for name in FILES:
