@@ -1,9 +1,9 @@
 #include "io/added_tokens.h"
 
+#include <utf8proc.h>
+
 #include <algorithm>
 #include <limits>
-
-#include <utf8proc.h>
 
 #include "io/utf8.h"
 
@@ -21,8 +21,8 @@ char32_t last_char(std::string_view s) {
 // letter numbers, connector punctuation.
 bool is_word_char(char32_t c) {
   const auto cat = utf8proc_category(static_cast<utf8proc_int32_t>(c));
-  return (cat >= UTF8PROC_CATEGORY_LU && cat <= UTF8PROC_CATEGORY_ME) || cat == UTF8PROC_CATEGORY_ND ||
-         cat == UTF8PROC_CATEGORY_NL || cat == UTF8PROC_CATEGORY_PC;
+  return (cat >= UTF8PROC_CATEGORY_LU && cat <= UTF8PROC_CATEGORY_ME) ||
+         cat == UTF8PROC_CATEGORY_ND || cat == UTF8PROC_CATEGORY_NL || cat == UTF8PROC_CATEGORY_PC;
 }
 
 }  // namespace
@@ -33,9 +33,10 @@ AddedVocabulary::AddedVocabulary(const JsonAt& list, const Normalizer* normalize
     const JsonAt t = list.at(i);
     const int64_t id = t["id"].integer();
     if (id < 0 || id > std::numeric_limits<int32_t>::max()) t["id"].fail("must be in 0..2^31-1");
-    tokens_.push_back({t["content"].str(), static_cast<int32_t>(id), t.bool_or("single_word", false),
-                       t.bool_or("lstrip", false), t.bool_or("rstrip", false),
-                       t.bool_or("normalized", !t.bool_or("special", false)), t.bool_or("special", false)});
+    tokens_.push_back(
+        {t["content"].str(), static_cast<int32_t>(id), t.bool_or("single_word", false),
+         t.bool_or("lstrip", false), t.bool_or("rstrip", false),
+         t.bool_or("normalized", !t.bool_or("special", false)), t.bool_or("special", false)});
   }
   for (int i = 0; i < static_cast<int>(tokens_.size()); ++i) {
     const AddedToken& t = tokens_[i];
@@ -67,7 +68,8 @@ int AddedVocabulary::match_at(std::string_view text, size_t pos, bool normalized
 }
 
 // AddedVocabulary::find_matches of the `tokenizers` crate.
-void AddedVocabulary::split(std::string_view text, bool normalized, std::vector<Segment>& out) const {
+void AddedVocabulary::split(std::string_view text, bool normalized,
+                            std::vector<Segment>& out) const {
   size_t done = 0;  // end of what is already in `out`
   const auto text_until = [&](size_t end) {
     if (done < end) out.push_back({done, end, -1});
@@ -75,7 +77,10 @@ void AddedVocabulary::split(std::string_view text, bool normalized, std::vector<
   if (!by_byte_[normalized ? 1 : 0].empty()) {
     for (size_t pos = 0; pos < text.size();) {
       const int m = match_at(text, pos, normalized);
-      if (m < 0) { ++pos; continue; }
+      if (m < 0) {
+        ++pos;
+        continue;
+      }
       const AddedToken& t = tokens_[m];
       size_t start = pos, stop = pos + patterns_[m].size();
       pos = stop;

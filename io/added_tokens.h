@@ -1,8 +1,8 @@
 // tokenizer.json "added_tokens", matched in the text before the model sees it, as the
 // `tokenizers` crate's AddedVocabulary does: leftmost match, longest at that position;
 // tokens with normalized=false are matched in the raw text, the others (their content
-// normalized too) in the normalized text; lstrip/rstrip take the whitespace beside a match into it, single_word
-// matches only between non-word characters.
+// normalized too) in the normalized text; lstrip/rstrip take the whitespace beside a match
+// into it, single_word matches only between non-word characters.
 #pragma once
 
 #include <cstdint>

@@ -25,8 +25,9 @@ void BpeModel::PairTable::set(uint64_t key, Merge m) {
 
 BpeModel::BpeModel(const JsonAt& model) : file_(model.file()) {
   if (model.has("dropout"))
-    model["dropout"].fail("is set: BPE dropout is random and qshard needs reproducible token ids; "
-                          "set it to null");
+    model["dropout"].fail(
+        "is set: BPE dropout is random and qshard needs reproducible token ids; "
+        "set it to null");
   unk_token_ = model.str_or("unk_token", "");
   fuse_unk_ = model.bool_or("fuse_unk", false);
   byte_fallback_ = model.bool_or("byte_fallback", false);
@@ -74,7 +75,8 @@ void BpeModel::read_merges(const JsonAt& merges) {
   }
 }
 
-void BpeModel::add_merge(const std::string& a, const std::string& b, int32_t rank, const JsonAt& at) {
+void BpeModel::add_merge(const std::string& a, const std::string& b, int32_t rank,
+                         const JsonAt& at) {
   const std::string merged = a + b.substr(std::min(prefix_.size(), b.size()));
   const int32_t ia = id_of(a), ib = id_of(b), im = id_of(merged);
   for (const auto& [tok, id] : {std::pair{&a, ia}, {&b, ib}, {&merged, im}})
@@ -91,7 +93,8 @@ int32_t BpeModel::id_of(std::string_view token) const {
 int32_t BpeModel::unk_id() const {
   const int32_t id = id_of(unk_token_);
   if (id < 0)
-    fail_input(file_, ": /model/unk_token \"", unk_token_, "\" is not in /model/vocab, and the "
+    fail_input(file_, ": /model/unk_token \"", unk_token_,
+               "\" is not in /model/vocab, and the "
                "input has a character the vocab lacks: fix the tokenizer file");
   return id;
 }
@@ -148,12 +151,15 @@ void BpeModel::merge_all(std::vector<int32_t>& ids) const {
     prev[i] = i - 1;
     next[i] = i + 1 < n ? i + 1 : -1;
     if (i + 1 < n)
-      if (const Merge* m = merges_.find(pair_key(ids[i], ids[i + 1]))) initial.push_back({m->rank, i, m->id});
+      if (const Merge* m = merges_.find(pair_key(ids[i], ids[i + 1])))
+        initial.push_back({m->rank, i, m->id});
   }
   // Built in O(n) from the initial pairs, not pushed one by one.
-  std::priority_queue<Cand, std::vector<Cand>, std::greater<>> heap(std::greater<>{}, std::move(initial));
+  std::priority_queue<Cand, std::vector<Cand>, std::greater<>> heap(std::greater<>{},
+                                                                    std::move(initial));
   const auto push = [&](int pos, int right) {
-    if (const Merge* m = merges_.find(pair_key(ids[pos], ids[right]))) heap.push({m->rank, pos, m->id});
+    if (const Merge* m = merges_.find(pair_key(ids[pos], ids[right])))
+      heap.push({m->rank, pos, m->id});
   };
   while (!heap.empty()) {
     const Cand top = heap.top();

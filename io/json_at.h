@@ -4,10 +4,9 @@
 #pragma once
 
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <utility>
-
-#include <nlohmann/json.hpp>
 
 #include "core/error.h"
 
@@ -45,14 +44,14 @@ class JsonAt {
   const nlohmann::json& array() const { return expect(j_->is_array(), "an array"); }
   std::string str() const { return expect(j_->is_string(), "a string").get<std::string>(); }
   bool boolean() const { return expect(j_->is_boolean(), "true or false").get<bool>(); }
-  int64_t integer() const {
-    return expect(j_->is_number_integer(), "an integer").get<int64_t>();
-  }
+  int64_t integer() const { return expect(j_->is_number_integer(), "an integer").get<int64_t>(); }
   // Optional members with a default when missing or null.
   std::string str_or(const char* key, const std::string& dflt) const {
     return has(key) ? (*this)[key].str() : dflt;
   }
-  bool bool_or(const char* key, bool dflt) const { return has(key) ? (*this)[key].boolean() : dflt; }
+  bool bool_or(const char* key, bool dflt) const {
+    return has(key) ? (*this)[key].boolean() : dflt;
+  }
 
  private:
   const nlohmann::json& expect(bool ok, const char* what) const {

@@ -1,9 +1,9 @@
 #include "io/normalizers.h"
 
+#include <utf8proc.h>
+
 #include <cstdlib>
 #include <vector>
-
-#include <utf8proc.h>
 
 #include "io/regex.h"
 #include "io/utf8.h"
@@ -12,7 +12,8 @@ namespace qshard {
 
 namespace {
 
-constexpr const char* kSupported = "NFC, NFD, NFKC, NFKD, Lowercase, Strip, Prepend, Replace, Sequence";
+constexpr const char* kSupported =
+    "NFC, NFD, NFKC, NFKD, Lowercase, Strip, Prepend, Replace, Sequence";
 
 bool is_ascii(const std::string& s) {
   for (const char c : s)
@@ -44,7 +45,8 @@ class Lowercase final : public Normalizer {
     std::string out;
     out.reserve(text.size());
     for (size_t i = 0; i < text.size();)
-      utf8_append(out, static_cast<char32_t>(utf8proc_tolower(static_cast<int32_t>(utf8_next(text, i)))));
+      utf8_append(
+          out, static_cast<char32_t>(utf8proc_tolower(static_cast<int32_t>(utf8_next(text, i)))));
     text = std::move(out);
   }
 };
@@ -57,7 +59,10 @@ class Strip final : public Normalizer {
     if (left_)
       for (size_t i = 0; i < e;) {
         const size_t at = i;
-        if (!unicode_is_whitespace(utf8_next(text, i))) { b = at; break; }
+        if (!unicode_is_whitespace(utf8_next(text, i))) {
+          b = at;
+          break;
+        }
         b = i;
       }
     if (right_)
@@ -138,15 +143,19 @@ std::unique_ptr<Normalizer> make_normalizer(const JsonAt& j) {
   if (type == "NFKD")
     return std::make_unique<Unicode>(UTF8PROC_STABLE | UTF8PROC_DECOMPOSE | UTF8PROC_COMPAT);
   if (type == "Lowercase") return std::make_unique<Lowercase>();
-  if (type == "Strip") return std::make_unique<Strip>(j.bool_or("strip_left", true), j.bool_or("strip_right", true));
+  if (type == "Strip")
+    return std::make_unique<Strip>(j.bool_or("strip_left", true), j.bool_or("strip_right", true));
   if (type == "Prepend") return std::make_unique<Prepend>(j["prepend"].str());
   if (type == "Replace") {
     const JsonAt pattern = j["pattern"];
     const std::string content = j["content"].str();
-    if (pattern.has("String")) return std::make_unique<Replace>(pattern["String"].str(), nullptr, content);
+    if (pattern.has("String"))
+      return std::make_unique<Replace>(pattern["String"].str(), nullptr, content);
     if (pattern.has("Regex"))
       return std::make_unique<Replace>(
-          "", std::make_unique<Regex>(pattern["Regex"].str(), j.file() + ": " + pattern.where() + "/Regex"),
+          "",
+          std::make_unique<Regex>(pattern["Regex"].str(),
+                                  j.file() + ": " + pattern.where() + "/Regex"),
           content);
     pattern.fail("must have a \"String\" or \"Regex\" member");
   }
@@ -158,7 +167,8 @@ std::unique_ptr<Normalizer> make_normalizer(const JsonAt& j) {
       if (auto n = make_normalizer(list.at(i))) parts.push_back(std::move(n));
     return std::make_unique<Sequence>(std::move(parts));
   }
-  j["type"].fail("\"", type, "\" is not supported by qshard (supported normalizers: ", kSupported, ")");
+  j["type"].fail("\"", type, "\" is not supported by qshard (supported normalizers: ", kSupported,
+                 ")");
 }
 
 }  // namespace qshard

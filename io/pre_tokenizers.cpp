@@ -81,22 +81,28 @@ void apply_behavior(std::vector<Span>& spans, Behavior b) {
       break;
     case Behavior::Contiguous:
       for (const Span& s : spans) {
-        if (s.match == prev_match && !out.empty()) out.back().end = s.end;
-        else out.push_back(s);
+        if (s.match == prev_match && !out.empty())
+          out.back().end = s.end;
+        else
+          out.push_back(s);
         prev_match = s.match;
       }
       break;
     case Behavior::MergedWithPrevious:
       for (const Span& s : spans) {
-        if (s.match && !prev_match && !out.empty()) out.back().end = s.end;
-        else out.push_back(s);
+        if (s.match && !prev_match && !out.empty())
+          out.back().end = s.end;
+        else
+          out.push_back(s);
         prev_match = s.match;
       }
       break;
     case Behavior::MergedWithNext:
       for (auto it = spans.rbegin(); it != spans.rend(); ++it) {
-        if (it->match && !prev_match && !out.empty()) out.back().begin = it->begin;
-        else out.push_back(*it);
+        if (it->match && !prev_match && !out.empty())
+          out.back().begin = it->begin;
+        else
+          out.push_back(*it);
         prev_match = it->match;
       }
       std::reverse(out.begin(), out.end());
@@ -116,7 +122,8 @@ void split_pieces(std::vector<Piece>& pieces, const Matcher& m, Behavior b, bool
       for (Span& s : spans) s.match = !s.match;
     apply_behavior(spans, b);
     for (const Span& s : spans)
-      if (s.end > s.begin) out.push_back({p.text.substr(s.begin, s.end - s.begin), p.at_start && s.begin == 0});
+      if (s.end > s.begin)
+        out.push_back({p.text.substr(s.begin, s.end - s.begin), p.at_start && s.begin == 0});
   }
   pieces = std::move(out);
 }
@@ -128,7 +135,9 @@ Behavior parse_behavior(const JsonAt& j) {
   if (s == "MergedWithPrevious") return Behavior::MergedWithPrevious;
   if (s == "MergedWithNext") return Behavior::MergedWithNext;
   if (s == "Contiguous") return Behavior::Contiguous;
-  j.fail("\"", s, "\" is not a split behavior (Removed, Isolated, MergedWithPrevious, MergedWithNext, Contiguous)");
+  j.fail("\"", s,
+         "\" is not a split behavior (Removed, Isolated, MergedWithPrevious, MergedWithNext, "
+         "Contiguous)");
 }
 
 std::shared_ptr<Regex> compile(const std::string& pattern, const JsonAt& at) {
@@ -148,7 +157,8 @@ class Split final : public PreTokenizer {
 
 class ByteLevel final : public PreTokenizer {
  public:
-  ByteLevel(bool add_prefix_space, std::shared_ptr<Regex> re) : prefix_(add_prefix_space), re_(std::move(re)) {}
+  ByteLevel(bool add_prefix_space, std::shared_ptr<Regex> re)
+      : prefix_(add_prefix_space), re_(std::move(re)) {}
   void apply(std::vector<Piece>& pieces) const override {
     if (prefix_)
       for (Piece& p : pieces)
@@ -176,7 +186,10 @@ class Metaspace final : public PreTokenizer {
     for (Piece& p : pieces) {
       std::string t;
       for (const char c : p.text)
-        if (c == ' ') t += rep_; else t += c;
+        if (c == ' ')
+          t += rep_;
+        else
+          t += c;
       const bool prepend = scheme_ == Prepend::Always || (scheme_ == Prepend::First && p.at_start);
       if (prepend && t.compare(0, rep_.size(), rep_) != 0) t.insert(0, rep_);
       p.text = std::move(t);
@@ -204,10 +217,14 @@ class Sequence final : public PreTokenizer {
 std::unique_ptr<PreTokenizer> make_split(const JsonAt& j) {
   const JsonAt pattern = j["pattern"];
   Matcher m;
-  if (pattern.has("String")) m = literal_matcher(pattern["String"].str());
-  else if (pattern.has("Regex")) m = regex_matcher(compile(pattern["Regex"].str(), pattern["Regex"]));
-  else pattern.fail("must have a \"String\" or \"Regex\" member");
-  return std::make_unique<Split>(std::move(m), parse_behavior(j["behavior"]), j.bool_or("invert", false));
+  if (pattern.has("String"))
+    m = literal_matcher(pattern["String"].str());
+  else if (pattern.has("Regex"))
+    m = regex_matcher(compile(pattern["Regex"].str(), pattern["Regex"]));
+  else
+    pattern.fail("must have a \"String\" or \"Regex\" member");
+  return std::make_unique<Split>(std::move(m), parse_behavior(j["behavior"]),
+                                 j.bool_or("invert", false));
 }
 
 std::unique_ptr<PreTokenizer> make_metaspace(const JsonAt& j) {
@@ -216,13 +233,18 @@ std::unique_ptr<PreTokenizer> make_metaspace(const JsonAt& j) {
   if (rep.empty() || (utf8_next(rep, i), i != rep.size()))
     j["replacement"].fail("must be one character");
   // Older files have add_prefix_space instead of prepend_scheme.
-  auto scheme = j.bool_or("add_prefix_space", true) ? Metaspace::Prepend::Always : Metaspace::Prepend::Never;
+  auto scheme =
+      j.bool_or("add_prefix_space", true) ? Metaspace::Prepend::Always : Metaspace::Prepend::Never;
   if (j.has("prepend_scheme")) {
     const std::string s = j["prepend_scheme"].str();
-    if (s == "always") scheme = Metaspace::Prepend::Always;
-    else if (s == "first") scheme = Metaspace::Prepend::First;
-    else if (s == "never") scheme = Metaspace::Prepend::Never;
-    else j["prepend_scheme"].fail("\"", s, "\" is not one of always, first, never");
+    if (s == "always")
+      scheme = Metaspace::Prepend::Always;
+    else if (s == "first")
+      scheme = Metaspace::Prepend::First;
+    else if (s == "never")
+      scheme = Metaspace::Prepend::Never;
+    else
+      j["prepend_scheme"].fail("\"", s, "\" is not one of always, first, never");
   }
   return std::make_unique<Metaspace>(rep, scheme, j.bool_or("split", true));
 }
@@ -234,7 +256,8 @@ const std::string& byte_level_char(unsigned char b) {
     std::array<std::string, 256> t;
     char32_t next = 256;  // bytes that are not printable map to 256, 257, ... in order
     for (int c = 0; c < 256; ++c) {
-      const bool printable = (c >= 33 && c <= 126) || (c >= 161 && c <= 172) || (c >= 174 && c <= 255);
+      const bool printable =
+          (c >= 33 && c <= 126) || (c >= 161 && c <= 172) || (c >= 174 && c <= 255);
       utf8_append(t[c], printable ? char32_t(c) : next++);
     }
     return t;
@@ -252,14 +275,15 @@ std::unique_ptr<PreTokenizer> make_pre_tokenizer(const JsonAt& j) {
     return std::make_unique<ByteLevel>(j.bool_or("add_prefix_space", true), std::move(re));
   }
   if (type == "Digits")
-    return std::make_unique<Split>(char_matcher(unicode_is_numeric),
-                                   j.bool_or("individual_digits", false) ? Behavior::Isolated : Behavior::Contiguous,
-                                   false);
+    return std::make_unique<Split>(
+        char_matcher(unicode_is_numeric),
+        j.bool_or("individual_digits", false) ? Behavior::Isolated : Behavior::Contiguous, false);
   if (type == "Metaspace") return make_metaspace(j);
   if (type == "WhitespaceSplit")
     return std::make_unique<Split>(char_matcher(unicode_is_whitespace), Behavior::Removed, false);
   if (type == "Whitespace")
-    return std::make_unique<Split>(regex_matcher(compile(R"(\w+|[^\w\s]+)", j)), Behavior::Removed, true);
+    return std::make_unique<Split>(regex_matcher(compile(R"(\w+|[^\w\s]+)", j)), Behavior::Removed,
+                                   true);
   if (type == "Sequence") {
     const JsonAt list = j["pretokenizers"];
     list.array();
@@ -268,7 +292,8 @@ std::unique_ptr<PreTokenizer> make_pre_tokenizer(const JsonAt& j) {
       if (auto p = make_pre_tokenizer(list.at(i))) parts.push_back(std::move(p));
     return std::make_unique<Sequence>(std::move(parts));
   }
-  j["type"].fail("\"", type, "\" is not supported by qshard (supported pre-tokenizers: ", kSupported, ")");
+  j["type"].fail("\"", type,
+                 "\" is not supported by qshard (supported pre-tokenizers: ", kSupported, ")");
 }
 
 }  // namespace qshard

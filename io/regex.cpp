@@ -41,9 +41,12 @@ std::string onig_word_class(const std::string& pattern) {
     const char c = pattern[i];
     if (c == '\\' && i + 1 < pattern.size()) {
       const char e = pattern[++i];
-      if (e == 'w') out += in_class ? word : "[" + word + "]";
-      else if (e == 'W' && !in_class) out += "[^" + word + "]";
-      else (out += c) += e;
+      if (e == 'w')
+        out += in_class ? word : "[" + word + "]";
+      else if (e == 'W' && !in_class)
+        out += "[^" + word + "]";
+      else
+        (out += c) += e;
       continue;
     }
     out += c;
@@ -53,7 +56,10 @@ std::string onig_word_class(const std::string& pattern) {
       if (i + 1 < pattern.size() && pattern[i + 1] == ']') out += pattern[++i];  // literal ]
     } else if (in_class && c == '[' && i + 1 < pattern.size() && pattern[i + 1] == ':') {
       const size_t end = pattern.find(":]", i + 2);  // [:alpha:] inside a class
-      if (end != std::string::npos) { out.append(pattern, i + 1, end + 1 - i); i = end + 1; }
+      if (end != std::string::npos) {
+        out.append(pattern, i + 1, end + 1 - i);
+        i = end + 1;
+      }
     } else if (in_class && c == ']') {
       in_class = false;
     }
@@ -93,8 +99,8 @@ void Regex::find_all(std::string_view text,
   const auto* subject = reinterpret_cast<PCRE2_SPTR>(text.data());
   size_t pos = 0, last_end = std::string_view::npos;
   while (pos <= text.size()) {
-    const int rc = pcre2_match(impl_->code, subject, text.size(), pos, PCRE2_NO_UTF_CHECK,
-                               st.data, st.context);
+    const int rc = pcre2_match(impl_->code, subject, text.size(), pos, PCRE2_NO_UTF_CHECK, st.data,
+                               st.context);
     if (rc == PCRE2_ERROR_NOMATCH) return;
     if (rc < 0) fail_input(impl_->where, " regex failed on the input: ", pcre2_message(rc));
     const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(st.data);

@@ -94,7 +94,8 @@ int32_t post_processor_bos(const JsonAt& pp) {
       if (const int32_t id = post_processor_bos(list.at(i)); id >= 0) return id;
     return -1;
   }
-  pp["type"].fail("\"", type, "\" is not supported by qshard (supported post-processors: "
+  pp["type"].fail("\"", type,
+                  "\" is not supported by qshard (supported post-processors: "
                   "TemplateProcessing, ByteLevel, RobertaProcessing, BertProcessing, Sequence)");
 }
 
@@ -104,7 +105,9 @@ JsonTokenizer::JsonTokenizer(const nlohmann::json& json, const nlohmann::json& c
   const JsonAt root(json, path_);
   root.object();
   const JsonAt model = root["model"];
-  const std::string type = model.has("type") ? model["type"].str() : model.has("merges") ? "BPE" : "";
+  const std::string type = model.has("type")     ? model["type"].str()
+                           : model.has("merges") ? "BPE"
+                                                 : "";
   if (type != "BPE")
     model.fail("type \"", type, "\" is not supported by qshard (supported models: BPE)");
   model_ = std::make_unique<BpeModel>(model);
@@ -126,11 +129,13 @@ int32_t JsonTokenizer::token_id(std::string_view content) const {
 // The post-processor's BOS, unless tokenizer_config.json's add_bos_token says otherwise
 // (transformers' Llama tokenizers apply that setting over the template).
 int32_t JsonTokenizer::find_bos(const JsonAt& root, const nlohmann::json& config) const {
-  const int32_t from_template = root.has("post_processor") ? post_processor_bos(root["post_processor"]) : -1;
+  const int32_t from_template =
+      root.has("post_processor") ? post_processor_bos(root["post_processor"]) : -1;
   if (from_template >= vocab_size_)
-    root["post_processor"].fail("adds the BOS id ", from_template, ", which is not in the vocabulary (",
-                                vocab_size_, " tokens)");
-  if (!config.is_object() || !config.contains("add_bos_token") || !config["add_bos_token"].is_boolean())
+    root["post_processor"].fail("adds the BOS id ", from_template,
+                                ", which is not in the vocabulary (", vocab_size_, " tokens)");
+  if (!config.is_object() || !config.contains("add_bos_token") ||
+      !config["add_bos_token"].is_boolean())
     return from_template;
   if (!config["add_bos_token"].get<bool>()) return -1;
   if (from_template >= 0) return from_template;
@@ -149,8 +154,10 @@ std::vector<int32_t> JsonTokenizer::encode(std::string_view text) const {
   std::vector<AddedVocabulary::Segment> segs;
   added_.split(s, false, segs);
   for (const auto& seg : segs) {
-    if (seg.id >= 0) out.push_back(seg.id);
-    else encode_text(s.substr(seg.begin, seg.end - seg.begin), seg.begin == 0, out);
+    if (seg.id >= 0)
+      out.push_back(seg.id);
+    else
+      encode_text(s.substr(seg.begin, seg.end - seg.begin), seg.begin == 0, out);
   }
   return out;
 }
@@ -162,12 +169,16 @@ void JsonTokenizer::encode_text(std::string text, bool at_start, std::vector<int
   std::vector<AddedVocabulary::Segment> segs;
   added_.split(text, true, segs);
   for (const auto& seg : segs) {
-    if (seg.id >= 0) out.push_back(seg.id);
-    else encode_normalized(text.substr(seg.begin, seg.end - seg.begin), at_start && seg.begin == 0, out);
+    if (seg.id >= 0)
+      out.push_back(seg.id);
+    else
+      encode_normalized(text.substr(seg.begin, seg.end - seg.begin), at_start && seg.begin == 0,
+                        out);
   }
 }
 
-void JsonTokenizer::encode_normalized(const std::string& text, bool at_start, std::vector<int32_t>& out) const {
+void JsonTokenizer::encode_normalized(const std::string& text, bool at_start,
+                                      std::vector<int32_t>& out) const {
   if (text.empty()) return;
   thread_local std::vector<Piece> pieces;
   pieces.assign(1, Piece{text, at_start});
@@ -177,7 +188,8 @@ void JsonTokenizer::encode_normalized(const std::string& text, bool at_start, st
 
 }  // namespace
 
-std::unique_ptr<Tokenizer> make_json_tokenizer(const nlohmann::json& json, const nlohmann::json& config,
+std::unique_ptr<Tokenizer> make_json_tokenizer(const nlohmann::json& json,
+                                               const nlohmann::json& config,
                                                const std::string& path) {
   return std::make_unique<JsonTokenizer>(json, config, path);
 }
@@ -185,7 +197,8 @@ std::unique_ptr<Tokenizer> make_json_tokenizer(const nlohmann::json& json, const
 std::unique_ptr<Tokenizer> load_json_tokenizer(const std::string& model_dir) {
   const std::string path = model_dir + "/tokenizer.json";
   const std::string config_path = model_dir + "/tokenizer_config.json";
-  const nlohmann::json config = path_exists(config_path) ? read_json_file(config_path) : nlohmann::json();
+  const nlohmann::json config =
+      path_exists(config_path) ? read_json_file(config_path) : nlohmann::json();
   return make_json_tokenizer(read_json_file(path), config, path);
 }
 

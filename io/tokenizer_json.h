@@ -4,9 +4,8 @@
 #pragma once
 
 #include <memory>
-#include <string>
-
 #include <nlohmann/json.hpp>
+#include <string>
 
 #include "io/tokenizer.h"
 
@@ -14,7 +13,8 @@ namespace qshard {
 
 // `json` is the parsed tokenizer.json, `config` the parsed tokenizer_config.json (null if
 // the model has none); `path` names the file in messages.
-std::unique_ptr<Tokenizer> make_json_tokenizer(const nlohmann::json& json, const nlohmann::json& config,
+std::unique_ptr<Tokenizer> make_json_tokenizer(const nlohmann::json& json,
+                                               const nlohmann::json& config,
                                                const std::string& path);
 
 // Reads DIR/tokenizer.json (and DIR/tokenizer_config.json when present).

@@ -12,13 +12,27 @@ size_t valid_seq(std::string_view s, size_t i, size_t& bad) {
   if (c < 0x80) return 1;
   size_t need;
   unsigned char lo = 0x80, hi = 0xBF;  // range of the second byte
-  if (c >= 0xC2 && c <= 0xDF) need = 1;
-  else if (c >= 0xE0 && c <= 0xEF) { need = 2; if (c == 0xE0) lo = 0xA0; if (c == 0xED) hi = 0x9F; }
-  else if (c >= 0xF0 && c <= 0xF4) { need = 3; if (c == 0xF0) lo = 0x90; if (c == 0xF4) hi = 0x8F; }
-  else { bad = 1; return 0; }
+  if (c >= 0xC2 && c <= 0xDF)
+    need = 1;
+  else if (c >= 0xE0 && c <= 0xEF) {
+    need = 2;
+    if (c == 0xE0) lo = 0xA0;
+    if (c == 0xED) hi = 0x9F;
+  } else if (c >= 0xF0 && c <= 0xF4) {
+    need = 3;
+    if (c == 0xF0) lo = 0x90;
+    if (c == 0xF4) hi = 0x8F;
+  } else {
+    bad = 1;
+    return 0;
+  }
   for (size_t k = 1; k <= need; ++k) {
-    const bool ok = i + k < s.size() && b(k) >= (k == 1 ? lo : 0x80) && b(k) <= (k == 1 ? hi : 0xBF);
-    if (!ok) { bad = k; return 0; }
+    const bool ok =
+        i + k < s.size() && b(k) >= (k == 1 ? lo : 0x80) && b(k) <= (k == 1 ? hi : 0xBF);
+    if (!ok) {
+      bad = k;
+      return 0;
+    }
   }
   return need + 1;
 }
@@ -36,8 +50,13 @@ std::string sanitize_utf8(std::string_view s) {
   std::string out(s.substr(0, i));
   while (i < s.size()) {
     const size_t n = valid_seq(s, i, bad);
-    if (n) { out.append(s.substr(i, n)); i += n; }
-    else { out.append("\xEF\xBF\xBD"); i += bad; }
+    if (n) {
+      out.append(s.substr(i, n));
+      i += n;
+    } else {
+      out.append("\xEF\xBF\xBD");
+      i += bad;
+    }
   }
   return out;
 }

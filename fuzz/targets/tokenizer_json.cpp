@@ -1,10 +1,10 @@
-#include <string>
+#include "io/tokenizer_json.h"
 
 #include <nlohmann/json.hpp>
+#include <string>
 
 #include "core/error.h"
 #include "fuzz/targets/targets.h"
-#include "io/tokenizer_json.h"
 
 namespace qshard::fuzz {
 
@@ -19,7 +19,8 @@ int tokenizer_json(const uint8_t* data, size_t size) {
   try {
     const auto tok = make_json_tokenizer(j, nlohmann::json(), "fuzz/tokenizer.json");
     QS_ASSERT(tok->bos_id() < tok->vocab_size(), "bos ", tok->bos_id());
-    for (const int32_t id : tok->encode(text)) QS_ASSERT(id >= 0 && id < tok->vocab_size(), "id ", id);
+    for (const int32_t id : tok->encode(text))
+      QS_ASSERT(id >= 0 && id < tok->vocab_size(), "id ", id);
   } catch (const InputError&) {
   }
   return 0;

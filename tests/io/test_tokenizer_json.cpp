@@ -2,13 +2,12 @@
 // make_tokenizer_cases.py, which also records in cases.json the ids the Hugging Face
 // `tokenizers` package gives), the BOS rules, and every error path.
 #include <gtest/gtest.h>
-
 #include <unistd.h>
 
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <map>
-#include <fstream>
 #include <string>
 #include <vector>
 
@@ -32,7 +31,9 @@ std::string unhex(const std::string& h) {
   return s;
 }
 
-json load(const std::string& name) { return qshard::read_json_file(kData + "/" + name + "/tokenizer.json"); }
+json load(const std::string& name) {
+  return qshard::read_json_file(kData + "/" + name + "/tokenizer.json");
+}
 
 std::unique_ptr<qshard::Tokenizer> make(const json& j, const json& config = json()) {
   return qshard::make_json_tokenizer(j, config, "MODEL/tokenizer.json");
@@ -56,7 +57,8 @@ TEST(TokenizerJson, MatchesHuggingFaceTokenizersOnEveryCase) {
     const std::string dir = c["dir"];
     if (!toks.count(dir)) toks[dir] = qshard::Tokenizer::load(kData + "/" + dir);
     const auto want = c["ids"].get<std::vector<int32_t>>();
-    EXPECT_EQ(toks[dir]->encode(unhex(c["hex"])), want) << dir << ": \"" << c["text"].get<std::string>() << "\"";
+    EXPECT_EQ(toks[dir]->encode(unhex(c["hex"])), want)
+        << dir << ": \"" << c["text"].get<std::string>() << "\"";
     // Again, now from the pre-token cache.
     EXPECT_EQ(toks[dir]->encode(unhex(c["hex"])), want) << dir << " (cached)";
   }
@@ -65,13 +67,15 @@ TEST(TokenizerJson, MatchesHuggingFaceTokenizersOnEveryCase) {
 TEST(TokenizerJson, InvalidUtf8IsReplacedAsPythonDoes) {
   const std::string fffd = "\xEF\xBF\xBD";
   EXPECT_EQ(qshard::sanitize_utf8("ok \xF0\x9F\xA6\x99"), "ok \xF0\x9F\xA6\x99");
-  EXPECT_EQ(qshard::sanitize_utf8("\xE2\x82"), fffd);          // truncated: one
+  EXPECT_EQ(qshard::sanitize_utf8("\xE2\x82"), fffd);  // truncated: one
   EXPECT_EQ(qshard::sanitize_utf8("\xF0\x9F\xA6"), fffd);
-  EXPECT_EQ(qshard::sanitize_utf8("\xED\xA0\x80"), fffd + fffd + fffd);  // surrogate
-  EXPECT_EQ(qshard::sanitize_utf8("\xC0\xAF"), fffd + fffd);   // overlong
+  EXPECT_EQ(qshard::sanitize_utf8("\xED\xA0\x80"), fffd + fffd + fffd);             // surrogate
+  EXPECT_EQ(qshard::sanitize_utf8("\xC0\xAF"), fffd + fffd);                        // overlong
   EXPECT_EQ(qshard::sanitize_utf8("\xF4\x90\x80\x80"), fffd + fffd + fffd + fffd);  // > U+10FFFF
   EXPECT_EQ(qshard::sanitize_utf8("\xE0\x80"), fffd + fffd);
-  EXPECT_EQ(qshard::sanitize_utf8("a\x80" "b"), "a" + fffd + "b");
+  EXPECT_EQ(qshard::sanitize_utf8("a\x80"
+                                  "b"),
+            "a" + fffd + "b");
   EXPECT_EQ(qshard::sanitize_utf8("\xE2\x82x\xE2\x82"), fffd + "x" + fffd);
 }
 
@@ -80,7 +84,8 @@ TEST(TokenizerJson, VocabSizeBosAndDescription) {
   EXPECT_EQ(bl->vocab_size(), 271);  // the added token 270 is past the model's vocab
   EXPECT_EQ(bl->bos_id(), -1);       // a ByteLevel post-processor adds nothing
   EXPECT_NE(bl->describe().find("byte-level BPE"), std::string::npos) << bl->describe();
-  EXPECT_NE(bl->describe().find("byte_level/tokenizer.json, 271 tokens"), std::string::npos) << bl->describe();
+  EXPECT_NE(bl->describe().find("byte_level/tokenizer.json, 271 tokens"), std::string::npos)
+      << bl->describe();
   const auto l3 = qshard::Tokenizer::load(kData + "/llama3");
   EXPECT_EQ(l3->bos_id(), 272);  // TemplateProcessing inside a Sequence
   const auto spm = qshard::Tokenizer::load(kData + "/spm");
@@ -91,11 +96,18 @@ TEST(TokenizerJson, VocabSizeBosAndDescription) {
 TEST(TokenizerJson, AddBosTokenInTokenizerConfigOverridesTheTemplate) {
   EXPECT_EQ(make(load("spm"), {{"add_bos_token", false}})->bos_id(), -1);
   EXPECT_EQ(make(load("spm"), {{"add_bos_token", true}})->bos_id(), 1);
-  EXPECT_EQ(make(load("byte_level"), {{"add_bos_token", true}, {"bos_token", "<|endoftext|>"}})->bos_id(), 270);
-  EXPECT_EQ(make(load("byte_level"), {{"add_bos_token", true}, {"bos_token", {{"content", "he"}}}})->bos_id(), 256);
+  EXPECT_EQ(
+      make(load("byte_level"), {{"add_bos_token", true}, {"bos_token", "<|endoftext|>"}})->bos_id(),
+      270);
+  EXPECT_EQ(make(load("byte_level"), {{"add_bos_token", true}, {"bos_token", {{"content", "he"}}}})
+                ->bos_id(),
+            256);
   EXPECT_EQ(make(load("byte_level"), {{"bos_token", "<|endoftext|>"}})->bos_id(), -1);
-  const std::string e = error_of(load("byte_level"), {{"add_bos_token", true}, {"bos_token", "<nope>"}});
-  EXPECT_NE(e.find("MODEL/tokenizer_config.json: /bos_token \"<nope>\" is not a token"), std::string::npos) << e;
+  const std::string e =
+      error_of(load("byte_level"), {{"add_bos_token", true}, {"bos_token", "<nope>"}});
+  EXPECT_NE(e.find("MODEL/tokenizer_config.json: /bos_token \"<nope>\" is not a token"),
+            std::string::npos)
+      << e;
 }
 
 TEST(TokenizerJson, LoadPrefersTokenizerJsonOverTokenizerModel) {
@@ -103,15 +115,19 @@ TEST(TokenizerJson, LoadPrefersTokenizerJsonOverTokenizerModel) {
   fs::create_directories(dir);
   fs::copy_file(fs::path(QSHARD_TEST_MODEL) / "tokenizer.model", dir / "tokenizer.model",
                 fs::copy_options::overwrite_existing);
-  EXPECT_NE(qshard::Tokenizer::load(dir.string())->describe().find("sentencepiece"), std::string::npos);
-  fs::copy_file(kData + "/byte_level/tokenizer.json", dir / "tokenizer.json", fs::copy_options::overwrite_existing);
-  EXPECT_NE(qshard::Tokenizer::load(dir.string())->describe().find("tokenizer.json"), std::string::npos);
+  EXPECT_NE(qshard::Tokenizer::load(dir.string())->describe().find("sentencepiece"),
+            std::string::npos);
+  fs::copy_file(kData + "/byte_level/tokenizer.json", dir / "tokenizer.json",
+                fs::copy_options::overwrite_existing);
+  EXPECT_NE(qshard::Tokenizer::load(dir.string())->describe().find("tokenizer.json"),
+            std::string::npos);
   fs::remove_all(dir);
   try {
     qshard::Tokenizer::load(dir.string());
     FAIL() << "no tokenizer files, no error";
   } catch (const InputError& e) {
-    EXPECT_NE(std::string(e.what()).find("no tokenizer.json or tokenizer.model"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("no tokenizer.json or tokenizer.model"), std::string::npos)
+        << e.what();
   }
 }
 
@@ -125,43 +141,76 @@ struct Broken {
 TEST(TokenizerJson, EveryUnsupportedOrMalformedPartIsOneErrorNamingTheJsonPath) {
   const std::vector<Broken> cases = {
       {"llama3", [](json& j) { j["pre_tokenizer"]["pretokenizers"][1]["type"] = "Punctuation"; },
-       "MODEL/tokenizer.json: /pre_tokenizer/pretokenizers/1/type \"Punctuation\" is not supported by qshard "
+       "MODEL/tokenizer.json: /pre_tokenizer/pretokenizers/1/type \"Punctuation\" is not supported "
+       "by qshard "
        "(supported pre-tokenizers: Split, ByteLevel"},
       {"spm", [](json& j) { j["normalizer"]["normalizers"][0]["type"] = "BertNormalizer"; },
-       "/normalizer/normalizers/0/type \"BertNormalizer\" is not supported by qshard (supported normalizers: NFC"},
+       "/normalizer/normalizers/0/type \"BertNormalizer\" is not supported by qshard (supported "
+       "normalizers: NFC"},
       {"spm", [](json& j) { j["model"]["type"] = "WordPiece"; },
        "/model type \"WordPiece\" is not supported by qshard (supported models: BPE)"},
-      {"spm", [](json& j) { j["post_processor"] = {{"type", "Foo"}}; },
-       "/post_processor/type \"Foo\" is not supported by qshard (supported post-processors: TemplateProcessing"},
-      {"spm", [](json& j) { j["model"]["dropout"] = 0.1; }, "/model/dropout is set: BPE dropout is random"},
-      {"spm", [](json& j) { j["model"]["merges"][0] = "▁ zz"; }, "/model/merges/0 merges \"▁\" + \"zz\": \"zz\" is not in /model/vocab"},
-      {"spm", [](json& j) { j["model"]["merges"][1] = "▁h"; }, "/model/merges/1 \"▁h\" must be two tokens separated by one space"},
-      {"spm", [](json& j) { j["model"]["merges"][1] = 7; }, "/model/merges/1 must be a string \"a b\" or a pair"},
-      {"spm", [](json& j) { j["model"]["vocab"]["<s>"] = -4; }, "/model/vocab entry \"<s>\" must have an id in 0..2^31-1, found -4"},
-      {"spm", [](json& j) { j["model"]["vocab"] = json::array(); }, "/model/vocab must be an object, found array"},
+      {"spm",
+       [](json& j) {
+         j["post_processor"] = {{"type", "Foo"}};
+       },
+       "/post_processor/type \"Foo\" is not supported by qshard (supported post-processors: "
+       "TemplateProcessing"},
+      {"spm", [](json& j) { j["model"]["dropout"] = 0.1; },
+       "/model/dropout is set: BPE dropout is random"},
+      {"spm", [](json& j) { j["model"]["merges"][0] = "▁ zz"; },
+       "/model/merges/0 merges \"▁\" + \"zz\": \"zz\" is not in /model/vocab"},
+      {"spm", [](json& j) { j["model"]["merges"][1] = "▁h"; },
+       "/model/merges/1 \"▁h\" must be two tokens separated by one space"},
+      {"spm", [](json& j) { j["model"]["merges"][1] = 7; },
+       "/model/merges/1 must be a string \"a b\" or a pair"},
+      {"spm", [](json& j) { j["model"]["vocab"]["<s>"] = -4; },
+       "/model/vocab entry \"<s>\" must have an id in 0..2^31-1, found -4"},
+      {"spm", [](json& j) { j["model"]["vocab"] = json::array(); },
+       "/model/vocab must be an object, found array"},
       {"spm", [](json& j) { j.erase("model"); }, "MODEL/tokenizer.json: / has no member \"model\""},
-      {"spm", [](json& j) { j["added_tokens"][1]["id"] = "1"; }, "/added_tokens/1/id must be an integer, found string"},
-      {"spm", [](json& j) { j["added_tokens"][1].erase("content"); }, "/added_tokens/1 has no member \"content\""},
-      {"spm", [](json& j) { j["normalizer"]["normalizers"][1]["pattern"] = {{"Regex", "(a"}}; },
-       "MODEL/tokenizer.json: /normalizer/normalizers/1/pattern/Regex regex \"(a\" does not compile"},
+      {"spm", [](json& j) { j["added_tokens"][1]["id"] = "1"; },
+       "/added_tokens/1/id must be an integer, found string"},
+      {"spm", [](json& j) { j["added_tokens"][1].erase("content"); },
+       "/added_tokens/1 has no member \"content\""},
+      {"spm",
+       [](json& j) {
+         j["normalizer"]["normalizers"][1]["pattern"] = {{"Regex", "(a"}};
+       },
+       "MODEL/tokenizer.json: /normalizer/normalizers/1/pattern/Regex regex \"(a\" does not "
+       "compile"},
       {"spm", [](json& j) { j["normalizer"]["normalizers"][1]["pattern"] = json::object(); },
        "/normalizer/normalizers/1/pattern must have a \"String\" or \"Regex\" member"},
-      {"llama3", [](json& j) { j["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] = "[z-a]"; },
+      {"llama3",
+       [](json& j) { j["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] = "[z-a]"; },
        "/pre_tokenizer/pretokenizers/0/pattern/Regex regex \"[z-a]\" does not compile at offset"},
       {"llama3", [](json& j) { j["pre_tokenizer"]["pretokenizers"][0]["behavior"] = "Glued"; },
        "/pre_tokenizer/pretokenizers/0/behavior \"Glued\" is not a split behavior"},
-      {"metaspace", [](json& j) { j["pre_tokenizer"]["replacement"] = "__"; }, "/pre_tokenizer/replacement must be one character"},
+      {"metaspace", [](json& j) { j["pre_tokenizer"]["replacement"] = "__"; },
+       "/pre_tokenizer/replacement must be one character"},
       {"metaspace", [](json& j) { j["pre_tokenizer"]["prepend_scheme"] = "sometimes"; },
        "/pre_tokenizer/prepend_scheme \"sometimes\" is not one of always, first, never"},
-      {"llama3", [](json& j) { j["post_processor"]["processors"][1]["single"][0] = {{"Pair", 1}}; },
+      {"llama3",
+       [](json& j) {
+         j["post_processor"]["processors"][1]["single"][0] = {{"Pair", 1}};
+       },
        "/post_processor/processors/1/single/0 must be a \"Sequence\" or a \"SpecialToken\""},
-      {"llama3", [](json& j) { j["post_processor"]["processors"][1]["special_tokens"] = json::object(); },
+      {"llama3",
+       [](json& j) { j["post_processor"]["processors"][1]["special_tokens"] = json::object(); },
        "/post_processor/processors/1/special_tokens has no member \"<|begin_of_text|>\""},
-      {"llama3", [](json& j) { j["post_processor"]["processors"][1]["special_tokens"]["<|begin_of_text|>"]["ids"][0] = 9999; },
+      {"llama3",
+       [](json& j) {
+         j["post_processor"]["processors"][1]["special_tokens"]["<|begin_of_text|>"]["ids"][0] =
+             9999;
+       },
        "/post_processor adds the BOS id 9999, which is not in the vocabulary (274 tokens)"},
-      {"llama3", [](json& j) { j["post_processor"]["processors"][1]["special_tokens"]["<|begin_of_text|>"]["ids"][0] = -2; },
-       "/post_processor/processors/1/special_tokens/<|begin_of_text|>/ids/0 must be a token id, found -2"},
-      {"spm", [](json& j) { j["pre_tokenizer"] = "Metaspace"; }, "/pre_tokenizer must be a JSON object, found string"},
+      {"llama3",
+       [](json& j) {
+         j["post_processor"]["processors"][1]["special_tokens"]["<|begin_of_text|>"]["ids"][0] = -2;
+       },
+       "/post_processor/processors/1/special_tokens/<|begin_of_text|>/ids/0 must be a token id, "
+       "found -2"},
+      {"spm", [](json& j) { j["pre_tokenizer"] = "Metaspace"; },
+       "/pre_tokenizer must be a JSON object, found string"},
   };
   for (const Broken& c : cases) {
     json j = load(c.base);
@@ -180,7 +229,8 @@ TEST(TokenizerJson, MissingUnkTokenFailsOnlyWhenNeeded) {
     tok->encode("he!");
     FAIL() << "no error";
   } catch (const InputError& e) {
-    EXPECT_NE(std::string(e.what()).find("/model/unk_token \"<nope>\" is not in /model/vocab"), std::string::npos)
+    EXPECT_NE(std::string(e.what()).find("/model/unk_token \"<nope>\" is not in /model/vocab"),
+              std::string::npos)
         << e.what();
   }
 }
@@ -193,7 +243,8 @@ TEST(TokenizerJson, MalformedJsonNamesTheFile) {
     qshard::Tokenizer::load(dir.string());
     FAIL() << "no error";
   } catch (const InputError& e) {
-    EXPECT_NE(std::string(e.what()).find("tokenizer.json: not valid JSON"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("tokenizer.json: not valid JSON"), std::string::npos)
+        << e.what();
   }
   fs::remove_all(dir);
 }

@@ -34,7 +34,8 @@ std::vector<Case> read_cases(const std::string& base) {
   std::vector<Case> cases;
   for (size_t pos = 0; pos < inp.size();) {
     const size_t next = inp.find(sep, pos);
-    cases.push_back({inp.substr(pos, next == std::string::npos ? std::string::npos : next - pos), {}});
+    cases.push_back(
+        {inp.substr(pos, next == std::string::npos ? std::string::npos : next - pos), {}});
     if (next == std::string::npos) break;
     pos = next + sep.size();
   }
@@ -69,14 +70,16 @@ TEST_P(TokenizerVectors, MatchesHuggingFace) {
   for (const Case& c : read_cases(base)) {
     const auto ids = tok->encode(c.text);
     if (ids != c.ids && ++failures <= 10)
-      ADD_FAILURE() << name << " input \"" << c.text << "\"\n  want" << show(c.ids) << "\n  got " << show(ids);
+      ADD_FAILURE() << name << " input \"" << c.text << "\"\n  want" << show(c.ids) << "\n  got "
+                    << show(ids);
   }
   EXPECT_EQ(failures, 0);
 }
 
 INSTANTIATE_TEST_SUITE_P(Vocab, TokenizerVectors,
                          testing::Values("llama-bpe", "qwen2", "qwen35", "gpt-2", "deepseek-llm",
-                                         "deepseek-coder", "starcoder", "command-r", "phi-3", "llama-spm"),
+                                         "deepseek-coder", "starcoder", "command-r", "phi-3",
+                                         "llama-spm"),
                          [](const auto& info) {
                            std::string n = info.param;
                            for (char& c : n)

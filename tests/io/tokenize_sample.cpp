@@ -42,8 +42,8 @@ int main(int argc, char** argv) {
       }
       std::printf("%s\n", out.c_str());
     }
-    std::fprintf(stderr, "%s, bos %d: %zu tokens, %.0f tokens/s (%d passes, %.3f s)\n", tok->describe().c_str(),
-                 tok->bos_id(), n, double(n) * repeats / s, repeats, s);
+    std::fprintf(stderr, "%s, bos %d: %zu tokens, %.0f tokens/s (%d passes, %.3f s)\n",
+                 tok->describe().c_str(), tok->bos_id(), n, double(n) * repeats / s, repeats, s);
   } catch (const qshard::Error& e) {
     std::fprintf(stderr, "%s\n", e.what());
     return 2;
