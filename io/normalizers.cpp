@@ -44,9 +44,16 @@ class Lowercase final : public Normalizer {
   void apply(std::string& text) const override {
     std::string out;
     out.reserve(text.size());
-    for (size_t i = 0; i < text.size();)
-      utf8_append(
-          out, static_cast<char32_t>(utf8proc_tolower(static_cast<int32_t>(utf8_next(text, i)))));
+    for (size_t i = 0; i < text.size();) {
+      const char32_t c = utf8_next(text, i);
+      // Rust's char::to_lowercase, per character: U+0130 is the one character whose
+      // lowercase is two (i + combining dot above); utf8proc gives the simple mapping.
+      if (c == 0x130) {
+        out += "i\xCC\x87";
+        continue;
+      }
+      utf8_append(out, static_cast<char32_t>(utf8proc_tolower(static_cast<int32_t>(c))));
+    }
     text = std::move(out);
   }
 };

@@ -181,7 +181,7 @@ TEXTS = {
                "x\r\n\r\ny", "I'M", "hello  world"],
     "spm": ["hello world", " hello", "hello  world", "héllo", "<s>hello</s>", "🦙x", "\n"],
     "metaspace": ["he he", "hex <sep>he", "<sep>he", "ab!!ab", " he"],
-    "normalize": ["  Hello  WORLD  ", "ﬁo ab", "x42 9", "ABB", "foo fio"],
+    "normalize": ["  Hello  WORLD  ", "ﬁo ab", "x42 9", "ABB", "foo fio", "İX ΑΣ ǅ"],
     "added": ["ab <L> abc", "abc <R>  abc", "a <LR>  b", "a word b", "swordfish", "word", "abc Abc xYz",
               "<L><R>", "  <L>", "a_word", "a QQ b qq", "wordé word\u0301 word_ ²word"],
     "nfd": ["café!?", "cafe\u0301", "a, b... é"],
