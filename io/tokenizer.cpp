@@ -4,6 +4,7 @@
 
 #include "core/error.h"
 #include "io/json_file.h"
+#include "io/tokenizer_json.h"
 
 namespace qshard {
 
@@ -47,13 +48,12 @@ std::unique_ptr<Tokenizer> Tokenizer::load(const std::string& model_dir) {
     if (config.contains("bos_token_id") && config["bos_token_id"].is_number_integer())
       config_bos = config["bos_token_id"].get<int32_t>();
   }
+  // tokenizer.json first: it is what transformers' fast tokenizers and vLLM use.
+  if (path_exists(model_dir + "/tokenizer.json")) return load_json_tokenizer(model_dir);
   const std::string sp_path = model_dir + "/tokenizer.model";
   if (path_exists(sp_path)) return std::make_unique<SentencePieceTokenizer>(sp_path, config_bos);
-  if (path_exists(model_dir + "/tokenizer.json"))
-    fail_input(model_dir, ": has only tokenizer.json; this build of qshard reads sentencepiece "
-               "tokenizer.model files. Pass pre-tokenized input or a model with tokenizer.model");
-  fail_input(model_dir, ": no tokenizer.model found: copy the tokenizer files of the model "
-             "into this directory");
+  fail_input(model_dir, ": no tokenizer.json or tokenizer.model found: copy the tokenizer files "
+             "of the model into this directory");
 }
 
 }  // namespace qshard

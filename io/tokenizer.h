@@ -1,5 +1,5 @@
-// The model's tokenizer. Today: sentencepiece tokenizer.model (Llama 2, Mistral);
-// tokenizer.json BPE (Llama 3, Qwen2) arrives in a later issue behind this interface.
+// The model's tokenizer: Hugging Face tokenizer.json with a BPE model (Llama 3, Qwen2,
+// SmolLM2, Llama 2 fast ...; io/tokenizer_json.h), else sentencepiece tokenizer.model.
 #pragma once
 
 #include <cstdint>
@@ -13,14 +13,14 @@ namespace qshard {
 class Tokenizer {
  public:
   virtual ~Tokenizer() = default;
-  // Loads the tokenizer of a Hugging Face model directory.
+  // Loads the tokenizer of a Hugging Face model directory: tokenizer.json when present.
   static std::unique_ptr<Tokenizer> load(const std::string& model_dir);
 
   // Token ids of `text` with no BOS/EOS added.
   virtual std::vector<int32_t> encode(std::string_view text) const = 0;
   virtual int32_t bos_id() const = 0;  // -1 if the model has none
   virtual int64_t vocab_size() const = 0;
-  virtual std::string describe() const = 0;  // "sentencepiece tokenizer.model, 32000 pieces"
+  virtual std::string describe() const = 0;  // which file, and the vocab size
 };
 
 }  // namespace qshard

@@ -11,5 +11,6 @@ namespace qshard::fuzz {
 int safetensors_header(const uint8_t* data, size_t size);  // SafetensorsFile::open + reads
 int model_spec(const uint8_t* data, size_t size);          // config.json → ModelSpec, RoPE
 int token_file(const uint8_t* data, size_t size);          // token file → windows
+int tokenizer_json(const uint8_t* data, size_t size);      // tokenizer.json NUL text → ids
 
 }  // namespace qshard::fuzz

@@ -35,5 +35,6 @@ int replay(const std::string& target, int (*entry)(const uint8_t*, size_t)) {
 TEST(FuzzReplay, SafetensorsHeader) { EXPECT_GT(replay("safetensors_header", qshard::fuzz::safetensors_header), 0); }
 TEST(FuzzReplay, ModelSpec) { EXPECT_GT(replay("model_spec", qshard::fuzz::model_spec), 0); }
 TEST(FuzzReplay, TokenFile) { EXPECT_GT(replay("token_file", qshard::fuzz::token_file), 0); }
+TEST(FuzzReplay, TokenizerJson) { EXPECT_GT(replay("tokenizer_json", qshard::fuzz::tokenizer_json), 0); }
 
 }  // namespace
