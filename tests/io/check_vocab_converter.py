@@ -4,8 +4,8 @@
 For each vocabulary NAME, QSHARD_VOCAB_DIR/ggml-vocab-NAME.gguf.inp holds test texts separated
 by "\\n__ggml_vocab_test__\\n" and .out one line of ids per text, made by Hugging Face's
 AutoTokenizer(original model).encode(text, add_special_tokens=False): no BOS. The converted
-tokenizer.json (QSHARD_VOCAB_DIR/tokenizer-json/NAME, else converted here into a temporary
-folder) loaded by the `tokenizers` package must give the same ids, and with BOS prepended when
+tokenizer.json (QSHARD_VOCAB_DIR/tokenizer-json/NAME when its .stamp says this version of the
+tool made it, else converted here into a temporary folder) loaded by the `tokenizers` package must give the same ids, and with BOS prepended when
 its tokenizer_config.json says add_bos_token.
 
 Usage: QSHARD_VOCAB_DIR=... .venv/bin/python tests/io/check_vocab_converter.py [NAME...]
