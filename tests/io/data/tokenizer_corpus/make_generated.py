@@ -48,8 +48,16 @@ assert unicodedata.normalize("NFC", nfd) != nfd
 with open("nfd.txt", "w", encoding="utf-8", newline="") as f:
     f.write(nfd)
 
-# Invalid UTF-8: every kind of maximal invalid subpart, each between valid text.
-parts = [b"valid start. ",
+# Invalid UTF-8: every kind of maximal invalid subpart, each between valid text. The first
+# KiB stays valid because qshard's --text refuses a file with invalid UTF-8 there (that is
+# how it tells a token file given as text); past it, invalid bytes reach the tokenizer.
+prefix = ("This file starts with more than one KiB of valid UTF-8, since qshard reads a text "
+          "file whose first KiB is not UTF-8 as a token file given by mistake and refuses it. "
+          "After this paragraph come the invalid sequences. Each maximal invalid subpart must "
+          "become one U+FFFD, exactly as Python's bytes.decode('utf-8', errors='replace') "
+          "does, and the text around it must tokenize as usual. ")
+parts = [(prefix * 3).encode() + b"\n",
+         b"valid start. ",
          b"lone continuation \x80 and \xbf; ",
          b"truncated two-byte \xc3 then space; ",
          b"overlong \xc0\xaf and \xe0\x80\xaf; ",
