@@ -128,7 +128,7 @@ def model_vocab(tokens, types):
         if is_filler(t, i, k):
             continue
         if t in vocab:
-            sys.exit(f"gguf_vocab_to_tokenizer_json: token {i} {t!r} repeats token {vocab[t]}")
+            raise ValueError(f"token {i} {t!r} repeats token {vocab[t]}")
         vocab[t] = i
     return vocab
 
@@ -161,8 +161,8 @@ def bpe_model(vocab, merges, ignore_merges, unk=None, byte_fallback=False):
 def gpt2_tokenizer(reader, tokens, types, bos):
     pre = field(reader, "tokenizer.ggml.pre", "default")
     if pre not in BPE_PRE:
-        sys.exit(f"gguf_vocab_to_tokenizer_json: tokenizer.ggml.pre '{pre}' is not supported; "
-                 f"add its original pre-tokenizer to BPE_PRE (known: {', '.join(sorted(BPE_PRE))})")
+        raise ValueError(f"tokenizer.ggml.pre '{pre}' is not supported; "
+                         f"add its original pre-tokenizer to BPE_PRE (known: {', '.join(sorted(BPE_PRE))})")
     normalizer, pre_tokenizer, ignore_merges, _, _ = BPE_PRE[pre]
     vocab = model_vocab(tokens, types)
     merges = list(field(reader, "tokenizer.ggml.merges", []))
@@ -213,7 +213,8 @@ def special_name(reader, tokens, key):
 
 
 def tokenizer_files(reader):
-    """{"tokenizer.json": ..., "tokenizer_config.json": ...} for the GGUF behind `reader`."""
+    """{"tokenizer.json": ..., "tokenizer_config.json": ...} for the GGUF behind `reader`.
+    Raises ValueError for a vocabulary this tool cannot rebuild faithfully."""
     model = field(reader, "tokenizer.ggml.model")
     tokens = list(field(reader, "tokenizer.ggml.tokens"))
     types = list(field(reader, "tokenizer.ggml.token_type", [NORMAL] * len(tokens)))
@@ -223,8 +224,8 @@ def tokenizer_files(reader):
     elif model == "llama":
         default_bos = True
     else:
-        sys.exit(f"gguf_vocab_to_tokenizer_json: tokenizer.ggml.model '{model}' is not "
-                 "supported (only gpt2 and llama)")
+        raise ValueError(f"tokenizer.ggml.model '{model}' is not "
+                         "supported (only gpt2 and llama)")
     add_bos = bool(field(reader, "tokenizer.ggml.add_bos_token", default_bos))
     bos_id = field(reader, "tokenizer.ggml.bos_token_id")
     bos = (bos_id, tokens[bos_id]) if add_bos and bos_id is not None else None
@@ -267,6 +268,14 @@ def write_files(files, out_dir):
             f.write("\n")
 
 
+def convert(path, out_dir):
+    try:
+        files = tokenizer_files(gguf.GGUFReader(path))
+    except ValueError as e:
+        sys.exit(f"gguf_vocab_to_tokenizer_json: {path}: {e}")
+    write_files(files, out_dir)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--vocab-dir", help="folder with llama.cpp's ggml-vocab-NAME.gguf files")
@@ -275,7 +284,7 @@ def main():
     ap.add_argument("names", nargs="*", help=f"vocabularies (default: {' '.join(DEFAULT_NAMES)})")
     args = ap.parse_args()
     if args.gguf:
-        write_files(tokenizer_files(gguf.GGUFReader(args.gguf)), args.out)
+        convert(args.gguf, args.out)
         return
     if not args.vocab_dir:
         ap.error("give --vocab-dir (see launch/fetch_testdata.sh) or --gguf")
@@ -284,7 +293,7 @@ def main():
         if not os.path.isfile(path):
             sys.exit(f"gguf_vocab_to_tokenizer_json: {path} is missing; "
                      "run launch/fetch_testdata.sh")
-        write_files(tokenizer_files(gguf.GGUFReader(path)), os.path.join(args.out, name))
+        convert(path, os.path.join(args.out, name))
 
 
 if __name__ == "__main__":

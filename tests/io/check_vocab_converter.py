@@ -100,7 +100,8 @@ def main():
     if not os.path.isdir(vocab_dir):
         sys.exit(f"check_vocab_converter: QSHARD_VOCAB_DIR='{vocab_dir}' is not a folder; "
                  "run launch/fetch_testdata.sh (launch/setup.sh does) and reconfigure")
-    names = sys.argv[1:] or conv.DEFAULT_NAMES
+    # mpt and refact: other `pre` values the tool knows, with vectors to prove it.
+    names = sys.argv[1:] or conv.DEFAULT_NAMES + ["mpt", "refact"]
     with tempfile.TemporaryDirectory() as scratch:
         results = [check(vocab_dir, name, scratch) for name in names]
     failed = [n for n, ok in zip(names, results) if not ok]
