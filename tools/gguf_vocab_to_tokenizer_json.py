@@ -254,6 +254,8 @@ def tokenizer_files(reader):
     context = field(reader, f"{arch}.context_length")
     if context is not None:
         config["model_max_length"] = int(context)
+    if model == "llama":
+        config["legacy"] = True  # what the Prepend/Replace normalizer implements
     template_text = field(reader, "tokenizer.chat_template")
     if template_text is not None:
         config["chat_template"] = template_text

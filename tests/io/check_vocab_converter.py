@@ -47,7 +47,8 @@ def tokenizer_dir(vocab_dir, name, scratch):
     made = os.path.join(vocab_dir, "tokenizer-json")
     try:
         with open(os.path.join(made, ".stamp"), encoding="utf-8") as f:
-            if f.read().strip() == tool_stamp():
+            if f.read().strip() == tool_stamp() and \
+                    os.path.isfile(os.path.join(made, name, "tokenizer.json")):
                 return os.path.join(made, name)
     except OSError:
         pass
@@ -61,11 +62,15 @@ def tokenizer_dir(vocab_dir, name, scratch):
 
 def check(vocab_dir, name, scratch):
     from tokenizers import Tokenizer
+    base = os.path.join(vocab_dir, f"ggml-vocab-{name}.gguf")
+    for path in (base, base + ".inp", base + ".out"):
+        if not os.path.isfile(path):
+            sys.exit(f"check_vocab_converter: {path} is missing; run launch/fetch_testdata.sh")
     directory = tokenizer_dir(vocab_dir, name, scratch)
     tok = Tokenizer.from_file(os.path.join(directory, "tokenizer.json"))
     with open(os.path.join(directory, "tokenizer_config.json"), encoding="utf-8") as f:
         config = json.load(f)
-    vectors = read_vectors(os.path.join(vocab_dir, f"ggml-vocab-{name}.gguf"))
+    vectors = read_vectors(base)
     bad = 0
     for text, want in vectors:
         got = tok.encode(text, add_special_tokens=False).ids
