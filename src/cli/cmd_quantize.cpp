@@ -68,11 +68,9 @@ std::vector<int32_t> load_calibration_stream(const std::string& model_dir, const
     if (is_token_file(path)) {
       stream = read_token_file(path);
     } else {
-      const auto tok = Tokenizer::load(model_dir);
-      const std::string text = read_text_file(path);
-      if (tok->bos_id() >= 0) stream.push_back(tok->bos_id());
-      const auto ids = tok->encode(text);
-      stream.insert(stream.end(), ids.begin(), ids.end());
+      const std::string text =
+          read_text_input(path, "a token file must be named *.tokens or *.bin ('qshard tokenize' writes one)");
+      stream = token_stream(*Tokenizer::load(model_dir), text);
     }
     n = int64_t(stream.size());
   }
