@@ -12,20 +12,22 @@
 #include "io/json_file.h"
 #include "io/safetensors.h"
 #include "io/tokenizer.h"
+#include "pipeline/calibration.h"
 
 namespace qshard::cli {
 
 namespace {
 
 constexpr const char* kUsage =
-    "usage: qshard eval --model DIR --text FILE [--reference DIR] [--seqlen 256]\n"
-    "                   [--max-windows N] [--act-format none|int8|mxint8] [--json]\n\n"
+    "usage: qshard eval --model DIR (--text FILE | --tokens FILE) [--reference DIR]\n"
+    "                   [--seqlen 256] [--max-windows N] [--act-format none|int8|mxint8] [--json]\n\n"
     "Perplexity of the model on a text and, with --reference, the KL divergence\n"
     "KL(reference || model) per predicted token over the full vocabulary and top-1 agreement.\n"
-    "Protocol: tokens = [BOS] + encode(whole file); non-overlapping windows of --seqlen\n"
-    "tokens (the remainder is dropped); each window predicts its positions 1..seqlen-1;\n"
-    "ppl = exp(mean NLL). Under mpirun the windows are split over the ranks; the result\n"
-    "does not depend on the number of ranks.\n"
+    "Protocol: tokens = [BOS] + encode(whole file) for --text; for --tokens the token file\n"
+    "(little-endian int32, e.g. from 'qshard tokenize') is the whole stream as it is, no BOS\n"
+    "added; non-overlapping windows of --seqlen tokens (the remainder is dropped); each\n"
+    "window predicts its positions 1..seqlen-1; ppl = exp(mean NLL). Under mpirun the\n"
+    "windows are split over the ranks; the result does not depend on the number of ranks.\n"
     "Activation quantization: the inputs of the model's quantized Linears are fake-quantized\n"
     "as its config records (compressed-tensors input_activations, qshard's fakequant/hdf5\n"
     "keys); --act-format overrides that (none turns it off; int8 or mxint8 on a plain model\n"
@@ -65,18 +67,20 @@ ActScheme activation_scheme(const std::string& dir, const std::string& override_
   return s;
 }
 
-// Rank 0 tokenizes and broadcasts, so every rank sees identical windows.
+// Rank 0 tokenizes (or reads the token file) and broadcasts, so every rank sees
+// identical windows.
 std::vector<int32_t> load_tokens(const std::string& model_dir, const std::string& text_path,
-                                 Communicator& comm) {
+                                 const std::string& tokens_path, Communicator& comm) {
   std::vector<int32_t> tokens;
   int64_t n = 0;
   if (comm.is_root()) {
-    const auto tok = Tokenizer::load(model_dir);
-    const std::string text = read_text_file(text_path);
-    if (text.empty()) fail_input(text_path, ": is empty");
-    if (tok->bos_id() >= 0) tokens.push_back(tok->bos_id());
-    const auto ids = tok->encode(text);
-    tokens.insert(tokens.end(), ids.begin(), ids.end());
+    if (!tokens_path.empty()) {
+      tokens = read_token_file(tokens_path);
+    } else {
+      const std::string text = read_text_input(text_path, "pass it as --tokens FILE");
+      if (text.empty()) fail_input(text_path, ": is empty");
+      tokens = token_stream(*Tokenizer::load(model_dir), text);
+    }
     n = int64_t(tokens.size());
   }
   comm.broadcast(&n, sizeof n, 0);
@@ -89,11 +93,13 @@ std::vector<int32_t> load_tokens(const std::string& model_dir, const std::string
 
 int run_eval(const std::vector<std::string>& args, Communicator& comm) {
   po::options_description desc("options");
-  std::string model_dir, text_path, reference_dir, act_name, device_name = "auto";
+  std::string model_dir, text_path, tokens_path, reference_dir, act_name, device_name = "auto";
   EvalOptions opt;
   desc.add_options()
       ("model", po::value(&model_dir)->required(), "Hugging Face model directory to evaluate")
-      ("text", po::value(&text_path)->required(), "text file, tokenized as one string")
+      ("text", po::value(&text_path), "text file, tokenized as one string with BOS first")
+      ("tokens", po::value(&tokens_path), "token file (little-endian int32, 'qshard tokenize'): the "
+       "whole token stream as it is, no BOS added")
       ("reference", po::value(&reference_dir), "model directory with the same vocabulary (e.g. the "
        "unquantized model) for KL divergence and top-1 agreement")
       ("seqlen", po::value(&opt.seqlen)->default_value(256), "tokens per window")
@@ -109,6 +115,8 @@ int run_eval(const std::vector<std::string>& args, Communicator& comm) {
   po::variables_map vm;
   if (!parse_options(args, kUsage, desc, vm, comm.is_root())) return 0;
   if (vm.count("quiet")) log_set_level(LogLevel::Quiet);
+  if (text_path.empty() == tokens_path.empty())
+    fail_input("give exactly one of --text FILE and --tokens FILE (see 'qshard eval --help')");
   if (opt.seqlen < 2) fail_input("--seqlen must be at least 2");
   if (opt.max_windows < 0) fail_input("--max-windows must be 0 (all) or positive");
   if (opt.batch_tokens < 1) fail_input("--batch-tokens must be positive");
@@ -120,9 +128,12 @@ int run_eval(const std::vector<std::string>& args, Communicator& comm) {
     model.lm->set_activation_quant([act](const std::string& m) { return act.format_for(m); });
   LoadedModel reference;
   if (!reference_dir.empty()) reference = load_model(reference_dir, device);
-  const std::vector<int32_t> tokens = load_tokens(model_dir, text_path, comm);
+  const std::vector<int32_t> tokens = load_tokens(model_dir, text_path, tokens_path, comm);
+  const std::string& source = tokens_path.empty() ? text_path : tokens_path;
+  check_token_ids(tokens, model.lm->spec().vocab_size, source);
   log_info("model: ", model_dir, " (", model.lm->spec().describe(), ")");
-  log_info("text: ", text_path, ", ", tokens.size(), " tokens; ", comm.size(), " rank(s)");
+  log_info(tokens_path.empty() ? "text: " : "tokens: ", source, ", ", tokens.size(), " tokens; ",
+           comm.size(), " rank(s)");
   if (act.format != ActFormat::None)
     log_info("activations: ", act_format_name(act.format), " on the inputs of the quantized Linears");
 

@@ -3,6 +3,7 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <set>
 
 #include "cli/commands.h"
 #include "cli/device.h"
@@ -68,11 +69,9 @@ std::vector<int32_t> load_calibration_stream(const std::string& model_dir, const
     if (is_token_file(path)) {
       stream = read_token_file(path);
     } else {
-      const auto tok = Tokenizer::load(model_dir);
-      const std::string text = read_text_file(path);
-      if (tok->bos_id() >= 0) stream.push_back(tok->bos_id());
-      const auto ids = tok->encode(text);
-      stream.insert(stream.end(), ids.begin(), ids.end());
+      const std::string text =
+          read_text_input(path, "a token file must be named *.tokens or *.bin ('qshard tokenize' writes one)");
+      stream = token_stream(*Tokenizer::load(model_dir), text);
     }
     n = int64_t(stream.size());
   }
@@ -81,6 +80,44 @@ std::vector<int32_t> load_calibration_stream(const std::string& model_dir, const
   comm.broadcast(stream.data(), n * int64_t(sizeof(int32_t)), 0);
   return stream;
 }
+
+// A run that fails before it finishes its first layer has nothing to resume: it removes
+// what it created in --out (all of --out if it made it; else only the new entries), so a
+// refused command leaves the directory as it was. Later failures keep OUT for resume.
+class OutputCleanup {
+ public:
+  OutputCleanup(std::string out, const std::unique_ptr<RunCheckpoint>& checkpoint, bool owner)
+      : out_(std::move(out)), checkpoint_(checkpoint), owner_(owner), exceptions_(std::uncaught_exceptions()) {
+    std::error_code ec;
+    existed_ = std::filesystem::exists(out_, ec);
+    if (existed_)
+      for (const auto& e : std::filesystem::directory_iterator(out_, ec)) before_.insert(e.path().filename());
+  }
+  ~OutputCleanup() {
+    if (!owner_ || std::uncaught_exceptions() == exceptions_) return;  // success, or not the writer
+    if (checkpoint_ && checkpoint_->segments_done() > 0) return;      // resumable work is kept
+    namespace fs = std::filesystem;
+    std::error_code ec;
+    if (!existed_) {
+      fs::remove_all(out_, ec);
+      return;
+    }
+    std::vector<fs::path> created;
+    for (const auto& e : fs::directory_iterator(out_, ec))
+      if (!before_.count(e.path().filename())) created.push_back(e.path());
+    for (const auto& p : created) fs::remove_all(p, ec);
+  }
+  OutputCleanup(const OutputCleanup&) = delete;
+  OutputCleanup& operator=(const OutputCleanup&) = delete;
+
+ private:
+  std::string out_;
+  const std::unique_ptr<RunCheckpoint>& checkpoint_;
+  bool owner_;
+  int exceptions_;
+  bool existed_ = false;
+  std::set<std::filesystem::path> before_;
+};
 
 void prepare_out_dir(const std::string& out, const std::string& model_dir) {
   namespace fs = std::filesystem;
@@ -220,9 +257,9 @@ int run_quantize(const std::vector<std::string>& args, Communicator& comm) {
       check_export_supports_act(kind, act, *r.format, scattered);
     }
 
+  // Everything that can be refused is checked before --out is touched.
   const std::string device = resolve_device(device_name);
-  auto backend = make_backend(device);  // before the output exists: no GPU is one clear line
-  if (comm.is_root()) prepare_out_dir(out_dir, model_dir);
+  auto backend = make_backend(device);  // no GPU is one clear line
   ModelSpec spec = ModelSpec::load(model_dir);
   const TensorStore store = TensorStore::open(model_dir);
   {  // what the export stores, so that the AWQ family's searches score exactly that
@@ -235,16 +272,8 @@ int run_quantize(const std::vector<std::string>& args, Communicator& comm) {
       default: opt.numerics.scale_dtype = DType::F16; break;  // GPTQ/AWQ containers: F16 scales
     }
   }
-  const nlohmann::json plan =
-      comm.is_root() ? quantize_plan(vm, model_dir, comm.size(), device) : nlohmann::json::object();
-  const auto checkpoint = RunCheckpoint::open(out_dir, plan, spec.num_layers, vm.count("overwrite") > 0, comm);
-  if (checkpoint->complete()) {
-    if (comm.is_root())
-      std::printf("%s is already complete (made by this same command): nothing to do\n", out_dir.c_str());
-    return 0;
-  }
-  opt.checkpoint = checkpoint.get();
-  CausalLM lm(std::move(spec), store, *backend);
+  CausalLM lm(std::move(spec), store, *backend);  // checks every tensor's shape
+  check_quantize_inputs(lm.spec(), store, recipe, opt);
   if (act != ActFormat::None)  // calibration sees what the quantized Linears will read
     lm.set_activation_quant([&recipe, act, lm_head = opt.quantize_lm_head](const std::string& m) {
       if (m == "lm_head" && !lm_head) return ActFormat::None;
@@ -256,6 +285,20 @@ int run_quantize(const std::vector<std::string>& args, Communicator& comm) {
   if (set.n_samples < comm.size())
     fail_input("--n-calib ", set.n_samples, ": fewer calibration windows than the ", comm.size(),
                " ranks (each rank needs at least one): use --n-calib ", comm.size(), " or more, or fewer ranks");
+  const nlohmann::json plan =
+      comm.is_root() ? quantize_plan(vm, model_dir, comm.size(), device) : nlohmann::json::object();
+
+  std::unique_ptr<RunCheckpoint> checkpoint;
+  // Declared after `checkpoint` and before the exporter: runs after the exporter is gone.
+  const OutputCleanup cleanup(out_dir, checkpoint, comm.is_root());
+  if (comm.is_root()) prepare_out_dir(out_dir, model_dir);
+  checkpoint = RunCheckpoint::open(out_dir, plan, lm.spec().num_layers, vm.count("overwrite") > 0, comm);
+  if (checkpoint->complete()) {
+    if (comm.is_root())
+      std::printf("%s is already complete (made by this same command): nothing to do\n", out_dir.c_str());
+    return 0;
+  }
+  opt.checkpoint = checkpoint.get();
   log_info("model: ", model_dir, " (", lm.spec().describe(), ")");
   log_info("quantize: ", opt.method, " ", format.describe(),
            act != ActFormat::None ? std::string(" + ") + act_format_name(act) + " activations" : "",

@@ -19,6 +19,7 @@ const std::vector<Command>& commands() {
   static const std::vector<Command> all = {
       {"quantize", "quantize a model (RTN, GPTQ) and export it (gptq, compressed-tensors, fakequant, hdf5)", run_quantize},
       {"eval", "perplexity and KL divergence of a model, optionally against a reference", run_eval},
+      {"tokenize", "tokenize a text file into a token file (for eval --tokens, quantize --calib)", run_tokenize},
       {"info", "describe a model directory, or this build of qshard", run_info},
   };
   return all;

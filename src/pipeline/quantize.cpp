@@ -128,6 +128,46 @@ double relative_output_error(const Tensor& w, const Tensor& w_hat, const Tensor&
   return base > 0 ? quad(delta) / base : 0.0;
 }
 
+namespace {
+
+void check_group_sizes(const ModelSpec& spec, const Recipe& recipe, bool quantize_lm_head) {
+  struct Matrix {
+    std::string module;
+    int64_t in;
+    QuantFormat format;
+    std::string format_name;  // describe(): matrices of one format share the suggestion
+  };
+  std::vector<Matrix> quantized;
+  for (int64_t l = 0; l < spec.num_layers; ++l)
+    for (const auto& g : layer_groups())
+      for (const LinearSlot& slot : g.linears) {
+        const std::string module = spec.layer_prefix(l) + slot.name;
+        const int64_t in = g.group == LinearGroup::O      ? spec.q_dim()
+                           : g.group == LinearGroup::Down ? spec.intermediate_size
+                                                          : spec.hidden_size;
+        if (const auto f = recipe.format_for(module)) quantized.push_back({module, in, *f, f->describe()});
+      }
+  if (quantize_lm_head)
+    if (const auto f = recipe.format_for("lm_head")) quantized.push_back({"lm_head", spec.hidden_size, *f, f->describe()});
+  // The suggested sizes must fit every matrix of that format, not just the one refused.
+  for (const Matrix& m : quantized) {
+    std::vector<int64_t> same_format_in;
+    for (const Matrix& o : quantized)
+      if (o.format_name == m.format_name) same_format_in.push_back(o.in);
+    m.format.check_divides(m.in, m.module + ".weight", same_format_in);
+  }
+}
+
+}  // namespace
+
+void check_quantize_inputs(const ModelSpec& spec, const TensorSource& source, const Recipe& recipe,
+                           const QuantizeOptions& o) {
+  if (o.quantize_lm_head && (spec.tie_word_embeddings || !source.contains("lm_head.weight")))
+    fail_input("--quantize-lm-head: this model ties lm_head to embed_tokens; quantizing it would "
+               "quantize the embedding too. Drop --quantize-lm-head");
+  check_group_sizes(spec, recipe, o.quantize_lm_head);
+}
+
 QuantizeReport quantize_model(CausalLM& lm, const TensorSource& source, const CalibrationSet& calib,
                               const Recipe& recipe, const QuantizeOptions& o, Exporter* exporter,
                               Communicator& comm) {
@@ -144,22 +184,7 @@ QuantizeReport quantize_model(CausalLM& lm, const TensorSource& source, const Ca
     const Tensor n0 = source.get(lm.layer_tensor(0, "input_layernorm.weight"));
     numerics.norm_dtype = dtype_is_float(n0.dtype()) && n0.dtype() != DType::F64 ? n0.dtype() : DType::F32;
   }
-  if (o.quantize_lm_head && (spec.tie_word_embeddings || !source.contains("lm_head.weight")))
-    fail_input("--quantize-lm-head: this model ties lm_head to embed_tokens; quantizing it would "
-               "quantize the embedding too. Drop --quantize-lm-head");
-
-  // Refuse shapes that do not divide into groups before hours of calibration.
-  for (int64_t l = 0; l < spec.num_layers; ++l)
-    for (const auto& g : layer_groups())
-      for (const LinearSlot& slot : g.linears) {
-        const std::string module = lm.layer_tensor(l, slot.name);
-        const int64_t in = g.group == LinearGroup::O      ? spec.q_dim()
-                           : g.group == LinearGroup::Down ? spec.intermediate_size
-                                                          : spec.hidden_size;
-        if (const auto f = recipe.format_for(module)) f->check_divides(in, module + ".weight");
-      }
-  if (o.quantize_lm_head)
-    if (const auto f = recipe.format_for("lm_head")) f->check_divides(spec.hidden_size, "lm_head.weight");
+  check_quantize_inputs(spec, source, recipe, o);  // before hours of calibration
 
   QuantizeReport report;
   report.method = o.method;

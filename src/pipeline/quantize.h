@@ -34,6 +34,13 @@ struct QuantizeOptions {
   RunCheckpoint* checkpoint = nullptr;
 };
 
+// What can be refused from shapes and options alone: --quantize-lm-head on a tied
+// lm_head; a quantized matrix (per `recipe`) whose in_features the group size does not
+// divide (the message suggests sizes that divide every matrix of that format).
+// quantize_model checks this first; the CLI checks it before creating any output.
+void check_quantize_inputs(const ModelSpec& spec, const TensorSource& source, const Recipe& recipe,
+                           const QuantizeOptions& options);
+
 // `source` holds the original weights `lm` reads (dense tensors are exported from it as
 // stored). `exporter` may be null on ranks that do not write.
 QuantizeReport quantize_model(CausalLM& lm, const TensorSource& source, const CalibrationSet& calib,

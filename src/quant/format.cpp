@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <numeric>
 
 #include "core/error.h"
 
@@ -101,15 +102,79 @@ int64_t QuantFormat::n_groups(int64_t in_features) const {
   return in_features / gw;
 }
 
-void QuantFormat::check_divides(int64_t in_features, const std::string& tensor) const {
+bool QuantFormat::accepts_group_size(int64_t group) const {
+  switch (family) {
+    case FormatFamily::Int: return group > 0;
+    case FormatFamily::MXInt: return group == 16 || group == 32 || group == 128;
+    case FormatFamily::MXFP4: return group == 32;
+    case FormatFamily::NVFP4: return group == 16;
+  }
+  return false;
+}
+
+std::vector<int64_t> common_group_sizes(const QuantFormat& f, const std::vector<int64_t>& in_features,
+                                        size_t max_count) {
+  int64_t g = 0;
+  for (const int64_t in : in_features) g = std::gcd(g, in);
+  std::vector<int64_t> sizes;
+  int64_t pow2 = 0;  // the largest power of two (> 1) that divides g and f takes
+  for (int64_t d = g; d > 1; --d)
+    if (g % d == 0 && f.accepts_group_size(d)) {
+      if (sizes.size() < max_count) sizes.push_back(d);
+      if (pow2 == 0 && (d & (d - 1)) == 0) pow2 = d;
+    }
+  // Engines' kernels favour powers of two: keep one in the list even past max_count.
+  if (pow2 && std::find(sizes.begin(), sizes.end(), pow2) == sizes.end()) sizes.back() = pow2;
+  return sizes;
+}
+
+namespace {
+
+// "576, 1536" from {1536, 576, 576}.
+std::string distinct_sorted(std::vector<int64_t> v) {
+  std::sort(v.begin(), v.end());
+  v.erase(std::unique(v.begin(), v.end()), v.end());
+  std::string out;
+  for (const int64_t x : v) {
+    if (!out.empty()) out += ", ";  // appended: GCC 12 warns falsely on "..." + string
+    out += std::to_string(x);
+  }
+  return out;
+}
+
+// "192, 96, 64 or 48"
+std::string list_or(const std::vector<int64_t>& v) {
+  std::string out;
+  for (size_t i = 0; i < v.size(); ++i) {
+    if (i > 0) out += i + 1 == v.size() ? " or " : ", ";
+    out += std::to_string(v[i]);
+  }
+  return out;
+}
+
+}  // namespace
+
+void QuantFormat::check_divides(int64_t in_features, const std::string& tensor,
+                                const std::vector<int64_t>& all_in_features) const {
   const int64_t gw = group_width(in_features);
   if (in_features <= 0)
     fail_input("tensor ", tensor, ": in_features is ", in_features, ", nothing to quantize");
-  if (gw <= 0 || in_features % gw != 0)
-    fail_input("tensor ", tensor, ": in_features ", in_features,
-               " is not a multiple of the group size ", gw, " of ", describe(),
-               " (--group-size: pick a divisor of ", in_features,
-               family == FormatFamily::Int ? ", or -1 for per-channel)" : ")");
+  if (gw > 0 && in_features % gw == 0) return;
+  std::vector<int64_t> all = all_in_features;
+  all.push_back(in_features);
+  const std::string which = all_in_features.empty()
+                                ? str_cat("in_features ", in_features)
+                                : str_cat("the in_features of every quantized matrix (", distinct_sorted(all), ")");
+  const std::vector<int64_t> sizes = common_group_sizes(*this, all);
+  const std::string fix =
+      !sizes.empty() ? str_cat("--group-size must divide ", which, ": ", list_or(sizes),
+                               family == FormatFamily::Int ? ", or -1 for per-channel" : "")
+      : family == FormatFamily::Int
+          ? str_cat("no group size divides ", which, ": use --group-size -1 for per-channel")
+          : str_cat("no block size of ", name(), " divides ", which,
+                    ": use an int format for those matrices (a --recipe rule) or --skip them");
+  fail_input("tensor ", tensor, ": in_features ", in_features, " is not a multiple of the group size ", gw,
+             " of ", describe(), " (", fix, ")");
 }
 
 }  // namespace qshard

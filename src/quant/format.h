@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace qshard {
 
@@ -31,9 +32,20 @@ struct QuantFormat {
   // Width of one group for a row of `in_features` columns (per-channel: all of them).
   int64_t group_width(int64_t in_features) const;
   int64_t n_groups(int64_t in_features) const;  // in_features / group_width (exact)
-  // InputError naming `tensor` if in_features does not divide into groups.
-  void check_divides(int64_t in_features, const std::string& tensor) const;
+  // Whether --group-size `group` is one this format takes (INT: any positive; MX: its blocks).
+  bool accepts_group_size(int64_t group) const;
+  // InputError naming `tensor` if in_features does not divide into groups. The fix it
+  // suggests are group sizes that divide every one of `all_in_features` (pass every
+  // quantized matrix's, so that the suggestion is not refused on the next matrix), or
+  // in_features alone when that is empty.
+  void check_divides(int64_t in_features, const std::string& tensor,
+                     const std::vector<int64_t>& all_in_features = {}) const;
   bool has_zero_point() const { return family == FormatFamily::Int && !symmetric; }
 };
+
+// Group sizes `f` takes that divide every one of `in_features` (all positive), largest
+// first, at most `max_count`, always including the largest power of two among them.
+std::vector<int64_t> common_group_sizes(const QuantFormat& f, const std::vector<int64_t>& in_features,
+                                        size_t max_count = 6);
 
 }  // namespace qshard

@@ -33,9 +33,20 @@ def looks_finished(out):
     return [n for n in names if n == "config.json" or re.fullmatch(r"model.*\.safetensors(\.index\.json)?|model\.h5", n)]
 
 
-def expect(row, pattern, args, out=None, prefix=None, code=2, env=None, shell_prefix=None):
-    """Runs qshard ARGS; wants `code`, one error line matching `pattern`, nothing finished."""
+def tree(path):
+    """Every path under `path` with its size, or None if it does not exist."""
+    if not os.path.exists(path):
+        return None
+    return sorted((os.path.relpath(os.path.join(d, n), path), os.path.getsize(os.path.join(d, n)))
+                  for d, _, names in os.walk(path) for n in names)
+
+
+def expect(row, pattern, args, out=None, prefix=None, code=2, env=None, shell_prefix=None, may_keep=False):
+    """Runs qshard ARGS; wants `code`, one error line matching `pattern`, nothing finished,
+    and `out` as it was before (absent if it was) unless `may_keep` (a layer may have
+    finished: that run is resumable)."""
     rows.append(row)
+    before = tree(out) if out else None
     cmd = (prefix or []) + [QBIN] + args
     e = dict(os.environ)
     e.update(env or {})
@@ -48,9 +59,12 @@ def expect(row, pattern, args, out=None, prefix=None, code=2, env=None, shell_pr
     ok = (p.returncode == code and len(errs) == 1 and re.search(pattern, errs[0]) is not None
           and (prefix is not None or not others))
     leftover = looks_finished(out) if out else []
-    check(ok and not leftover, f"[{row}] rc {p.returncode}, {errs or p.stderr.strip()[-300:]}"
+    after = tree(out) if out else None
+    changed = out is not None and not may_keep and after != before
+    check(ok and not leftover and not changed, f"[{row}] rc {p.returncode}, {errs or p.stderr.strip()[-300:]}"
           + (f", stray stderr {others[:3]}" if others and prefix is None else "")
-          + (f", looks finished: {leftover}" if leftover else ""))
+          + (f", looks finished: {leftover}" if leftover else "")
+          + (f", OUT left changed: {before} -> {after}" if changed else ""))
     return p
 
 
@@ -84,6 +98,63 @@ def edit_header(d, fn):
 def quantize(model, out, *extra):
     return ["quantize", "--model", model, "--out", out, "--calib", CALIB, "--n-calib", "4",
             "--calib-seqlen", "64", "--quiet"] + list(extra)
+
+
+def bf16_bytes(n, scale, rng):
+    """n bf16 values: a random block of normals (times `scale`), tiled."""
+    block = b"".join(struct.pack("<f", rng.gauss(0.0, scale))[2:] for _ in range(4096))
+    return (block * (n // 4096 + 1))[:2 * n]
+
+
+def write_model(d, hidden, intermediate, heads, kv_heads, vocab=256, layers=1):
+    """A random-weight Llama of this geometry (no tokenizer: calibrate on token files)."""
+    import random
+    rng = random.Random(0)
+    os.makedirs(d)
+    cfg = json.load(open(os.path.join(MODEL, "config.json")))
+    head_dim = hidden // heads
+    cfg.update(hidden_size=hidden, intermediate_size=intermediate, num_attention_heads=heads,
+               num_key_value_heads=kv_heads, head_dim=head_dim, vocab_size=vocab, num_hidden_layers=layers)
+    json.dump(cfg, open(os.path.join(d, "config.json"), "w"))
+    shapes = {"model.embed_tokens.weight": [vocab, hidden], "model.norm.weight": [hidden], "lm_head.weight": [vocab, hidden]}
+    for l in range(layers):
+        p = f"model.layers.{l}."
+        shapes.update({p + "input_layernorm.weight": [hidden], p + "post_attention_layernorm.weight": [hidden],
+                       p + "self_attn.q_proj.weight": [hidden, hidden],
+                       p + "self_attn.k_proj.weight": [kv_heads * head_dim, hidden],
+                       p + "self_attn.v_proj.weight": [kv_heads * head_dim, hidden],
+                       p + "self_attn.o_proj.weight": [hidden, hidden],
+                       p + "mlp.gate_proj.weight": [intermediate, hidden], p + "mlp.up_proj.weight": [intermediate, hidden],
+                       p + "mlp.down_proj.weight": [hidden, intermediate]})
+    header, blobs, offset = {}, [], 0
+    for name, shape in shapes.items():
+        n = 1
+        for x in shape:
+            n *= x
+        blob = struct.pack("<H", 0x3F80) * n if "norm" in name else bf16_bytes(n, 0.02, rng)
+        header[name] = {"dtype": "BF16", "shape": shape, "data_offsets": [offset, offset + len(blob)]}
+        blobs.append(blob)
+        offset += len(blob)
+    write_st(os.path.join(d, "model.safetensors"), json.dumps(header), b"".join(blobs))
+
+
+def group_size_suggestions(t, out):
+    """SmolLM2-135M's shapes (hidden 576, intermediate 1536): 288 divides 576 but not 1536,
+    so the suggestion must be sizes that divide both, and the largest must work."""
+    d = os.path.join(t, "h576")
+    write_model(d, hidden=576, intermediate=1536, heads=9, kv_heads=3)
+    calib = os.path.join(t, "h576.tokens")
+    open(calib, "wb").write(struct.pack("<256i", *[(7 * i) % 256 for i in range(256)]))
+    q = lambda name, *extra: ["quantize", "--model", d, "--out", out(name), "--calib", calib, "--n-calib", "4",  # noqa: E731
+                              "--calib-seqlen", "64", "--quiet", "--method", "rtn"] + list(extra)
+    want = r"\(576, 1536\): 192, 96, 64, 48, 32 or 24, or -1 for per-channel"
+    expect("group size divides some matrices, not all", r"down_proj\.weight: in_features 1536 .* group size 288 .*" + want,
+           q("g288", "--group-size", "288"), out("g288"))
+    expect("default group size 128 on hidden 576", r"q_proj\.weight: in_features 576 .* group size 128 .*" + want,
+           q("g128"), out("g128"))
+    p = subprocess.run([QBIN] + q("g192", "--group-size", "192"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    check(p.returncode == 0 and os.path.exists(os.path.join(out("g192"), "config.json")),
+          f"the largest suggested group size (192) quantizes: rc {p.returncode} {p.stderr.strip()[-300:]}")
 
 
 def main():
@@ -204,10 +275,28 @@ def main():
             data[b0 + 2 * idx:b0 + 2 * idx + 2] = struct.pack("<H", value)
             write_st(os.path.join(d, "model.safetensors"), json.dumps(h), bytes(data))
             expect(row, rf"model\.layers\.1\.mlp\.gate_proj\.weight.*{label}.*\[3, 17\]", quantize(d, out("p" + label)),
-                   out("p" + label))
+                   out("p" + label), may_keep=True)
+
+        # NaN in the embeddings: found after OUT is made, before any layer. The run removes
+        # what it created: all of a new OUT; in an existing OUT only its own entries.
+        d = copy_model(t, "nanembed")
+        h, data = read_st(os.path.join(MODEL, "model.safetensors"))
+        b0 = h["model.embed_tokens.weight"]["data_offsets"][0]
+        data = bytearray(data)
+        data[b0 + 2 * 5:b0 + 2 * 5 + 2] = struct.pack("<H", 0x7FC0)
+        write_st(os.path.join(d, "model.safetensors"), json.dumps(h), bytes(data))
+        expect("refused after OUT was made: OUT removed", r"model\.embed_tokens\.weight.*NaN",
+               quantize(d, out("nanembed")), out("nanembed"))
+        os.makedirs(out("kept"))
+        open(os.path.join(out("kept"), "notes.txt"), "w").write("the user's own file\n")
+        expect("refused after OUT was made: an existing OUT is left as it was", r"model\.embed_tokens\.weight.*NaN",
+               quantize(d, out("kept")), out("kept"))
 
         # ---- options
-        expect("group size does not divide in_features", r"group", quantize(MODEL, out("q"), "--group-size", "96"), out("q"))
+        expect("group size does not divide in_features",
+               r"q_proj\.weight: in_features 256 .* group size 96 .*every quantized matrix \(256, 768\): 256, 128, 64, 32, 16 or 8, or -1",
+               quantize(MODEL, out("q"), "--group-size", "96"), out("q"))
+        group_size_suggestions(t, out)
         expect("unknown format", r"--format", quantize(MODEL, out("q2"), "--format", "int9"), out("q2"))
         expect("format the export cannot hold", r"--export gptq", quantize(MODEL, out("q3"), "--format", "mxfp4"), out("q3"))
         expect("--device cuda without a GPU or CUDA build", r"--device cuda",
@@ -235,6 +324,14 @@ def main():
         open(big, "wb").write(struct.pack("<" + "i" * 300, *([5] * 299 + [999999])))
         expect("token id outside the vocabulary", r"big\.tokens.*999999",
                quantize(MODEL, out("w"))[:6] + [big, "--n-calib", "4", "--calib-seqlen", "64", "--quiet"], out("w"))
+        ids = os.path.join(t, "ids.dat")
+        shutil.copy(big, ids)
+        expect("token ids in a file not named *.tokens / *.bin", r"ids\.dat: is not UTF-8 text.*\*\.tokens or \*\.bin",
+               quantize(MODEL, out("w2"))[:6] + [ids, "--quiet"], out("w2"))
+        text_tokens = os.path.join(t, "text.tokens")
+        shutil.copy(CALIB, text_tokens)
+        expect("text in a file named *.tokens", r"text\.tokens: looks like text, not a token file",
+               quantize(MODEL, out("w3"))[:6] + [text_tokens, "--quiet"], out("w3"))
 
         # ---- output directory
         ro = os.path.join(t, "ro")
@@ -251,13 +348,13 @@ def main():
         expect("output is the model directory", r"input model directory", quantize(MODEL, MODEL))
         # 4 MB: enough for MPI's own start-up files, not for the 5.9 MB model.safetensors.
         expect("file size limit (ulimit -f)", r"file size limit reached while writing .*out-full.*ulimit",
-               quantize(MODEL, out("full")), out("full"), shell_prefix="ulimit -f 4096")
+               quantize(MODEL, out("full")), out("full"), shell_prefix="ulimit -f 4096", may_keep=True)
         small = os.path.join(t, "small-fs")
         os.makedirs(small)
         if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", small], stderr=subprocess.DEVNULL).returncode == 0:
             try:
                 expect("disk full", r"no space left on device while .*small-fs/out.*free space",
-                       quantize(MODEL, os.path.join(small, "out")), os.path.join(small, "out"))
+                       quantize(MODEL, os.path.join(small, "out")), os.path.join(small, "out"), may_keep=True)
             finally:
                 subprocess.run(["umount", small])
         else:

@@ -32,6 +32,32 @@ expect 2 'model_type "gpt_neox" is not supported' -- eval --model "$tmp/bad" --t
 echo "short" >"$tmp/short.txt"
 expect 2 "fewer than one window" -- eval --model "$m" --text "$tmp/short.txt" --quiet
 expect 2 "seqlen" -- eval --model "$m" --text "$m/text/eval.txt" --seqlen 1 --quiet
+# Token files: eval --tokens beside --text, and text refusing token ids.
+"$QSHARD_BIN" tokenize --model "$m" --text "$m/text/eval.txt" --out "$tmp/eval.tokens" --quiet >/dev/null ||
+  { echo "FAIL: qshard tokenize"; fails=$((fails + 1)); }
+expect 2 "exactly one of --text FILE and --tokens FILE" -- eval --model "$m" --quiet
+expect 2 "exactly one of --text FILE and --tokens FILE" -- eval --model "$m" --text "$m/text/eval.txt" --tokens "$tmp/eval.tokens" --quiet
+expect 2 "eval.tokens: is a token file .*pass it as --tokens" -- eval --model "$m" --text "$tmp/eval.tokens" --quiet
+cp "$tmp/eval.tokens" "$tmp/eval.dat"
+expect 2 "eval.dat: is not UTF-8 text.*pass it as --tokens" -- eval --model "$m" --text "$tmp/eval.dat" --quiet
+printf 'caf\xe9 au lait, latin-1 encoded\n' >"$tmp/latin1.txt"
+expect 2 "latin1.txt: is not UTF-8 text" -- eval --model "$m" --text "$tmp/latin1.txt" --quiet
+python3 -c 'import struct,sys; sys.stdout.buffer.write(struct.pack("<6i", 1, 5, 6, 7, 4096, 8))' >"$tmp/big.tokens"
+expect 2 "big.tokens: token 4 is 4096, outside the model's vocabulary of 4096" -- eval --model "$m" --tokens "$tmp/big.tokens" --quiet
+cp "$m/text/eval.txt" "$tmp/text.tokens"
+expect 2 "text.tokens: looks like text, not a token file" -- eval --model "$m" --tokens "$tmp/text.tokens" --quiet
+expect 2 "nope.tokens: cannot open" -- eval --model "$m" --tokens "$tmp/nope.tokens" --quiet
+head -c 20 "$tmp/eval.tokens" >"$tmp/short.tokens"
+expect 2 "fewer than one window" -- eval --model "$m" --tokens "$tmp/short.tokens" --seqlen 8 --quiet
+expect 2 "out.txt: name the token file" -- tokenize --model "$m" --text "$m/text/eval.txt" --out "$tmp/out.txt"
+expect 2 "eval.tokens: is a token file .*already holds tokens" -- tokenize --model "$m" --text "$tmp/eval.tokens" --out "$tmp/x.tokens"
+cp "$m/text/eval.txt" "$tmp/same.bin"
+expect 2 "is the --text file" -- tokenize --model "$m" --text "$tmp/same.bin" --out "$tmp/same.bin"
+: >"$tmp/empty.txt"
+expect 2 "empty.txt: is empty" -- tokenize --model "$m" --text "$tmp/empty.txt" --out "$tmp/x.tokens"
+[[ ! -e "$tmp/x.tokens" ]] || { echo "FAIL: a refused tokenize wrote its --out"; fails=$((fails + 1)); }
+"$QSHARD_BIN" --help | grep -q "tokenize" || { echo "FAIL: --help does not list tokenize"; fails=$((fails + 1)); }
+"$QSHARD_BIN" eval --help | grep -q -- "--tokens" || { echo "FAIL: eval --help lacks --tokens"; fails=$((fails + 1)); }
 "$QSHARD_BIN" --help | grep -q "eval" || { echo "FAIL: --help does not list eval"; fails=$((fails + 1)); }
 "$QSHARD_BIN" eval --help | grep -q -- "--reference" || { echo "FAIL: eval --help"; fails=$((fails + 1)); }
 [[ $fails -eq 0 ]] && echo PASS || exit 1

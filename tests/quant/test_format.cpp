@@ -1,6 +1,7 @@
 #include <gtest/gtest.h>
 
 #include <string>
+#include <vector>
 
 #include "core/error.h"
 #include "quant/format.h"
@@ -103,4 +104,29 @@ TEST(QuantFormat, CheckDividesNamesTheTensor) {
   EXPECT_NO_THROW(QuantFormat::parse("int4", -1, true).check_divides(4001, "w"));
   EXPECT_THROW(QuantFormat::parse("nvfp4", 0, true).check_divides(40, "w"), InputError);
   EXPECT_THROW(QuantFormat::parse("int4", -1, true).check_divides(0, "w"), InputError);
+}
+
+TEST(QuantFormat, SuggestedGroupSizesDivideEveryMatrix) {
+  const auto int4 = QuantFormat::parse("int4", 288, true);
+  // SmolLM2-135M: hidden 576, intermediate 1536. 288 divides 576, not 1536.
+  EXPECT_EQ(common_group_sizes(int4, {576, 1536, 576}), (std::vector<int64_t>{192, 96, 64, 48, 32, 24}));
+  EXPECT_EQ(common_group_sizes(int4, {4096, 11008}), (std::vector<int64_t>{256, 128, 64, 32, 16, 8}));
+  // The largest power of two stays listed even when larger odd multiples fill the list.
+  EXPECT_EQ(common_group_sizes(int4, {3360}), (std::vector<int64_t>{3360, 1680, 1120, 840, 672, 32}));
+  EXPECT_EQ(common_group_sizes(QuantFormat::parse("mxint8", 128, true), {576, 1536}), (std::vector<int64_t>{32, 16}));
+  EXPECT_TRUE(common_group_sizes(QuantFormat::parse("mxfp4", 0, true), {40}).empty());
+  try {
+    int4.check_divides(1536, "model.layers.0.mlp.down_proj.weight", {576, 576, 1536});
+    FAIL() << "expected InputError";
+  } catch (const InputError& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find("every quantized matrix (576, 1536): 192, 96, 64, 48, 32 or 24, or -1 for per-channel"),
+              std::string::npos) << m;
+  }
+  try {
+    QuantFormat::parse("mxfp4", 0, true).check_divides(40, "w", {40});
+    FAIL() << "expected InputError";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("no block size of mxfp4 divides"), std::string::npos) << e.what();
+  }
 }
