@@ -11,7 +11,7 @@ DIR gets
                          value is checked against a float64 recomputation of d*q+m / d*q), with
                          q_proj / k_proj rows un-permuted back to the HF rotate-half layout
   tokenizer.json, tokenizer_config.json
-                         from tools/gguf_vocab_to_tokenizer_json.py (tokenizer_files(reader))
+                         from tools/gguf_vocab_to_tokenizer_json.py (tokenizer_files(reader), write_files)
 
 Called by launch/fetch_testdata.sh; the result is QSHARD_SMOLLM2_DIR for tests.
 """
@@ -152,17 +152,10 @@ def convert_weights(reader, config):
 def write_tokenizer(reader, out_dir):
     sys.path.insert(0, HERE)
     try:
-        from gguf_vocab_to_tokenizer_json import tokenizer_files
-    except ImportError:   # TEMPORARY until branch vocab is merged
-        print("smollm2_to_hf: no tools/gguf_vocab_to_tokenizer_json.py yet; "
-              "writing weights and config only", file=sys.stderr)
-        return
-    for name, content in tokenizer_files(reader).items():
-        with open(os.path.join(out_dir, name), "w", encoding="utf-8") as f:
-            if isinstance(content, str):
-                f.write(content)
-            else:
-                json.dump(content, f, ensure_ascii=False, indent=2)
+        from gguf_vocab_to_tokenizer_json import tokenizer_files, write_files
+    except ImportError as e:
+        sys.exit(f"smollm2_to_hf: cannot import tools/gguf_vocab_to_tokenizer_json.py ({e})")
+    write_files(tokenizer_files(reader), out_dir)
 
 
 def main():

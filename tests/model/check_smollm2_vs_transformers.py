@@ -26,7 +26,7 @@ import tempfile
 import time
 
 SEQLEN, WINDOWS = 128, 4
-ATOL = 5e-4   # measured 6.7e-5 (logit rms 8.5) on 4 x 128 tokens
+ATOL = 5e-4   # measured 1.0e-4 (logit rms 8.4) on 4 x 128 tokens
 PPL_RTOL = 1e-4
 PPL_RANGE = (20.0, 60.0)
 
