@@ -3,7 +3,11 @@
 
 Protocol
   * tokens = [BOS] + sentencepiece.encode(whole text file as one string)
-    (file read as UTF-8, nothing stripped; tokenizer.model in the model dir; BOS = sp.bos_id())
+    (file read as UTF-8, nothing stripped; tokenizer.model in the model dir; BOS = sp.bos_id());
+    a model directory with tokenizer.json and no tokenizer.model is tokenized with the
+    `tokenizers` package instead: encode(whole text), BOS (or whatever else) only as its
+    post_processor adds it, like `qshard tokenize`;
+    --tokens FILE (int32 little-endian, e.g. from `qshard tokenize`) is the token stream as-is
   * non-overlapping windows of --seqlen tokens; the remainder is dropped;
     --max-windows N keeps the first N windows
   * each window is an independent sequence at positions 0..S-1; the logits at t
@@ -17,7 +21,7 @@ Protocol
     (torch.argmax: the first maximum wins ties)
 
 Usage
-  .venv/bin/python tools/torch_eval.py --model DIR --text FILE [--reference DIR]
+  .venv/bin/python tools/torch_eval.py --model DIR (--text FILE | --tokens FILE) [--reference DIR]
       [--seqlen 256] [--max-windows N] [--batch 8] [--threads T] [--json]
 --json prints one JSON object as the last stdout line: ppl, tokens, windows, kld_mean,
 kld_median, kld_p99, kld_max, top1_agree (kld/top1 null without --reference), plus
@@ -39,11 +43,24 @@ import torch_llama  # noqa: E402
 
 
 def tokenize_file(model_dir, text_path):
-    import sentencepiece as spm
-    sp = spm.SentencePieceProcessor(model_file=os.path.join(model_dir, "tokenizer.model"))
     with open(text_path, encoding="utf-8") as f:
         text = f.read()
+    sp_path = os.path.join(model_dir, "tokenizer.model")
+    json_path = os.path.join(model_dir, "tokenizer.json")
+    if not os.path.isfile(sp_path) and os.path.isfile(json_path):
+        from tokenizers import Tokenizer
+        return Tokenizer.from_file(json_path).encode(text).ids
+    import sentencepiece as spm
+    sp = spm.SentencePieceProcessor(model_file=sp_path)
     return [sp.bos_id()] + sp.encode(text)
+
+
+def read_tokens(path):
+    """An int32 little-endian token file, as `qshard tokenize` writes it."""
+    data = np.fromfile(path, dtype="<i4")
+    if os.path.getsize(path) % 4 or data.size == 0:
+        sys.exit(f"{path}: not a non-empty int32 little-endian token file")
+    return data.astype(np.int64).tolist()
 
 
 def make_windows(tokens, seqlen, max_windows=None):
@@ -89,14 +106,16 @@ def evaluate(model, windows, batch=8, reference=None):
     return res
 
 
-def run(model_dir, text, seqlen=256, max_windows=None, batch=8, reference_dir=None):
+def run(model_dir, text, seqlen=256, max_windows=None, batch=8, reference_dir=None,
+        tokens_path=None):
     t0 = time.perf_counter()
     model = torch_llama.load_model(model_dir)
     ref = None
     if reference_dir is not None:
         same = os.path.realpath(reference_dir) == os.path.realpath(model_dir)
         ref = model if same else torch_llama.load_model(reference_dir)
-    windows = make_windows(tokenize_file(model_dir, text), seqlen, max_windows)
+    tokens = read_tokens(tokens_path) if tokens_path else tokenize_file(model_dir, text)
+    windows = make_windows(tokens, seqlen, max_windows)
     res = evaluate(model, windows, batch=batch, reference=ref)
     res["seqlen"] = seqlen
     res["seconds"] = time.perf_counter() - t0
@@ -106,7 +125,9 @@ def run(model_dir, text, seqlen=256, max_windows=None, batch=8, reference_dir=No
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", required=True)
-    ap.add_argument("--text", required=True)
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--text", help="text file, tokenized as one string")
+    src.add_argument("--tokens", help="int32 little-endian token file, used as the whole stream")
     ap.add_argument("--reference")
     ap.add_argument("--seqlen", type=int, default=256)
     ap.add_argument("--max-windows", type=int)
@@ -118,7 +139,8 @@ def main():
         torch.set_num_threads(args.threads)
     if args.seqlen < 2:
         sys.exit("--seqlen must be >= 2")
-    res = run(args.model, args.text, args.seqlen, args.max_windows, args.batch, args.reference)
+    res = run(args.model, args.text, args.seqlen, args.max_windows, args.batch, args.reference,
+              args.tokens)
     print(f"windows {res['windows']} x {args.seqlen}  predicted tokens {res['tokens']}")
     print(f"ppl {res['ppl']:.6f}")
     if res["kld_mean"] is not None:
