@@ -15,4 +15,8 @@ struct Range {
 // most one (the first n % parts ranges get the extra item).
 Range split_range(int64_t n, int parts, int index);
 
+// The same split in whole units of `unit` items (the last range may end mid-unit at n):
+// every range starts at a multiple of `unit`, so per-unit work lines up at any `parts`.
+Range split_range_aligned(int64_t n, int parts, int index, int64_t unit);
+
 }  // namespace qshard

@@ -293,7 +293,7 @@ QuantizeReport quantize_model(CausalLM& lm, const TensorSource& source, const Ca
                   std::vector<GroupParams> mine_fixed;
                   if (fixed) {
                     const int64_t out = w_orig.dim(0), ng = int64_t(fixed->size()) / out;
-                    const Range r = split_range(out, comm.size(), comm.rank());
+                    const Range r = row_range(out, comm.size(), comm.rank());
                     QS_ASSERT(r.size() == rows.dim(0), "row split of ", weight_name);
                     mine_fixed.assign(fixed->begin() + r.begin * ng, fixed->begin() + r.end * ng);
                   }

@@ -12,6 +12,12 @@ namespace qshard {
 
 namespace {
 
+// Rows go to ranks in whole blocks of GPTQ's row tile (16), so each tile, and each
+// trailing-update GEMM over it, is the same call at every rank count: BLAS rounds a row
+// differently depending on where it falls in the GEMM's M (OpenBLAS 0.3.21 here), which
+// at an odd rank count changed a few codes in layer 0 and then most of the later layers'.
+constexpr int64_t kRowBlock = 16;
+
 // A scheme whose tensor scale is fixed (the global one) and otherwise the wrapped row.
 class FixedTensorScale final : public Scheme {
  public:
@@ -47,6 +53,10 @@ double quad(const float* a, int64_t rows, int64_t in, const float* h) {
 
 }  // namespace
 
+Range row_range(int64_t out, int ranks, int rank) {
+  return split_range_aligned(out, ranks, rank, kRowBlock);
+}
+
 uint64_t row_results_bytes(int64_t out, int64_t in, const QuantFormat& format) {
   const int64_t ng = format.n_groups(in);
   const bool zeros = format.family == FormatFamily::Int;
@@ -60,7 +70,7 @@ RowParallelResult quantize_rows_parallel(const Tensor& weight, const Tensor* hes
             "quantize_rows_parallel needs a host F32 matrix");
   const int64_t out = weight.dim(0), in = weight.dim(1);
   const int n = comm.size();
-  const Range mine = split_range(out, n, comm.rank());
+  const Range mine = row_range(out, n, comm.rank());
   const auto scheme = Scheme::make(format);
 
   // The tensor-wide scale from the global amax: exactly what one rank computes from the
@@ -97,7 +107,7 @@ RowParallelResult quantize_rows_parallel(const Tensor& weight, const Tensor* hes
     }
     std::vector<int64_t> code_bytes, scale_bytes;
     for (int k = 0; k < n; ++k) {
-      const int64_t rows = split_range(out, n, k).size();
+      const int64_t rows = row_range(out, n, k).size();
       code_bytes.push_back(rows * in);
       scale_bytes.push_back(rows * ng * int64_t(sizeof(float)));
     }

@@ -3,7 +3,7 @@
 // permutation and g_idx (from diag H) and static groups (from each row's own weights)
 // come out the same as on one rank. The only tensor-wide quantity, NVFP4's fp32 tensor
 // scale, is computed first from the global amax (an allreduce max). Each rank quantizes
-// its rows [split_range(out, N, rank)], then the rows are allgathered so every rank has
+// its rows [row_range(out, N, rank)], then the rows are allgathered so every rank has
 // the whole QuantizedLinear for the forward that feeds the next group.
 #pragma once
 
@@ -11,10 +11,15 @@
 
 #include "core/tensor.h"
 #include "dist/communicator.h"
+#include "dist/partition.h"
 #include "quant/quantized.h"
 #include "quant/scheme.h"
 
 namespace qshard {
+
+// The output rows [begin, end) that `rank` of `ranks` quantizes: whole blocks of 16 rows
+// (GPTQ's row tile), so every rank count gives the same bits (row_parallel.cpp says why).
+Range row_range(int64_t out, int ranks, int rank);
 
 struct RowQuantized {
   QuantizedLinear q;

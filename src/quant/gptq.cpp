@@ -363,10 +363,13 @@ GptqResult gptq_quantize(const Tensor& weight_in, const Tensor& hessian_in, cons
         loss_rows += lr / 2;
         for (int64_t k = 0; k < nr; ++k) cur[size_t(r0 + k)] = p[size_t(k)];
       }
-      if (i2 < d && r_end > r_begin)  // W[:, i2:] −= E · U[i1:i2, i2:]  (U column-major)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(r_end - r_begin), int(d - i2),
-                    int(nb), -1.0f, E.data() + r_begin * B, int(B), U.data() + i1 + i2 * d,
-                    int(d), 1.0f, W.data() + r_begin * d + i2, int(d));
+      // W[:, i2:] −= E · U[i1:i2, i2:]  (U column-major), one GEMM per row tile: BLAS's
+      // rounding of a row depends on the GEMM's M, and a tile is the same call whatever
+      // the thread or rank split (ranks get whole tiles: row_parallel.cpp).
+      for (int64_t r0 = r_begin; i2 < d && r0 < r_end; r0 += kTile)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(std::min(kTile, r_end - r0)),
+                    int(d - i2), int(nb), -1.0f, E.data() + r0 * B, int(B), U.data() + i1 + i2 * d,
+                    int(d), 1.0f, W.data() + r0 * d + i2, int(d));
     }
     return loss_rows;
   };

@@ -73,6 +73,20 @@ TEST(Partition, SplitRangeCoversEverythingOnce) {
     }
 }
 
+TEST(Partition, AlignedSplitStartsOnUnitsAndCoversOnce) {
+  for (int64_t n : {0, 1, 15, 16, 17, 256, 1000})
+    for (int parts : {1, 2, 3, 8}) {
+      int64_t next = 0;
+      for (int i = 0; i < parts; ++i) {
+        const Range r = split_range_aligned(n, parts, i, 16);
+        EXPECT_EQ(r.begin, next);
+        EXPECT_TRUE(r.begin % 16 == 0 || r.begin == n);
+        next = r.end;
+      }
+      EXPECT_EQ(next, n);
+    }
+}
+
 TEST(Communicator, AllgathervUnevenInRankOrder) {
   Communicator& c = world();
   // Rank r contributes r + 1 bytes of value r*10 + i; one rank's part is the whole
