@@ -26,6 +26,9 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from smollm2_testbed import smollm2_dir, token_file  # noqa: E402
+
 # Sized for CI on 2 busy cores: 2m46s wall at load 5.6 (quantize 94 s, evals 21 s + 46 s).
 N_CALIB, CALIB_SEQLEN = 8, 256
 WINDOWS, SEQLEN = 8, 256
@@ -46,24 +49,6 @@ def check(cond, what):
     print(("ok:   " if cond else "FAIL: ") + what)
     if not cond:
         failures.append(what)
-
-
-def smollm2_dir():
-    d = os.environ.get("QSHARD_SMOLLM2_DIR", "")
-    missing = [f for f in ("config.json", "model.safetensors", "tokenizer.json")
-               if not os.path.isfile(os.path.join(d, f))]
-    if not d or missing:
-        sys.exit(f"FAIL: SmolLM2 directory {d!r} lacks {', '.join(missing) or 'everything'}; "
-                 "run launch/fetch_testdata.sh (launch/setup.sh runs it)")
-    return d
-
-
-def token_file(model_dir, text_path, out_path):
-    import numpy as np
-    from tokenizers import Tokenizer
-    tok = Tokenizer.from_file(os.path.join(model_dir, "tokenizer.json"))
-    with open(text_path, encoding="utf-8") as f:
-        np.asarray(tok.encode(f.read()).ids, dtype="<i4").tofile(out_path)
 
 
 def run(cmd):

@@ -18,18 +18,11 @@ import subprocess
 import sys
 import tempfile
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from smollm2_testbed import smollm2_dir  # noqa: E402
+
 SEQLEN, WINDOWS = 128, 6
 PPL_RTOL = 1e-4
-
-
-def smollm2_dir():
-    d = os.environ.get("QSHARD_SMOLLM2_DIR", "")
-    missing = [f for f in ("config.json", "model.safetensors", "tokenizer.json")
-               if not os.path.isfile(os.path.join(d, f))]
-    if not d or missing:
-        sys.exit(f"FAIL: SmolLM2 directory {d!r} lacks {', '.join(missing) or 'everything'}; "
-                 "run launch/fetch_testdata.sh (launch/setup.sh runs it)")
-    return d
 
 
 def last_json(cmd):

@@ -25,31 +25,13 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from smollm2_testbed import smollm2_dir, token_file  # noqa: E402
+
 SEQLEN, WINDOWS = 128, 4
 ATOL = 5e-4   # measured 1.0e-4 (logit rms 8.4) on 4 x 128 tokens
 PPL_RTOL = 1e-4
 PPL_RANGE = (20.0, 60.0)
-
-
-def smollm2_dir():
-    d = os.environ.get("QSHARD_SMOLLM2_DIR", "")
-    missing = [f for f in ("config.json", "model.safetensors", "tokenizer.json")
-               if not os.path.isfile(os.path.join(d, f))]
-    if not d or missing:
-        sys.exit(f"FAIL: SmolLM2 directory {d!r} lacks {', '.join(missing) or 'everything'}; "
-                 "run launch/fetch_testdata.sh (launch/setup.sh runs it)")
-    return d
-
-
-def token_file(model_dir, text_path, out_path):
-    """[BOS if the tokenizer adds one] + encode(whole text) as int32 LE, like qshard tokenize."""
-    import numpy as np
-    from tokenizers import Tokenizer
-    tok = Tokenizer.from_file(os.path.join(model_dir, "tokenizer.json"))
-    with open(text_path, encoding="utf-8") as f:
-        ids = tok.encode(f.read()).ids
-    np.asarray(ids, dtype="<i4").tofile(out_path)
-    return len(ids)
 
 
 def ppl(logits, tokens):
