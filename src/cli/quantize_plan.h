@@ -11,7 +11,8 @@
 
 namespace qshard::cli {
 
-// Options as parsed (defaults included; --out/--quiet/--overwrite and paths left out),
+// Options as parsed, with exact values (defaults included; --out/--overwrite/--quiet/
+// --verbose left out, --calib/--recipe by content, --device as resolved),
 // the model directory's files (size, plus sha256 of small files, or of a safetensors
 // file's header together with its mtime), the calibration and recipe files' sha256, the
 // rank count and the qshard version.
