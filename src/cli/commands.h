@@ -18,6 +18,7 @@ struct Command {
 int run_eval(const std::vector<std::string>& args, Communicator& comm);
 int run_quantize(const std::vector<std::string>& args, Communicator& comm);
 int run_tokenize(const std::vector<std::string>& args, Communicator& comm);
+int run_verify(const std::vector<std::string>& args, Communicator& comm);
 int run_info(const std::vector<std::string>& args, Communicator& comm);
 
 const std::vector<Command>& commands();

@@ -20,6 +20,7 @@ const std::vector<Command>& commands() {
       {"quantize", "quantize a model (RTN, GPTQ) and export it (gptq, compressed-tensors, fakequant, hdf5)", run_quantize},
       {"eval", "perplexity and KL divergence of a model, optionally against a reference", run_eval},
       {"tokenize", "tokenize a text file into a token file (for eval --tokens, quantize --calib)", run_tokenize},
+      {"verify", "check a finished quantize output against the checksums recorded when it was written", run_verify},
       {"info", "describe a model directory, or this build of qshard", run_info},
   };
   return all;

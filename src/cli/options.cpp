@@ -7,7 +7,8 @@
 namespace qshard::cli {
 
 bool parse_options(const std::vector<std::string>& args, const char* usage,
-                   const po::options_description& desc, po::variables_map& vm, bool print) {
+                   const po::options_description& desc, po::variables_map& vm, bool print,
+                   const po::positional_options_description* positional) {
   const std::vector<std::string> rest(args.begin() + 1, args.end());
   for (const auto& a : rest)
     if (a == "--help" || a == "-h") {
@@ -15,7 +16,10 @@ bool parse_options(const std::vector<std::string>& args, const char* usage,
       return false;
     }
   try {
-    po::store(po::command_line_parser(rest).options(desc).run(), vm);
+    po::command_line_parser parser(rest);
+    parser.options(desc);
+    if (positional) parser.positional(*positional);
+    po::store(parser.run(), vm);
     po::notify(vm);
   } catch (const po::error& e) {
     fail_input(e.what(), " (see 'qshard ", args[0], " --help')");

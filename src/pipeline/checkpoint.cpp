@@ -10,6 +10,7 @@
 #include "io/json_file.h"
 #include "io/safetensors.h"
 #include "io/sha256.h"
+#include "pipeline/output_checksums.h"
 
 namespace qshard {
 
@@ -170,11 +171,12 @@ std::string RunCheckpoint::segment_file(int64_t segment) const {
 }
 
 void RunCheckpoint::write_manifest() const {
-  const json m = {{"qshard_manifest", 1},
-                  {"complete", complete_},
-                  {"plan_sha256", sha256_hex(plan_.dump())},
-                  {"plan", plan_},
-                  {"segments", segments_}};
+  json m = {{"qshard_manifest", 1},
+            {"complete", complete_},
+            {"plan_sha256", sha256_hex(plan_.dump())},
+            {"plan", plan_},
+            {"segments", segments_}};
+  if (complete_) m["files"] = files_;
   write_file_atomic(dir() + "/manifest.json", m.dump(1) + "\n");
   fsync_dir(dir());
 }
@@ -218,7 +220,17 @@ std::unique_ptr<RunCheckpoint> RunCheckpoint::open(const std::string& out_dir, c
       const bool was_complete = m.value("complete", false);
       const json segments = m.value("segments", json::array());
       if (diff.empty() && !overwrite) {
-        if (was_complete && has_config) {
+        if (was_complete && m.contains("files")) {
+          // "Nothing to do" only for an output that is still what was written.
+          const std::vector<std::string> problems = verify_output(out_dir, m["files"]);
+          if (!problems.empty())
+            fail_input("--out ", out_dir, " holds a finished checkpoint of this command, but ",
+                       summarize_problems(problems), " (checked against the SHA-256 recorded when it was "
+                       "written): add --overwrite to redo it");
+          ck->complete_ = true;
+          ck->files_ = m["files"];
+          fresh = false;
+        } else if (was_complete && has_config) {  // made before checksums were recorded
           ck->complete_ = true;
           fresh = false;
         } else if (!was_complete) {
@@ -260,7 +272,7 @@ std::unique_ptr<RunCheckpoint> RunCheckpoint::open(const std::string& out_dir, c
     if (fresh) {
       // Nothing may look finished while this run works: config.json goes first.
       std::error_code ec;
-      for (const char* name : {"config.json", "quantize_config.json", "quantize_report.json"})
+      for (const char* name : {"config.json", "quantize_config.json", "quantize_report.json", kSha256SumsFile})
         fs::remove(fs::path(out_dir) / name, ec);
       fs::remove_all(ck->dir(), ec);
       fs::create_directories(ck->dir(), ec);
@@ -357,6 +369,7 @@ void RunCheckpoint::mark_complete() {
   for (const auto& e : fs::directory_iterator(dir(), ec))
     if (e.path().filename() != "manifest.json") fs::remove(e.path(), ec);
   segments_ = json::array();
+  files_ = record_output_checksums(out_dir_);  // also writes OUT/SHA256SUMS
   complete_ = true;
   write_manifest();
 }

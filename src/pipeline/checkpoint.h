@@ -12,7 +12,8 @@
 // (dequantized quantized modules; recorded dense tensors such as norms replace the
 // source's) to carry the calibration activations to the first unfinished layer.
 // After a successful finish the segment files are deleted and the manifest kept, marked
-// complete, so the same command again is a no-op.
+// complete with every output file's SHA-256 (also OUT/SHA256SUMS, output_checksums.h),
+// so the same command again checks the output and then has nothing to do.
 #pragma once
 
 #include <cstdint>
@@ -32,7 +33,9 @@ namespace qshard {
 class RunCheckpoint {
  public:
   // Collective. Rank 0 reads OUT/.qshard/manifest.json. No manifest: a fresh run (an
-  // OUT holding a config.json is refused unless overwrite). Same plan: resume after the
+  // OUT holding a config.json is refused unless overwrite). Same plan, finished: the
+  // output is checked against its recorded checksums (InputError naming a damaged,
+  // missing or extra file). Same plan, unfinished: resume after the
   // leading finished segments whose files still match their checksums. Different plan:
   // InputError naming the first difference, unless overwrite (the old run is discarded).
   // Every rank learns how many segments are done; the others read segment files only.
@@ -71,6 +74,7 @@ class RunCheckpoint {
   int64_t num_layers_;
   Communicator& comm_;
   nlohmann::json segments_ = nlohmann::json::array();  // rank 0: committed segments
+  nlohmann::json files_ = nlohmann::json::object();     // rank 0, once complete: output checksums
   int64_t done_ = 0;
   bool complete_ = false;
   std::unique_ptr<Recorder> recorder_;

@@ -73,7 +73,8 @@ def codes(t, bits=4):
 def digest(d):
     h = {}
     for f in sorted(os.listdir(d)):
-        if f == "quantize_report.json" or f == ".qshard":  # times and memory; resume state
+        # times and memory; resume state; SHA256SUMS holds the report's checksum
+        if f in ("quantize_report.json", ".qshard", "SHA256SUMS"):
             continue
         with open(os.path.join(d, f), "rb") as fh:
             h[f] = hashlib.sha256(fh.read()).hexdigest()
