@@ -11,6 +11,7 @@
 #include "cli/quantize_plan.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "core/stop.h"
 #include "export/exporter.h"
 #include "io/json_file.h"
 #include "io/safetensors.h"
@@ -313,7 +314,16 @@ int run_quantize(const std::vector<std::string>& args, Communicator& comm) {
   std::unique_ptr<Exporter> exporter = make_exporter(kind, out_dir, uint64_t(max_shard_gb * 1e9), &split,
                                                       act);
   Exporter* const recorded = checkpoint->wrap(exporter.get());
-  QuantizeReport report = quantize_model(lm, store, set, recipe, opt, recorded, comm);
+  QuantizeReport report;
+  try {
+    report = quantize_model(lm, store, set, recipe, opt, recorded, comm);
+  } catch (const Stopped& s) {  // every rank agreed on it (pipeline/quantize.cpp)
+    const int64_t layers = lm.spec().num_layers, done = std::min(checkpoint->segments_done(), layers);
+    throw Stopped(s.signal(), str_cat("stopped by ", signal_name(s.signal()), " at a safe point: ", done, " of ",
+                                      layers, " layers are saved in ", out_dir,
+                                      done > 0 ? "; run the same command again to resume"
+                                               : "; nothing to keep yet: run the same command again to start"));
+  }
   report.model_dir = model_dir;
   report.export_kind = export_kind_name(kind);
   if (comm.is_root()) std::ofstream(out_dir + "/quantize_report.json") << report.to_json() << "\n";

@@ -11,6 +11,7 @@
 #include "cli/commands.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "core/stop.h"
 #include "dist/communicator.h"
 
 namespace qshard::cli {
@@ -79,8 +80,17 @@ int main(int argc, char** argv) {
   int code = 0;
   try {
     comm = make_world_communicator(&argc, &argv);
+    install_stop_handlers();  // after MPI start-up, which may install its own
     log_set_rank(comm->rank(), comm->size());
     code = cmd->run(args, *comm);
+  } catch (const Stopped& e) {
+    // Every rank stopped at the same safe point: one line, no abort, the shell's code
+    // for "ended by this signal".
+    if (!comm || comm->rank() == 0) {
+      std::fprintf(stderr, "qshard: %s\n", e.what());
+      std::fflush(stderr);
+    }
+    return 128 + e.signal();
   } catch (const InputError& e) {
     report_error(comm.get(), e.what());
     code = 2;

@@ -5,6 +5,9 @@
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <string>
+
+#include "core/stop.h"
 
 namespace qshard {
 
@@ -15,6 +18,8 @@ bool this_rank_selected() {
   if (!want || !*want) return true;
   const char* rank = std::getenv("OMPI_COMM_WORLD_RANK");
   if (!rank) rank = std::getenv("PMI_RANK");
+  if (!rank) rank = std::getenv("PMIX_RANK");  // srun --mpi=pmix
+  if (!rank) rank = std::getenv("SLURM_PROCID");
   return std::string(rank ? rank : "0") == want;
 }
 
@@ -23,7 +28,15 @@ bool this_rank_selected() {
 void test_kill_point(const std::string& name) {
   const char* kill_at = std::getenv("QSHARD_TEST_KILL_AT");
   const char* pause_at = std::getenv("QSHARD_TEST_PAUSE_AT");
+  const char* signal_at = std::getenv("QSHARD_TEST_SIGNAL_AT");
+  const char* layer_seconds = std::getenv("QSHARD_TEST_LAYER_SECONDS");
   if (kill_at && name == kill_at && this_rank_selected()) std::raise(SIGKILL);
+  if (signal_at && name == signal_at && this_rank_selected()) std::raise(SIGTERM);
+  if (layer_seconds && name.starts_with("layer-") && name.find("-file") == std::string::npos) {
+    // Slow layers, so that a signal or a Slurm time limit lands mid-run; a stop request
+    // ends the wait (the run then stops at its next safe point).
+    for (int i = 0; i < 10 * std::atoi(layer_seconds) && !stop_signal(); ++i) ::usleep(100000);
+  }
   if (pause_at && name == pause_at && this_rank_selected()) {
     std::fprintf(stderr, "qshard: paused at %s pid %d\n", name.c_str(), int(::getpid()));
     std::fflush(stderr);

@@ -7,6 +7,7 @@
 
 #include "core/error.h"
 #include "core/log.h"
+#include "core/stop.h"
 #include "dist/partition.h"
 #include "pipeline/hessian_sum.h"
 #include "pipeline/layer_owner.h"
@@ -17,6 +18,15 @@
 namespace qshard {
 
 namespace {
+
+// A safe point (core/stop.h): everything before it is either committed to the
+// checkpoint or redone on resume. Every rank calls it at the same places, so one rank's
+// signal stops all of them here together.
+void stop_point(Communicator& comm) {
+  int64_t sig = stop_signal();
+  comm.allreduce_max(&sig, 1);
+  if (sig) throw Stopped(int(sig), "stopped at a safe point");
+}
 
 struct LinearSlot {
   const char* name;  // "self_attn.q_proj"
@@ -235,6 +245,7 @@ QuantizeReport quantize_model(CausalLM& lm, const TensorSource& source, const Ca
       run_layer(lm, l, w, h, mine.size(), S, per_batch, nullptr);
       continue;
     }
+    stop_point(comm);
     const size_t first_module = report.modules.size();
     check_finite_prefix(*layer_src, lm.layer_tensor(l, ""));
     LayerWeights w = lm.load_layer(l, *layer_src);
@@ -251,6 +262,7 @@ QuantizeReport quantize_model(CausalLM& lm, const TensorSource& source, const Ca
       passes.push_back({&groups[0], &groups[1], &groups[2], &groups[3]});
 
     for (const auto& pass : passes) {
+      stop_point(comm);  // a stop inside a layer drops it: it is redone on resume
       std::map<LinearGroup, HessianSum> hessians;
       HessianObserver observer(be);
       if (!self_quantized) {
@@ -265,6 +277,7 @@ QuantizeReport quantize_model(CausalLM& lm, const TensorSource& source, const Ca
         HessianSum* acc = self_quantized ? nullptr : &hessians.at(g->group);
         if (acc) allreduce_hessian(*acc, comm);
         for (const LinearSlot& slot : g->linears) {
+          stop_point(comm);
           const std::string module = lm.layer_tensor(l, slot.name);
           const std::string weight_name = module + ".weight";
           const std::optional<QuantFormat> format = recipe.format_for(module);
@@ -338,6 +351,7 @@ QuantizeReport quantize_model(CausalLM& lm, const TensorSource& source, const Ca
     report.seconds = wall_seconds() - start;
     return report;
   }
+  stop_point(comm);
   const size_t first_tail_module = report.modules.size();
   export_dense_if_present(exporter, source, "model.norm.weight");
 
