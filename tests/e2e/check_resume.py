@@ -152,12 +152,16 @@ def main():
         p = run(cmd)
         check(p.returncode == 2 and "--n-calib was 16, now 8" in p.stderr, f"n-calib difference named: {p.stderr.strip()}")
         # A changed input file is named too.
+        # A model file changed under the same --model path (the path itself is in the plan
+        # too: quantize_report.json records it).
         model2 = os.path.join(t, "model-copy")
         shutil.copytree(MODEL, model2)
+        out2 = os.path.join(t, "mismatch-model")
+        cmd = quantize_cmd(out2, configs["gptq"])
+        cmd[cmd.index(MODEL)] = model2
+        run(cmd, {"QSHARD_TEST_KILL_AT": "layer-0"})
         with open(os.path.join(model2, "tokenizer_config.json"), "a") as f:
             f.write("\n")
-        cmd = quantize_cmd(out, configs["gptq"])
-        cmd[cmd.index(MODEL)] = model2
         p = run(cmd)
         check(p.returncode == 2 and "model file tokenizer_config.json was" in p.stderr,
               f"changed model file named: {p.stderr.strip()}")

@@ -2,7 +2,11 @@
 # A real one-node Slurm on localhost (slurmctld + slurmd + munge from Debian's packages,
 # configured as in shared/docs/hpc.md): submits launch/qshard.sbatch with 2 tasks on the
 # tiny model, once through srun and once through mpirun, and checks the job completed,
-# wrote a finished 2-shard checkpoint and one log per rank.
+# wrote a finished 2-shard checkpoint and one log per rank. Then stops (layers slowed by
+# QSHARD_TEST_LAYER_SECONDS in the first allocation only, src/core/test_hooks.h): scancel
+# (the ranks stop at a safe point; the same sbatch command resumes), an early SIGTERM
+# before a 1-minute time limit (the template requeues itself and the next allocation
+# resumes), and a job that runs into its time limit.
 # Exit 77 (skipped) when Slurm is not installed or cannot start here (not root, ports
 # taken); CI installs it (launch/setup.sh) so there it runs.
 set -uo pipefail
@@ -61,6 +65,8 @@ NodeName=localhost NodeAddr=127.0.0.1 CPUs=4 RealMemory=8000 State=UNKNOWN
 PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
 InactiveLimit=15
 KillWait=5
+# A requeued job waits this long before it starts again (default 120 s).
+AuthInfo=cred_expire=10
 CONF
 export SLURM_CONF=$dir/slurm.conf
 
@@ -112,5 +118,91 @@ run_job() {  # launcher
 }
 run_job srun
 run_job mpirun
+
+# ---- stops: scancel, an early SIGTERM with requeue, a time limit
+# QSHARD_BIN for the stop jobs: layers take SLOW seconds in the first allocation only.
+cat > "$dir/slow-qshard" <<WRAP
+#!/bin/sh
+[ "\${SLURM_RESTART_COUNT:-0}" = 0 ] && [ -n "\$SLOW" ] && export QSHARD_TEST_LAYER_SECONDS=\$SLOW
+exec "$QSHARD_BIN" "\$@"
+WRAP
+chmod +x "$dir/slow-qshard"
+segments() { local n; n=$(grep -c '"index":' "$1/.qshard/manifest.json" 2>/dev/null); echo "${n:-0}"; }
+submit() {  # name slow-seconds sbatch-options... ; prints the job id
+  local name=$1 slow=$2
+  shift 2
+  (cd "$dir" && SLOW=$slow QSHARD_BIN=$dir/slow-qshard QSHARD_LAUNCHER=srun QSHARD_LOG_DIR=$dir/logs/$name \
+     OMP_NUM_THREADS=1 sbatch --parsable --nodes=1 --ntasks=2 --ntasks-per-node=2 --cpus-per-task=1 \
+     --output="$dir/job-$name.out" "$@" "$QSHARD_SOURCE_DIR/launch/qshard.sbatch" quantize --model "$m" \
+     --out "$dir/out-$name" --calib "$m/text/calib.txt" --n-calib 16 --calib-seqlen 64 --format int4 --export gptq)
+}
+job_state() { scontrol show job "$1" 2>/dev/null | grep -o 'JobState=[A-Z_]*' | cut -d= -f2; }
+wait_job() {  # id max-seconds: until it leaves the queue (a requeued job stays in it)
+  for _ in $(seq 1 $((5 * $2))); do
+    squeue -h -j "$1" 2>/dev/null | grep -q . || break
+    sleep 0.2
+  done
+}
+stopped_line() { grep -h "qshard: stopped by SIGTERM at a safe point: [1-3] of 4 layers are saved in" "$dir"/logs/"$1"/*/rank-0.log 2>/dev/null | head -1; }
+finished() {  # name: a finished output that verifies
+  local out=$dir/out-$1
+  [[ -f $out/config.json ]] && "$QSHARD_BIN" verify "$out" >/dev/null 2>&1
+}
+resume_by_sbatch() {  # name: the same sbatch command again completes the run
+  local id
+  id=$(submit "$1" "") || { echo "FAIL: $1: resubmit refused"; fail=1; return; }
+  wait_job "$id" 120
+  local state; state=$(job_state "$id")
+  if [[ $state == COMPLETED ]] && finished "$1" && grep -qh "resuming" "$dir"/logs/"$1"/"$id"/rank-0.log; then
+    echo "ok: $1: the same sbatch command resumed and finished it (job $id)"
+  else
+    echo "FAIL: $1: resubmitted job $id ended $state"; tail -5 "$dir"/logs/"$1"/"$id"/* 2>/dev/null; fail=1
+  fi
+}
+
+# scancel while layers are running.
+id=$(submit cancel 5) || { echo "FAIL: sbatch (cancel)"; fail=1; }
+for _ in $(seq 1 600); do (($(segments "$dir/out-cancel") >= 1)) && break; sleep 0.2; done
+t0=$(date +%s)
+scancel "$id"
+wait_job "$id" 60
+echo "job $id (scancel): $(job_state "$id") after $(( $(date +%s) - t0 )) s, $(segments "$dir/out-cancel") layer(s) saved"
+line=$(stopped_line cancel)
+if [[ $(job_state "$id") == CANCELLED && -n $line && ! -f $dir/out-cancel/config.json ]]; then
+  echo "ok: scancel: the ranks stopped at a safe point: $line"
+  resume_by_sbatch cancel
+else
+  echo "FAIL: scancel: $(job_state "$id"), stop line '${line}'"; cat "$dir/job-cancel.out"; tail -5 "$dir"/logs/cancel/*/* 2>/dev/null
+  fail=1
+fi
+
+# SIGTERM 45 s before a 1-minute limit (Slurm sends it within its polling interval):
+# the template passes it on, the ranks stop, the job requeues itself and the next
+# allocation (layers no longer slowed) resumes and finishes, with nobody resubmitting.
+id=$(submit requeue 20 --time=1 --signal=B:TERM@45) || { echo "FAIL: sbatch (requeue)"; fail=1; }
+wait_job "$id" 300
+restarts=$(scontrol show job "$id" 2>/dev/null | grep -o 'Restarts=[0-9]*' | cut -d= -f2)
+line=$(stopped_line requeue)
+if [[ $(job_state "$id") == COMPLETED && ${restarts:-0} -ge 1 && -n $line ]] && finished requeue \
+   && grep -q "requeued job $id" "$dir/job-requeue.out" && grep -qh "resuming" "$dir"/logs/requeue/*/rank-0.log; then
+  echo "ok: requeue: stopped ($line), requeued $restarts time(s), resumed and finished by itself"
+else
+  echo "FAIL: requeue: job $id $(job_state "$id"), restarts ${restarts:-?}, stop line '${line}'"
+  cat "$dir/job-requeue.out"; tail -5 "$dir"/logs/requeue/*/* 2>/dev/null; fail=1
+fi
+
+# A job that runs into its 1-minute limit with no early warning (SIGCONT is harmless):
+# Slurm's own SIGTERM at the limit stops the ranks at a safe point within KillWait.
+id=$(submit timelimit 40 --time=1 --signal=B:CONT@1) || { echo "FAIL: sbatch (timelimit)"; fail=1; }
+wait_job "$id" 300
+state=$(job_state "$id")
+line=$(stopped_line timelimit)
+if [[ -n $line ]] && { [[ $state == TIMEOUT ]] || { [[ $state == COMPLETED ]] && finished timelimit; }; }; then
+  echo "ok: time limit: job $id $state, the ranks stopped at a safe point: $line"
+  [[ $state == TIMEOUT ]] && resume_by_sbatch timelimit
+else
+  echo "FAIL: time limit: job $id $state, stop line '${line}'"; cat "$dir/job-timelimit.out"
+  tail -5 "$dir"/logs/timelimit/*/* 2>/dev/null; fail=1
+fi
 ((fail == 0)) && echo PASS
 exit $fail
