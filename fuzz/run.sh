@@ -16,7 +16,7 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build=${QSHARD_FUZZ_BUILD_DIR:-$root/build-fuzz}
 seconds=${QSHARD_FUZZ_SECONDS:-60}
 targets=("$@")
-((${#targets[@]})) || targets=(safetensors_header model_spec token_file tokenizer_json)
+((${#targets[@]})) || targets=(safetensors_header model_spec token_file tokenizer_json recipe)
 
 cxx=${QSHARD_FUZZ_CXX:-clang++}
 command -v "$cxx" >/dev/null || { echo "fuzz: $cxx not found (launch/setup.sh installs clang)"; exit 1; }

@@ -12,5 +12,6 @@ int safetensors_header(const uint8_t* data, size_t size);  // SafetensorsFile::o
 int model_spec(const uint8_t* data, size_t size);          // config.json → ModelSpec, RoPE
 int token_file(const uint8_t* data, size_t size);          // token file → windows
 int tokenizer_json(const uint8_t* data, size_t size);      // tokenizer.json NUL text → ids
+int recipe(const uint8_t* data, size_t size);              // --recipe file → per-module formats
 
 }  // namespace qshard::fuzz

@@ -36,5 +36,6 @@ TEST(FuzzReplay, SafetensorsHeader) { EXPECT_GT(replay("safetensors_header", qsh
 TEST(FuzzReplay, ModelSpec) { EXPECT_GT(replay("model_spec", qshard::fuzz::model_spec), 0); }
 TEST(FuzzReplay, TokenFile) { EXPECT_GT(replay("token_file", qshard::fuzz::token_file), 0); }
 TEST(FuzzReplay, TokenizerJson) { EXPECT_GT(replay("tokenizer_json", qshard::fuzz::tokenizer_json), 0); }
+TEST(FuzzReplay, Recipe) { EXPECT_GT(replay("recipe", qshard::fuzz::recipe), 0); }
 
 }  // namespace
