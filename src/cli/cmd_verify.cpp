@@ -38,11 +38,18 @@ int run_verify(const std::vector<std::string>& args, Communicator& comm) {
     fail_input(out_dir, ": has no .qshard/manifest.json, so no recorded checksums: it was not written by "
                "'qshard quantize' (or its .qshard was removed)");
   const nlohmann::json m = read_json_file(manifest);
-  if (!m.value("complete", false))
+  const bool complete = m.is_object() && m.contains("complete") && m["complete"] == true;
+  if (!complete)
     fail_input(out_dir, ": is an unfinished run: rerun its quantize command to finish it, then verify");
-  if (!m.contains("files"))
+  if (!m.contains("files") || !m["files"].is_object())
     fail_input(out_dir, ": was written by a qshard that recorded no output checksums: nothing to verify against");
-  const std::vector<std::string> problems = verify_output(out_dir, m["files"]);
+  std::vector<std::string> problems;
+  try {
+    problems = verify_output(out_dir, m["files"]);
+  } catch (const nlohmann::json::exception&) {
+    fail_input(manifest, ": its recorded checksums are unreadable (damaged outside qshard): rerun the quantize "
+               "command with --overwrite to redo it");
+  }
   if (!problems.empty()) {
     for (const auto& p : problems) std::printf("%s: %s\n", out_dir.c_str(), p.c_str());
     std::fflush(stdout);

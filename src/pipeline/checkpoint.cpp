@@ -209,61 +209,76 @@ std::unique_ptr<RunCheckpoint> RunCheckpoint::open(const std::string& out_dir, c
     bool fresh = true;
     if (fs::exists(manifest_path)) {
       json m;
+      bool readable = true;
       try {
         m = read_json_file(manifest_path);
       } catch (const InputError&) {
+        readable = false;
+      }
+      // Valid JSON of the wrong shape (edited, or damaged outside qshard) is unreadable too.
+      if (readable) {
+        try {
+          const std::string diff = describe_plan_difference(m.value("plan", json()), plan);
+          const bool was_complete = m.value("complete", false);
+          const json segments = m.value("segments", json::array());
+          if (diff.empty() && !overwrite) {
+            if (was_complete && m.contains("files")) {
+              // "Nothing to do" only for an output that is still what was written.
+              const std::vector<std::string> problems = verify_output(out_dir, m["files"]);
+              if (!problems.empty())
+                fail_input("--out ", out_dir, " holds a finished checkpoint of this command, but ",
+                           summarize_problems(problems), " (checked against the SHA-256 recorded when it was "
+                           "written): add --overwrite to redo it");
+              ck->complete_ = true;
+              ck->files_ = m["files"];
+              fresh = false;
+            } else if (was_complete && has_config) {  // made before checksums were recorded
+              ck->complete_ = true;
+              fresh = false;
+            } else if (!was_complete) {
+              // Resume after the leading segments whose files are intact.
+              for (const json& s : segments) {
+                const int64_t i = int64_t(ck->segments_.size());
+                const std::string path = ck->dir() + "/" + ck->segment_file(i);
+                std::error_code ec;
+                const bool ok = s.value("index", int64_t(-1)) == i && s.value("file", "") == ck->segment_file(i) &&
+                                fs::exists(path, ec) &&
+                                int64_t(fs::file_size(path, ec)) == s.value("bytes", int64_t(-1)) &&
+                                sha256_file(path) == s.value("sha256", "");
+                if (!ok) {
+                  log_warn(path, " does not match its checksum in the manifest: redoing segment ", i, " and later");
+                  break;
+                }
+                ck->segments_.push_back(s);
+              }
+              ck->done_ = int64_t(ck->segments_.size());
+              fresh = false;
+              ck->write_manifest();  // drops entries past a damaged file
+              if (ck->done_ > 0)
+                log_info("resuming ", out_dir, ": ", std::min(ck->done_, num_layers), " of ", num_layers,
+                         " layers finished earlier", ck->done_ > num_layers ? ", and the tail" : "");
+            }
+          } else if (!diff.empty() && !overwrite) {
+            if (was_complete && has_config)
+              fail_input("--out ", out_dir, " already holds a finished checkpoint made by a different command (",
+                         diff, "): choose another directory, or add --overwrite to replace it");
+            if (!segments.empty())
+              fail_input("--out ", out_dir, " holds an unfinished run of a different command (", diff,
+                         "): rerun that command to resume it, or add --overwrite to discard it");
+            // Nothing finished yet: nothing to protect.
+          }
+        } catch (const json::exception&) {
+          readable = false;
+        }
+      }
+      if (!readable) {
         if (!overwrite)
           fail_input("--out ", out_dir, ": ", manifest_path, " is unreadable (damaged outside qshard): add "
                      "--overwrite to start over");
-      }
-      const std::string diff = describe_plan_difference(m.value("plan", json()), plan);
-      const bool was_complete = m.value("complete", false);
-      const json segments = m.value("segments", json::array());
-      if (diff.empty() && !overwrite) {
-        if (was_complete && m.contains("files")) {
-          // "Nothing to do" only for an output that is still what was written.
-          const std::vector<std::string> problems = verify_output(out_dir, m["files"]);
-          if (!problems.empty())
-            fail_input("--out ", out_dir, " holds a finished checkpoint of this command, but ",
-                       summarize_problems(problems), " (checked against the SHA-256 recorded when it was "
-                       "written): add --overwrite to redo it");
-          ck->complete_ = true;
-          ck->files_ = m["files"];
-          fresh = false;
-        } else if (was_complete && has_config) {  // made before checksums were recorded
-          ck->complete_ = true;
-          fresh = false;
-        } else if (!was_complete) {
-          // Resume after the leading segments whose files are intact.
-          for (const json& s : segments) {
-            const int64_t i = int64_t(ck->segments_.size());
-            const std::string path = ck->dir() + "/" + ck->segment_file(i);
-            std::error_code ec;
-            const bool ok = s.value("index", int64_t(-1)) == i && s.value("file", "") == ck->segment_file(i) &&
-                            fs::exists(path, ec) &&
-                            int64_t(fs::file_size(path, ec)) == s.value("bytes", int64_t(-1)) &&
-                            sha256_file(path) == s.value("sha256", "");
-            if (!ok) {
-              log_warn(path, " does not match its checksum in the manifest: redoing segment ", i, " and later");
-              break;
-            }
-            ck->segments_.push_back(s);
-          }
-          ck->done_ = int64_t(ck->segments_.size());
-          fresh = false;
-          ck->write_manifest();  // drops entries past a damaged file
-          if (ck->done_ > 0)
-            log_info("resuming ", out_dir, ": ", std::min(ck->done_, num_layers), " of ", num_layers,
-                     " layers finished earlier", ck->done_ > num_layers ? ", and the tail" : "");
-        }
-      } else if (!diff.empty() && !overwrite) {
-        if (was_complete && has_config)
-          fail_input("--out ", out_dir, " already holds a finished checkpoint made by a different command (",
-                     diff, "): choose another directory, or add --overwrite to replace it");
-        if (!segments.empty())
-          fail_input("--out ", out_dir, " holds an unfinished run of a different command (", diff,
-                     "): rerun that command to resume it, or add --overwrite to discard it");
-        // Nothing finished yet: nothing to protect.
+        fresh = true;
+        ck->segments_ = json::array();
+        ck->done_ = 0;
+        ck->complete_ = false;
       }
     } else if (has_config && !overwrite) {
       fail_input("--out ", out_dir, " already holds a finished checkpoint (config.json): choose another "
