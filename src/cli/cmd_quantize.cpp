@@ -60,7 +60,10 @@ constexpr const char* kUsage =
     "matching rule wins; --skip REGEX rules apply after the recipe.\n"
     "Resume: OUT/.qshard/ records every finished layer; if the run is killed, the same\n"
     "command again continues at the first unfinished layer and writes the same bytes. A\n"
-    "different command on that OUT is refused (naming the difference) unless --overwrite.";
+    "different command on that OUT is refused (naming the option and both values) unless\n"
+    "--overwrite. SIGTERM / SIGINT stop the run at the next safe point on every rank (one\n"
+    "line; exit 143 / 130); the same command resumes it. A finished OUT holds SHA256SUMS; the\n"
+    "same command again checks it before 'nothing to do' ('qshard verify OUT' on demand).";
 
 std::vector<int32_t> load_calibration_stream(const std::string& model_dir, const std::string& path,
                                              Communicator& comm) {
@@ -207,6 +210,10 @@ int run_quantize(const std::vector<std::string>& args, Communicator& comm) {
       ("verbose", "debug log lines on stderr (per-group scale exponents, losses, timings)");
   po::variables_map vm;
   if (!parse_options(args, kUsage, desc, vm, comm.is_root())) return 0;
+  // SIGTERM / SIGINT stop at the next safe point (core/stop.h). Only quantize has safe
+  // points; the other commands keep the default (end at once). After MPI start-up,
+  // which may install handlers of its own.
+  install_stop_handlers();
   if (vm.count("quiet")) log_set_level(LogLevel::Quiet);
   if (vm.count("verbose")) log_set_level(LogLevel::Debug);
   if (vm.count("sym") && vm.count("asym")) fail_input("--sym and --asym exclude each other");

@@ -80,7 +80,6 @@ int main(int argc, char** argv) {
   int code = 0;
   try {
     comm = make_world_communicator(&argc, &argv);
-    install_stop_handlers();  // after MPI start-up, which may install its own
     log_set_rank(comm->rank(), comm->size());
     code = cmd->run(args, *comm);
   } catch (const Stopped& e) {
