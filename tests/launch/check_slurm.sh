@@ -4,7 +4,7 @@
 # tiny model, once through srun and once through mpirun, and checks the job completed,
 # wrote a finished 2-shard checkpoint and one log per rank. Then stops (layers slowed by
 # QSHARD_TEST_LAYER_SECONDS in the first allocation only, src/core/test_hooks.h): scancel
-# (the ranks stop at a safe point; the same sbatch command resumes), an early SIGTERM
+# (the ranks stop at a safe point; the same sbatch command resumes), an early SIGUSR1
 # before a 1-minute time limit (the template requeues itself and the next allocation
 # resumes), and a job that runs into its time limit.
 # Exit 77 (skipped) when Slurm is not installed or cannot start here (not root, ports
@@ -22,6 +22,17 @@ dir=$(mktemp -d /tmp/qshard-slurm-XXXXXX)
 chmod 755 "$dir"
 started_munge=0
 cleanup() {
+  # Jobs first (a failed or interrupted test may leave one running or requeued), so no
+  # slurmstepd or rank outlives the daemons.
+  local jobs
+  jobs=$(SLURM_CONF=$dir/slurm.conf squeue -h -o %i 2>/dev/null)
+  if [[ -n $jobs ]]; then
+    SLURM_CONF=$dir/slurm.conf scancel $jobs 2>/dev/null
+    for _ in $(seq 1 50); do
+      [[ -z $(SLURM_CONF=$dir/slurm.conf squeue -h 2>/dev/null) ]] && break
+      sleep 0.2
+    done
+  fi
   SLURM_CONF=$dir/slurm.conf scontrol shutdown >/dev/null 2>&1
   for f in "$dir/slurmctld.pid" "$dir/slurmd.pid"; do
     [[ -f $f ]] && kill "$(cat "$f")" 2>/dev/null
@@ -35,7 +46,7 @@ trap cleanup EXIT
 # Ports: Slurm's defaults unless taken (another cluster on this machine).
 ctld_port=6817 d_port=6818
 if (exec 3<>/dev/tcp/127.0.0.1/$ctld_port) 2>/dev/null; then ctld_port=17817 d_port=17818; fi
-mkdir -p "$dir/state" "$dir/spool" "$dir/logs"
+mkdir -p "$dir/state" "$dir/spool" "$dir/logs" "$dir/tmp"
 cat > "$dir/slurm.conf" <<CONF
 ClusterName=qshardci
 SlurmctldHost=localhost
@@ -67,6 +78,9 @@ InactiveLimit=15
 KillWait=5
 # A requeued job waits this long before it starts again (default 120 s).
 AuthInfo=cred_expire=10
+# Step scratch (PMIx's spmix_appdir_UID_JOB.STEP) in this cluster's folder: a stale one
+# from an earlier cluster's job of the same id fails the step's launch.
+TmpFS=$dir/tmp
 CONF
 export SLURM_CONF=$dir/slurm.conf
 
@@ -119,7 +133,7 @@ run_job() {  # launcher
 run_job srun
 run_job mpirun
 
-# ---- stops: scancel, an early SIGTERM with requeue, a time limit
+# ---- stops: scancel, an early SIGUSR1 with requeue, a time limit
 # QSHARD_BIN for the stop jobs: layers take SLOW seconds in the first allocation only.
 cat > "$dir/slow-qshard" <<WRAP
 #!/bin/sh
@@ -176,10 +190,11 @@ else
   fail=1
 fi
 
-# SIGTERM 45 s before a 1-minute limit (Slurm sends it within its polling interval):
+# SIGUSR1 100 s before a 3-minute limit (Slurm may send it up to a minute early and
+# polls every 30 s: 20 to about 110 s in; layers take 40 s in the first allocation):
 # the template passes it on, the ranks stop, the job requeues itself and the next
 # allocation (layers no longer slowed) resumes and finishes, with nobody resubmitting.
-id=$(submit requeue 20 --time=1 --signal=B:TERM@45) || { echo "FAIL: sbatch (requeue)"; fail=1; }
+id=$(submit requeue 40 --time=3 --signal=B:USR1@100) || { echo "FAIL: sbatch (requeue)"; fail=1; }
 wait_job "$id" 300
 restarts=$(scontrol show job "$id" 2>/dev/null | grep -o 'Restarts=[0-9]*' | cut -d= -f2)
 line=$(stopped_line requeue)
