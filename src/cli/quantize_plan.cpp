@@ -4,6 +4,7 @@
 
 #include <charconv>
 #include <cstdint>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -87,6 +88,9 @@ nlohmann::json quantize_plan(const po::variables_map& vm, const std::string& mod
   plan["device"] = device;
   for (const auto& [name, value] : vm)
     if (!kIgnored.count(name)) plan["--" + name] = option_value(name, value);
+  // The one environment setting that changes results: the CUDA forward's GEMM precision
+  // (kernels/cuda). Recorded whenever set, whatever the device.
+  if (const char* m = std::getenv("QSHARD_CUDA_MATH"); m && *m) plan["env QSHARD_CUDA_MATH"] = m;
   std::error_code ec;
   for (const auto& e : fs::directory_iterator(model_dir, ec)) {
     std::error_code ec2;

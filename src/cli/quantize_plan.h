@@ -15,7 +15,7 @@ namespace qshard::cli {
 // --verbose left out, --calib/--recipe by content, --device as resolved),
 // the model directory's files (size, plus sha256 of small files, or of a safetensors
 // file's header together with its mtime), the calibration and recipe files' sha256, the
-// rank count and the qshard version.
+// rank count, QSHARD_CUDA_MATH if set, and the qshard version.
 nlohmann::json quantize_plan(const po::variables_map& vm, const std::string& model_dir, int ranks,
                              const std::string& device);
 

@@ -156,6 +156,12 @@ def main():
             segs = json.load(open(os.path.join(out, ".qshard", "manifest.json")))["segments"]
             check(len(segs) == 1, f"--{opt}: the refused rerun left the finished layer in place")
             shutil.rmtree(out, ignore_errors=True)
+        # The one environment setting that changes bytes (the CUDA forward's GEMM precision).
+        out = os.path.join(t, "o-env")
+        shutil.copytree(base, out)
+        r = run(base_cmd(out), {"QSHARD_CUDA_MATH": "fp32"})
+        check(r.returncode == 2 and "(env QSHARD_CUDA_MATH was (absent), now fp32)" in r.stderr,
+              f"QSHARD_CUDA_MATH set on resume is refused naming it ({r.stderr.strip()[-300:]})")
         stale = [o for o in table if o not in options]
         check(not stale, f"every option in CHANGES is still an option {stale or ''}")
     finally:
