@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "quant/kquant.h"
 #include "core/log.h"
 #include "quant/gptq.h"
 
@@ -131,6 +132,22 @@ class BlasSingleThread {
 
 GptqResult gptq_quantize(const Tensor& weight_in, const Tensor& hessian_in, const Scheme& scheme,
                          const GptqOptions& options, const std::string& name) {
+  // K-quants: the super-block scales of llama.cpp's reference fit (kquant_rtn), held fixed
+  // while GPTQ chooses the codes (the scale codes are fitted on the original weights).
+  if (scheme.format().family == FormatFamily::GgmlK && !options.fixed_groups) {
+    QuantizedLinear fit = kquant_rtn(weight_in, scheme.format(), name);
+    std::vector<GroupParams> fixed(fit.scales.size());
+    for (size_t i = 0; i < fixed.size(); ++i) {
+      fixed[i].scale = fit.scales[i];
+      if (!fit.zeros.empty()) fixed[i].zero = fit.zeros[i];
+    }
+    GptqOptions with = options;
+    with.fixed_groups = &fixed;
+    with.static_groups = true;
+    GptqResult r = gptq_quantize(weight_in, hessian_in, scheme, with, name);
+    r.q.super_scales = std::move(fit.super_scales);
+    return r;
+  }
   const double t_start = wall_seconds();
   const QuantFormat& fmt = scheme.format();
   if (weight_in.device() != Device::Host || hessian_in.device() != Device::Host)
@@ -146,6 +163,7 @@ GptqResult gptq_quantize(const Tensor& weight_in, const Tensor& hessian_in, cons
     fail_input("GPTQ of ", name, ": damping must be a finite non-negative number");
   fmt.check_divides(d, name);
   const bool is_int = fmt.family == FormatFamily::Int;
+  const bool zp = fmt.stores_zeros();  // Int zero points, GGML _1 minima
   const bool per_channel = is_int && fmt.group_size == -1;
   if (!is_int && options.act_order && !options.static_groups)
     fail_input("GPTQ of ", name, ": act-order with ", fmt.describe(),
@@ -184,12 +202,12 @@ GptqResult gptq_quantize(const Tensor& weight_in, const Tensor& hessian_in, cons
   q.in_features = d;
   q.codes.assign(size_t(o * d), 0);
   q.scales.assign(size_t(o * ng), 0.0f);
-  if (is_int) q.zeros.assign(size_t(o * ng), 0.0f);
+  if (zp) q.zeros.assign(size_t(o * ng), 0.0f);
   q.g_idx.assign(size_t(d), 0);
   q.tensor_scale = ts;
   auto store = [&](int64_t r, int64_t g, const GroupParams& p) {
     q.scales[size_t(r * ng + g)] = p.scale;
-    if (is_int) q.zeros[size_t(r * ng + g)] = p.zero;
+    if (zp) q.zeros[size_t(r * ng + g)] = p.zero;
   };
 
   // 1. Per-channel parameters on the original full row.
@@ -345,8 +363,9 @@ GptqResult gptq_quantize(const Tensor& weight_in, const Tensor& hessian_in, cons
                 store(r, j / G, pk);
               } else if (mode == Mode::Static) {
                 const int64_t g = perm[size_t(j)] / G;
+                pk = GroupParams{};
                 pk.scale = q.scales[size_t(r * ng + g)];
-                if (is_int) pk.zero = q.zeros[size_t(r * ng + g)];
+                if (zp) pk.zero = q.zeros[size_t(r * ng + g)];
               }
               code = scheme.quantize(col[k], pk, ts);
               qv = scheme.dequantize(code, pk, ts);
