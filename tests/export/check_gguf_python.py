@@ -9,8 +9,8 @@ undone, equals the fake-quant checkpoint's tensor bit for bit (the fake-quant ex
 stores the model's BF16, so the GGUF's F32 values are rounded to BF16 the same way,
 round-to-nearest-even, before comparing). Also: the metadata llama.cpp needs is there
 (architecture, hyperparameters, a sentencepiece vocabulary of vocab_size tokens), the
-quantized tensors carry the requested type, and a format the GGUF file cannot hold is
-refused with exit code 2.
+quantized tensors carry the requested type, and a format the GGUF file cannot hold, an
+unknown mix, a K-quant with awq and a bad --gguf-dense are refused with exit code 2.
 Env: QSHARD_BIN, QSHARD_TEST_MODEL, QSHARD_PYTHON. Exit 0 pass, 1 fail.
 """
 import json
@@ -132,6 +132,15 @@ def main():
     p = quantize(os.path.join(tmp.name, "refused"), "--method", "rtn", "--format", "int4", "--export", "gguf")
     check(p.returncode == 2 and "--export gguf holds llama.cpp's block types" in p.stderr
           and len(p.stderr.strip().splitlines()) == 1, f"int4 into --export gguf refused with one line: {p.stderr.strip()}")
+    refused = [  # docs/errors.md rows 49, 51, 55
+        ("unknown mix", ["--method", "rtn", "--format", "gguf:IQ2_XS"], "not a llama.cpp mix qshard writes"),
+        ("k-quant with awq", ["--method", "awq", "--format", "q4_k"], "--method awq does not take --format q4_k"),
+        ("bad --gguf-dense", ["--method", "rtn", "--format", "q4_0", "--gguf-dense", "f8"], "--gguf-dense 'f8' is not valid"),
+    ]
+    for what, args, want in refused:
+        p = quantize(os.path.join(tmp.name, "refused-" + what.replace(" ", "-")), *args, "--export", "gguf")
+        check(p.returncode == 2 and want in p.stderr and len(p.stderr.strip().splitlines()) == 1,
+              f"{what} refused with one line: {p.stderr.strip()}")
     if failures:
         print(f"{len(failures)} check(s) failed")
         return 1
