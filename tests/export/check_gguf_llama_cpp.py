@@ -9,8 +9,9 @@ from the llama-cpp-python source package), tiny model:
    (no --pure): the same type for every tensor, the same bytes, the same data size.
 3. llama.cpp loads and runs qshard's files: llama-perplexity on the unquantized GGUF and
    on a gptq q4_k GGUF (--kl-divergence against the unquantized logits) agrees with
-   `qshard eval` of the same weights (the fake-quant export of the same run): perplexity
-   within 3% and KLD within a factor 1.5. The two tools score differently (llama.cpp puts
+   `qshard eval` of the same weights (the fake-quant export of the same run): the log
+   perplexity ratio to each tool's own unquantized run within 0.01, and the KLD within a
+   factor 1.25 (measured: 1.03). The two tools score differently (llama.cpp puts
    BOS at every chunk start, scores each chunk's second half only, and rounds the
    activations to 8 bits inside its quantized dot products), hence tolerances, not
    equality; the numbers are printed.
@@ -19,6 +20,7 @@ QSHARD_LLAMA_CPP_BIN (the tools' directory).
 Exit 0 pass, 1 fail (a missing llama.cpp build fails, naming the script that makes it).
 """
 import json
+import math
 import os
 import re
 import subprocess
@@ -35,7 +37,7 @@ CACHE = os.path.dirname(os.environ.get("QSHARD_VOCAB_DIR", os.path.expanduser("~
 LBIN = os.environ.get("QSHARD_LLAMA_CPP_BIN", os.path.join(CACHE, "llama-cpp-build-0.3.36", "bin"))
 CALIB = ["--calib", os.path.join(MODEL, "text", "calib.txt"), "--n-calib", "16", "--calib-seqlen", "128"]
 TEXT = os.path.join(MODEL, "text", "eval.txt")
-CTX, CHUNKS = 128, 24
+CTX, CHUNKS = 128, 16
 failures = []
 
 
@@ -114,8 +116,8 @@ def main():
 
     # 1. rtn == llama-quantize --pure, per type (the decoder's Linears; token_embd and
     # output stay F32 in our export, --pure quantizes them too).
-    for fmt, ftype in [("q4_0", "Q4_0"), ("q5_1", "Q5_1"), ("q8_0", "Q8_0"), ("q4_k", "Q4_K_S"),
-                       ("q5_k", "Q5_K_S"), ("q6_k", "Q6_K")]:
+    # (q8_0 and q5_k were byte-identical too when measured; left out to keep CI short.)
+    for fmt, ftype in [("q4_0", "Q4_0"), ("q5_1", "Q5_1"), ("q4_k", "Q4_K_S"), ("q6_k", "Q6_K")]:
         ours = quantize(os.path.join(t, f"rtn-{fmt}"), "--method", "rtn", "--format", fmt, "--export", "gguf")
         theirs = llama_quantize(base, os.path.join(t, f"lq-{fmt}.gguf"), ftype, pure=True)
         names = [n for n in tensors(ours) if n.startswith("blk.") and "norm" not in n]
@@ -136,7 +138,10 @@ def main():
     lb = perplexity(base, "--kl-divergence-base", kld_base)
     qb = qshard_eval(MODEL)
     print(f"unquantized: llama.cpp ppl {lb['ppl']:.4f}, qshard eval ppl {qb['ppl']:.4f}")
-    check(abs(lb["ppl"] / qb["ppl"] - 1) < 0.03, "unquantized: llama-perplexity and qshard eval within 3%")
+    # Different scoring (see the docstring): llama.cpp's second halves see more context, so
+    # a lower perplexity; measured 14.93 vs 19.80 on this text. A loose sanity bound only;
+    # the quantized checks below compare like with like (ratios to each tool's own base).
+    check(0.6 < lb["ppl"] / qb["ppl"] < 1.0, "unquantized: llama-perplexity's ppl between 0.6x and 1x qshard eval's")
     for method, fmt in [("gptq", "q4_k"), ("gptq", "q4_0")]:
         g = quantize(os.path.join(t, f"{method}-{fmt}-gguf"), "--method", method, "--format", fmt, "--export", "gguf")
         fq = os.path.join(t, f"{method}-{fmt}-fq")
@@ -145,9 +150,11 @@ def main():
         qq = qshard_eval(fq)
         print(f"{method} {fmt}: llama.cpp ppl {lq['ppl']:.4f} KLD {lq['kld']:.5f}; "
               f"qshard eval ppl {qq['ppl']:.4f} KLD {qq['kld_mean']:.5f}")
-        check(abs(lq["ppl"] / qq["ppl"] - 1) < 0.03, f"{method} {fmt}: perplexity within 3% of qshard eval's")
+        dl, dq = math.log(lq["ppl"] / lb["ppl"]), math.log(qq["ppl"] / qb["ppl"])
+        check(abs(dl - dq) < 0.01, f"{method} {fmt}: ln(PPL/PPL(base)) {dl:.5f} in llama.cpp, {dq:.5f} in qshard eval "
+              "(within 0.01)")
         ratio = lq["kld"] / max(qq["kld_mean"], 1e-12)
-        check(1 / 1.5 < ratio < 1.5, f"{method} {fmt}: KLD within a factor 1.5 of qshard eval's ({ratio:.3f})")
+        check(1 / 1.25 < ratio < 1.25, f"{method} {fmt}: KLD within a factor 1.25 of qshard eval's ({ratio:.3f})")
     if failures:
         print(f"{len(failures)} check(s) failed")
         return 1
