@@ -42,9 +42,14 @@ def n_weights(path):
 
 
 def score(model, base_kld, a, log):
-    sh([os.path.join(LBIN, "llama-perplexity"), "-m", model, "-f", a.text, "-c", str(a.ctx), "-b", str(a.ctx),
-        "--chunks", str(a.chunks), "-t", str(a.threads), "--kl-divergence-base", base_kld, "--kl-divergence"], log)
-    out = open(log).read()
+    # llama.cpp's asynchronous logger can lose its last lines at exit (never flushed, upstream
+    # issue 22142); run again when the summary is missing.
+    for _ in range(4):
+        sh([os.path.join(LBIN, "llama-perplexity"), "-m", model, "-f", a.text, "-c", str(a.ctx), "-b", str(a.ctx),
+            "--chunks", str(a.chunks), "-t", str(a.threads), "--kl-divergence-base", base_kld, "--kl-divergence"], log)
+        out = open(log).read()
+        if re.search(r"Same top p:", out):
+            break
     get = lambda pat: float(re.search(pat, out).group(1))
     return {"ppl": get(r"Mean PPL\(Q\)\s*:\s*([0-9.]+)"), "kld": get(r"Mean\s+KLD:\s*([0-9.]+)"),
             "p99": get(r"99\.0%\s+KLD:\s*([0-9.]+)"), "top": get(r"Same top p:\s*([0-9.]+)")}

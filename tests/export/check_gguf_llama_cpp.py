@@ -81,11 +81,17 @@ def perplexity(model, *extra):
     log = model + ".perplexity.log"
     cmd = [os.path.join(LBIN, "llama-perplexity"), "-m", model, "-f", TEXT, "-c", str(CTX), "-b", str(CTX),
            "--chunks", str(CHUNKS), "-t", "2"] + list(extra)
-    with open(log, "w") as f:
-        p = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT)
-    out = open(log).read()
-    if p.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} -> {p.returncode}\n{out[-3000:]}")
+    # llama.cpp's logger is asynchronous and never flushed at exit (common/log.cpp leaks it
+    # on purpose, upstream issue 22142): on a busy machine the last lines, the summary
+    # included, can be lost. Run again then (at most 3 times).
+    for _ in range(3):
+        with open(log, "w") as f:
+            p = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT)
+        out = open(log).read()
+        if p.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} -> {p.returncode}\n{out[-3000:]}")
+        if re.search(r"Final estimate|Mean\s+KLD", out):
+            break
     r = {}
     if m := re.search(r"Final estimate: PPL = ([0-9.]+)", out):
         r["ppl"] = float(m.group(1))
