@@ -132,10 +132,18 @@ class BlasSingleThread {
 
 GptqResult gptq_quantize(const Tensor& weight_in, const Tensor& hessian_in, const Scheme& scheme,
                          const GptqOptions& options, const std::string& name) {
-  // K-quants: the super-block scales of llama.cpp's reference fit (kquant_rtn), held fixed
-  // while GPTQ chooses the codes (the scale codes are fitted on the original weights).
+  // K-quants: the super-block scales fitted as llama-quantize does with an imatrix (the
+  // importance of column c = H_cc, the calibration inputs' squared sum), held fixed while
+  // GPTQ chooses the codes.
   if (scheme.format().family == FormatFamily::GgmlK && !options.fixed_groups) {
-    QuantizedLinear fit = kquant_rtn(weight_in, scheme.format(), name);
+    const int64_t d = hessian_in.ndim() == 2 ? hessian_in.dim(0) : 0;
+    std::vector<float> importance;
+    if (hessian_in.device() == Device::Host && d == (weight_in.ndim() == 2 ? weight_in.dim(1) : -1)) {
+      const Tensor h = hessian_in.dtype() == DType::F32 ? hessian_in : hessian_in.to_f32();
+      importance.resize(size_t(d));
+      for (int64_t c = 0; c < d; ++c) importance[size_t(c)] = std::max(0.0f, h.data<float>()[c * d + c]);
+    }
+    QuantizedLinear fit = kquant_rtn(weight_in, scheme.format(), name, importance);
     std::vector<GroupParams> fixed(fit.scales.size());
     for (size_t i = 0; i < fixed.size(); ++i) {
       fixed[i].scale = fit.scales[i];

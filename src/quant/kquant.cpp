@@ -89,9 +89,9 @@ float make_qkx2_quants(int n, int nmax, const float* x, const float* weights, ui
   return scale;
 }
 
-// make_qx_quants with rmse_type 1 and no importance weights (Q6_K's sub-block fit).
-// L gets codes + nmax.
-float make_qx_quants(int n, int nmax, const float* x, int8_t* L) {
+// make_qx_quants with rmse_type 1 (Q6_K's sub-block fit): error weights qw, or x² when
+// qw is null. L gets codes + nmax.
+float make_qx_quants(int n, int nmax, const float* x, int8_t* L, const float* qw) {
   float max = 0, amax = 0;
   for (int i = 0; i < n; ++i) {
     const float ax = std::fabs(x[i]);
@@ -107,7 +107,7 @@ float make_qx_quants(int n, int nmax, const float* x, int8_t* L) {
     int l = nearest_int(iscale * x[i]);
     l = std::max(-nmax, std::min(nmax - 1, l));
     L[i] = int8_t(l + nmax);
-    const float w = x[i] * x[i];
+    const float w = qw ? qw[i] : x[i] * x[i];
     sumlx += w * x[i] * float(l);
     suml2 += w * float(l) * float(l);
   }
@@ -120,7 +120,7 @@ float make_qx_quants(int n, int nmax, const float* x, int8_t* L) {
     for (int i = 0; i < n; ++i) {
       int l = nearest_int(iscale * x[i]);
       l = std::max(-nmax, std::min(nmax - 1, l));
-      const float w = x[i] * x[i];
+      const float w = qw ? qw[i] : x[i] * x[i];
       sumlx += w * x[i] * float(l);
       suml2 += w * float(l) * float(l);
     }
@@ -134,6 +134,74 @@ float make_qx_quants(int n, int nmax, const float* x, int8_t* L) {
     }
   }
   return scale;
+}
+
+// make_qkx3_quants (the imatrix path's sub-block fit) computes exactly what
+// make_qkx2_quants does when weights are given (its flat-block test `max <= min` after
+// clamping min to ≤ 0 is `max == min`), so it is that function with the _impl's constants.
+float make_qkx3_quants(int n, int nmax, const float* x, const float* weights, uint8_t* L,
+                       float* the_min, uint8_t* Laux, float rmin, float rdelta, int nstep) {
+  return make_qkx2_quants(n, nmax, x, weights, L, the_min, Laux, rmin, rdelta, nstep);
+}
+
+// make_qp_quants: positive values x (sub-block scales or mins) onto 0..nmax with one
+// scale, weighted by quant_weights; L gets the codes.
+float make_qp_quants(int n, int nmax, const float* x, uint8_t* L, const float* quant_weights) {
+  float max = 0;
+  for (int i = 0; i < n; ++i) max = std::max(max, x[i]);
+  if (max < kGroupMaxEps) {
+    for (int i = 0; i < n; ++i) L[i] = 0;
+    return 0.f;
+  }
+  float iscale = float(nmax) / max;
+  for (int i = 0; i < n; ++i) L[i] = uint8_t(nearest_int(iscale * x[i]));
+  float scale = 1 / iscale;
+  float best_mse = 0;
+  for (int i = 0; i < n; ++i) {
+    const float diff = x[i] - scale * float(L[i]);
+    best_mse += quant_weights[i] * diff * diff;
+  }
+  for (int is = -4; is <= 4; ++is) {
+    if (is == 0) continue;
+    const float iscale_is = (0.1f * float(is) + float(nmax)) / max;
+    const float scale_is = 1 / iscale_is;
+    float mse = 0;
+    for (int i = 0; i < n; ++i) {
+      const int l = std::min(nmax, nearest_int(iscale_is * x[i]));
+      const float diff = x[i] - scale_is * float(l);
+      mse += quant_weights[i] * diff * diff;
+    }
+    if (mse < best_mse) best_mse = mse, iscale = iscale_is;
+  }
+  float sumlx = 0, suml2 = 0;
+  for (int i = 0; i < n; ++i) {
+    const int l = std::min(nmax, nearest_int(iscale * x[i]));
+    L[i] = uint8_t(l);
+    const float w = quant_weights[i];
+    sumlx += w * x[i] * float(l);
+    suml2 += w * float(l) * float(l);
+  }
+  for (int itry = 0; itry < 5; ++itry) {
+    int n_changed = 0;
+    for (int i = 0; i < n; ++i) {
+      const float w = quant_weights[i];
+      float slx = sumlx - w * x[i] * float(L[i]);
+      float sl2 = suml2 - w * float(L[i]) * float(L[i]);
+      if (slx > 0 && sl2 > 0) {
+        const int new_l = std::min(nmax, nearest_int(x[i] * sl2 / slx));
+        if (new_l != L[i]) {
+          slx += w * x[i] * float(new_l);
+          sl2 += w * float(new_l) * float(new_l);
+          if (slx * slx * suml2 > sumlx * sumlx * sl2) {
+            L[i] = uint8_t(new_l), sumlx = slx, suml2 = sl2;
+            ++n_changed;
+          }
+        }
+      }
+    }
+    if (!n_changed) break;
+  }
+  return suml2 > 0.0f ? sumlx / suml2 : 0.0f;
 }
 
 // Output of one super-block: codes, effective (d·sc, dmin·m) per sub-block, d and dmin.
@@ -179,13 +247,46 @@ void q45k_block(const float* x, int nmax, float rmin, int nstep, const SuperBloc
   }
 }
 
-// quantize_row_q6_K_ref for one super-block.
-void q6k_block(const float* x, const SuperBlock& out) {
+// quantize_row_q4_K_impl / q5_K_impl with importance weights qw (256 values): sub-block
+// fits weighted by qw·sqrt(σ² + x²), then the 6-bit scale and min codes fitted to the
+// sub-blocks' values weighted by their total weight (make_qp_quants).
+void q45k_block_weighted(const float* x, int nmax, const float* qw, const SuperBlock& out) {
+  float mins[8], scales[8], weights[32], sw[8];
+  uint8_t Laux[32], Ls[8], Lm[8];
+  float sum_x2 = 0;
+  for (int l = 0; l < 256; ++l) sum_x2 += x[l] * x[l];
+  const float sigma2 = 2 * sum_x2 / 256;
+  for (int j = 0; j < 8; ++j) {
+    for (int l = 0; l < 32; ++l) weights[l] = qw[32 * j + l] * std::sqrt(sigma2 + x[32 * j + l] * x[32 * j + l]);
+    float sumw = 0;
+    for (int l = 0; l < 32; ++l) sumw += weights[l];
+    sw[j] = sumw;
+    scales[j] = make_qkx3_quants(32, nmax, x + 32 * j, weights, out.codes + 32 * j, &mins[j], Laux, -0.9f,
+                                 0.05f, 36);
+  }
+  const float d = fp16_round(make_qp_quants(8, 63, scales, Ls, sw));
+  const float dmin = fp16_round(make_qp_quants(8, 63, mins, Lm, sw));
+  out.d_dmin[0] = d, out.d_dmin[1] = dmin;
+  for (int j = 0; j < 8; ++j) {
+    const float dj = d * float(Ls[j]);
+    const float dm = dmin * float(Lm[j]);
+    out.scales[j] = dj;
+    out.mins[j] = dm;
+    if (!dj) continue;
+    for (int ii = 0; ii < 32; ++ii) {
+      const int l = nearest_int((x[32 * j + ii] + dm) / dj);
+      out.codes[32 * j + ii] = uint8_t(std::max(0, std::min(nmax, l)));
+    }
+  }
+}
+
+// quantize_row_q6_K_ref (qw null) / q6_K_impl (importance weights qw) for one super-block.
+void q6k_block(const float* x, const float* qw, const SuperBlock& out) {
   float scales[16];
   int8_t L[256];
   float max_scale = 0, max_abs_scale = 0;
   for (int ib = 0; ib < 16; ++ib) {
-    const float scale = make_qx_quants(16, 32, x + 16 * ib, L + 16 * ib);
+    const float scale = make_qx_quants(16, 32, x + 16 * ib, L + 16 * ib, qw ? qw + 16 * ib : nullptr);
     scales[ib] = scale;
     const float abs_scale = std::fabs(scale);
     if (abs_scale > max_abs_scale) max_abs_scale = abs_scale, max_scale = scale;
@@ -216,7 +317,8 @@ void q6k_block(const float* x, const SuperBlock& out) {
 
 }  // namespace
 
-QuantizedLinear kquant_rtn(const Tensor& weight_in, const QuantFormat& fmt, const std::string& name) {
+QuantizedLinear kquant_rtn(const Tensor& weight_in, const QuantFormat& fmt, const std::string& name,
+                           const std::vector<float>& importance) {
   QS_ASSERT(fmt.family == FormatFamily::GgmlK, "kquant_rtn of ", fmt.name());
   if (weight_in.ndim() != 2)
     fail_input("tensor ", name, ": expected a 2-D weight [out, in], got ", shape_str(weight_in.shape()));
@@ -224,6 +326,8 @@ QuantizedLinear kquant_rtn(const Tensor& weight_in, const QuantFormat& fmt, cons
   const int64_t out = weight.dim(0), in = weight.dim(1);
   fmt.check_divides(in, name);
   const float* w = weight.data<float>();
+  QS_ASSERT(importance.empty() || int64_t(importance.size()) == in, "importance of ", name, ": ",
+            importance.size(), " values for ", in, " columns");
   for (int64_t i = 0; i < out * in; ++i)
     if (!std::isfinite(w[i]))
       fail_input("tensor ", name, ": weight contains NaN/Inf (at row ", i / in, ", column ", i % in, ")");
@@ -246,7 +350,9 @@ QuantizedLinear kquant_rtn(const Tensor& weight_in, const QuantFormat& fmt, cons
                           q.zeros.empty() ? nullptr : q.zeros.data() + g0,
                           q.super_scales.data() + (r * nsb + b) * 2};
       const float* x = w + r * in + b * kQK_K;
-      if (fmt.bits == 6) q6k_block(x, sb);
+      const float* qw = importance.empty() ? nullptr : importance.data() + b * kQK_K;
+      if (fmt.bits == 6) q6k_block(x, qw, sb);
+      else if (qw) q45k_block_weighted(x, fmt.bits == 5 ? 31 : 15, qw, sb);
       else if (fmt.bits == 5) q45k_block(x, 31, -0.5f, 15, sb);
       else q45k_block(x, 15, -1.f, 20, sb);
     }

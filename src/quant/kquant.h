@@ -7,6 +7,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "core/tensor.h"
 #include "quant/quantized.h"
@@ -15,9 +16,12 @@ namespace qshard {
 
 constexpr int64_t kQK_K = 256;  // QK_K: elements per super-block
 
-// llama.cpp's reference quantizer (ggml-quants.c quantize_row_q{4,5,6}_K_ref, the path
-// llama-quantize takes without an imatrix), operation for operation in fp32, so the
-// result equals llama-quantize's bytes. weight: host [out, in], in % 256 == 0.
-QuantizedLinear kquant_rtn(const Tensor& weight, const QuantFormat& format, const std::string& name);
+// llama.cpp's quantizer, operation for operation in fp32: without `importance` the
+// reference path (quantize_row_q{4,5,6}_K_ref, llama-quantize without an imatrix: equal
+// bytes); with it ([in] non-negative column weights, e.g. mean squared calibration
+// activations = an imatrix) the imatrix path (quantize_row_q{4,5,6}_K_impl), whose scale
+// and min codes are fitted to the weighted error. weight: host [out, in], in % 256 == 0.
+QuantizedLinear kquant_rtn(const Tensor& weight, const QuantFormat& format, const std::string& name,
+                           const std::vector<float>& importance = {});
 
 }  // namespace qshard
