@@ -55,7 +55,7 @@ std::string gguf_name(const std::string& hf) {
 GgmlType block_type(const QuantFormat& f) {
   QS_ASSERT(f.is_ggml(), "not a GGML block format: ", f.name());
   if (f.family == FormatFamily::GgmlK)
-    return f.bits == 4 ? GgmlType::Q4_K : f.bits == 5 ? GgmlType::Q5_K : GgmlType::Q6_K;
+    return f.bits == 3 ? GgmlType::Q3_K : f.bits == 4 ? GgmlType::Q4_K : f.bits == 5 ? GgmlType::Q5_K : GgmlType::Q6_K;
   if (f.bits == 8) return GgmlType::Q8_0;
   if (f.bits == 4) return f.symmetric ? GgmlType::Q4_0 : GgmlType::Q4_1;
   return f.symmetric ? GgmlType::Q5_0 : GgmlType::Q5_1;
@@ -115,6 +115,29 @@ void encode_row_k(const QuantizedLinear& q, int64_t r, GgmlType type, uint8_t* o
     const uint8_t* L = q.codes.data() + r * in + b * 256;
     const float* sc = q.scales.data() + r * ng + b * per;
     const float d = q.super_scales[size_t((r * nsb + b) * 2)];
+    if (type == GgmlType::Q3_K) {  // hmask[32] qs[64] scales[12] d
+      uint8_t* hmask = blk;
+      uint8_t* qs = blk + 32;
+      uint8_t* s = blk + 96;
+      uint8_t low[256];
+      for (int j = 0, m = 0, hm = 1; j < 256; ++j) {
+        low[j] = L[j];
+        if (L[j] > 3) hmask[m] |= uint8_t(hm), low[j] = uint8_t(L[j] - 4);
+        if (++m == 32) m = 0, hm <<= 1;
+      }
+      for (int j = 0; j < 256; j += 128)
+        for (int l = 0; l < 32; ++l)
+          qs[j / 4 + l] = uint8_t(low[j + l] | (low[j + l + 32] << 2) | (low[j + l + 64] << 4) | (low[j + l + 96] << 6));
+      for (int j = 0; j < 16; ++j) {
+        int l = sub_code(sc[j], d, -32, 31, "scale") + 32;
+        if (j < 8) s[j] = uint8_t(l & 0xF);
+        else s[j - 8] |= uint8_t((l & 0xF) << 4);
+        l >>= 4;
+        s[j % 4 + 8] |= uint8_t(l << (2 * (j / 4)));
+      }
+      put_f16(blk + 108, d);
+      continue;
+    }
     if (type == GgmlType::Q6_K) {
       uint8_t* ql = blk;
       uint8_t* qh = blk + 128;

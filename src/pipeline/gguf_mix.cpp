@@ -18,7 +18,7 @@ struct MixRow {
 // llama_ftype values (llama.h) of the mixes built from the types qshard writes.
 constexpr MixRow kMixes[] = {
     {"Q4_0", "q4_0", 2},    {"Q4_1", "q4_1", 3},    {"Q8_0", "q8_0", 7},    {"Q5_0", "q5_0", 8},
-    {"Q5_1", "q5_1", 9},    {"Q4_K_S", "q4_k", 14}, {"Q4_K_M", "q4_k", 15}, {"Q5_K_S", "q5_k", 16},
+    {"Q5_1", "q5_1", 9},    {"Q3_K_M", "q3_k", 12}, {"Q4_K_S", "q4_k", 14}, {"Q4_K_M", "q4_k", 15}, {"Q5_K_S", "q5_k", 16},
     {"Q5_K_M", "q5_k", 17}, {"Q6_K", "q6_k", 18},
 };
 
@@ -39,7 +39,8 @@ std::optional<QuantFormat> fallback(const QuantFormat& f, int64_t ncols, const s
                                     std::vector<std::string>& log) {
   if (ncols % block_of(f) == 0) return f;
   std::optional<QuantFormat> r = f;
-  if (f.family == FormatFamily::GgmlK) r = fmt(f.bits == 4 ? "q5_0" : f.bits == 5 ? "q5_1" : "q8_0");
+  if (f.family == FormatFamily::GgmlK)
+    r = fmt(f.bits == 3 ? "q4_0" : f.bits == 4 ? "q5_0" : f.bits == 5 ? "q5_1" : "q8_0");
   if (ncols % 32 != 0) r.reset();
   log.push_back(str_cat(tensor, ": ", ncols, " columns not divisible by ", block_of(f), " (", f.name(),
                         ") -> ", r ? r->name() : std::string("f16"), ", as llama-quantize falls back"));
@@ -77,6 +78,11 @@ GgufPlan plan_gguf(const ModelSpec& spec, const QuantFormat& base, const GgufMix
     if (m == "Q4_K_S" && i < 4) v = fmt("q5_k");
     if ((m == "Q4_K_M" || m == "Q5_K_M") && use_more_bits(i, n)) down = fmt("q6_k");
     if (m == "Q4_K_S" && i < n / 8) down = fmt("q5_k");
+    if (m == "Q3_K_M") {  // llama (not falcon): attn_v Q5_K in the first 2 layers, else Q4_K
+      v = fmt(i < 2 ? "q5_k" : "q4_k");
+      down = fmt(i < n / 16 ? "q5_k" : "q4_k");
+      o = fmt("q4_k");
+    }
     for (const char* s : {"self_attn.q_proj", "self_attn.k_proj", "mlp.gate_proj", "mlp.up_proj"})
       set(p + s, base, hidden);
     set(p + "self_attn.v_proj", v, hidden);

@@ -12,7 +12,7 @@ namespace {
 
 constexpr const char* kFormats =
     "int2..int8, mxint8, mxint6, mxint4, mxint3, mxfp4, nvfp4, q4_0, q4_1, q5_0, q5_1, q8_0, "
-    "q4_k, q5_k, q6_k";
+    "q3_k, q4_k, q5_k, q6_k";
 
 std::string lower(std::string s) {
   std::transform(s.begin(), s.end(), s.begin(),
@@ -84,11 +84,11 @@ QuantFormat QuantFormat::parse(const std::string& name_in, int64_t group_size, b
     f.group_size = 32;
     return f;
   }
-  if (name == "q4_k" || name == "q5_k" || name == "q6_k") {
+  if (name == "q3_k" || name == "q4_k" || name == "q5_k" || name == "q6_k") {
     f.family = FormatFamily::GgmlK;
     f.bits = name[1] - '0';
-    f.symmetric = f.bits == 6;  // Q6_K has no minima
-    const int64_t sub = f.bits == 6 ? 16 : 32;
+    f.symmetric = f.bits == 6 || f.bits == 3;  // Q3_K and Q6_K have no minima
+    const int64_t sub = f.symmetric ? 16 : 32;
     if (group_size != 0 && group_size != sub)
       fail_input("--group-size ", group_size, " is not valid for ", name, ": its sub-blocks are ",
                  sub, " elements in super-blocks of 256 (use ", sub, " or 0)");
@@ -135,7 +135,7 @@ bool QuantFormat::accepts_group_size(int64_t group) const {
     case FormatFamily::MXFP4: return group == 32;
     case FormatFamily::NVFP4: return group == 16;
     case FormatFamily::GgmlBlock: return group == 32;
-    case FormatFamily::GgmlK: return group == (bits == 6 ? 16 : 32);
+    case FormatFamily::GgmlK: return group == (symmetric ? 16 : 32);
   }
   return false;
 }

@@ -17,8 +17,9 @@ enum class FormatFamily {
   // Q4_0/Q5_0/Q8_0 (symmetric): w = d·(q − 2^(bits−1)); Q4_1/Q5_1: w = d·q + m, FP16 m.
   GgmlBlock,
   // llama.cpp's K-quants (quant/kquant.h): Q4_K, Q5_K (32-element sub-blocks with 6-bit
-  // scale and min codes, w = d·sc·q − dmin·m) and Q6_K (16-element sub-blocks, int8
-  // scales, w = d·sc·(q − 32)), in 256-element super-blocks with FP16 d (and dmin).
+  // scale and min codes, w = d·sc·q − dmin·m), Q3_K and Q6_K (16-element sub-blocks,
+  // 6-bit / int8 signed scales, w = d·sc·(q − 2^(bits−1))), in 256-element super-blocks
+  // with FP16 d (and dmin).
   GgmlK,
 };
 
@@ -31,7 +32,7 @@ struct QuantFormat {
   bool symmetric = true;  // INT only; MX/NV formats are symmetric by construction
 
   // --format NAME: int2..int8, mxint8/6/4/3, mxfp4, nvfp4, q4_0, q4_1, q5_0, q5_1, q8_0,
-  // q4_k, q5_k, q6_k. group_size 0 means the
+  // q3_k, q4_k, q5_k, q6_k. group_size 0 means the
   // family's default (INT 128, MX 32, NVFP4 16). InputError on anything unsupported.
   static QuantFormat parse(const std::string& name, int64_t group_size, bool symmetric);
 

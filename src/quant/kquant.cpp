@@ -204,6 +204,52 @@ float make_qp_quants(int n, int nmax, const float* x, uint8_t* L, const float* q
   return suml2 > 0.0f ? sumlx / suml2 : 0.0f;
 }
 
+// make_q3_quants with do_rmse (Q3_K's sub-block fit); L gets codes + nmax.
+float make_q3_quants(int n, int nmax, const float* x, int8_t* L) {
+  float max = 0, amax = 0;
+  for (int i = 0; i < n; ++i) {
+    const float ax = std::fabs(x[i]);
+    if (ax > amax) amax = ax, max = x[i];
+  }
+  if (amax < kGroupMaxEps) {
+    for (int i = 0; i < n; ++i) L[i] = 0;
+    return 0.f;
+  }
+  const float iscale = float(-nmax) / max;
+  float sumlx = 0, suml2 = 0;
+  for (int i = 0; i < n; ++i) {
+    int l = nearest_int(iscale * x[i]);
+    l = std::max(-nmax, std::min(nmax - 1, l));
+    L[i] = int8_t(l);
+    const float w = x[i] * x[i];
+    sumlx += w * x[i] * float(l);
+    suml2 += w * float(l) * float(l);
+  }
+  for (int itry = 0; itry < 5; ++itry) {
+    int n_changed = 0;
+    for (int i = 0; i < n; ++i) {
+      const float w = x[i] * x[i];
+      float slx = sumlx - w * x[i] * float(L[i]);
+      if (slx > 0) {
+        float sl2 = suml2 - w * float(L[i]) * float(L[i]);
+        int new_l = nearest_int(x[i] * sl2 / slx);
+        new_l = std::max(-nmax, std::min(nmax - 1, new_l));
+        if (new_l != L[i]) {
+          slx += w * x[i] * float(new_l);
+          sl2 += w * float(new_l) * float(new_l);
+          if (sl2 > 0 && slx * slx * suml2 > sumlx * sumlx * sl2) {
+            L[i] = int8_t(new_l), sumlx = slx, suml2 = sl2;
+            ++n_changed;
+          }
+        }
+      }
+    }
+    if (!n_changed) break;
+  }
+  for (int i = 0; i < n; ++i) L[i] = int8_t(L[i] + nmax);
+  return suml2 > 0.0f ? sumlx / suml2 : 0.0f;
+}
+
 // Output of one super-block: codes, effective (d·sc, dmin·m) per sub-block, d and dmin.
 struct SuperBlock {
   uint8_t* codes;
@@ -280,6 +326,40 @@ void q45k_block_weighted(const float* x, int nmax, const float* qw, const SuperB
   }
 }
 
+// quantize_row_q3_K_ref for one super-block (6-bit signed sub-block scales).
+void q3k_block(const float* x, const SuperBlock& out) {
+  float scales[16];
+  int8_t L[256];
+  float max_scale = 0, amax = 0;
+  for (int j = 0; j < 16; ++j) {
+    scales[j] = make_q3_quants(16, 4, x + 16 * j, L + 16 * j);
+    const float scale = std::fabs(scales[j]);
+    if (scale > amax) amax = scale, max_scale = scales[j];
+  }
+  int sc[16] = {};
+  float d = 0.0f;
+  if (max_scale) {
+    const float iscale = -32.f / max_scale;
+    for (int j = 0; j < 16; ++j) {
+      const int8_t l = int8_t(nearest_int(iscale * scales[j]));
+      sc[j] = std::max(-32, std::min(31, int(l)));
+    }
+    d = fp16_round(1 / iscale);
+  }
+  out.d_dmin[0] = d, out.d_dmin[1] = 0.0f;
+  for (int j = 0; j < 16; ++j) {
+    const float dj = d * float(sc[j]);
+    out.scales[j] = dj;
+    if (dj) {
+      for (int ii = 0; ii < 16; ++ii) {
+        const int l = std::max(-4, std::min(3, nearest_int(x[16 * j + ii] / dj)));
+        L[16 * j + ii] = int8_t(l + 4);
+      }
+    }
+    for (int ii = 0; ii < 16; ++ii) out.codes[16 * j + ii] = uint8_t(L[16 * j + ii]);
+  }
+}
+
 // quantize_row_q6_K_ref (qw null) / q6_K_impl (importance weights qw) for one super-block.
 void q6k_block(const float* x, const float* qw, const SuperBlock& out) {
   float scales[16];
@@ -352,6 +432,7 @@ QuantizedLinear kquant_rtn(const Tensor& weight_in, const QuantFormat& fmt, cons
       const float* x = w + r * in + b * kQK_K;
       const float* qw = importance.empty() ? nullptr : importance.data() + b * kQK_K;
       if (fmt.bits == 6) q6k_block(x, qw, sb);
+      else if (fmt.bits == 3) q3k_block(x, sb);  // the reference fit, with or without importance
       else if (qw) q45k_block_weighted(x, fmt.bits == 5 ? 31 : 15, qw, sb);
       else if (fmt.bits == 5) q45k_block(x, 31, -0.5f, 15, sb);
       else q45k_block(x, 15, -1.f, 20, sb);

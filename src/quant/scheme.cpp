@@ -305,11 +305,11 @@ class GgmlBlockScheme final : public Scheme {
 // ------------------------------------------------- llama.cpp's K-quants (quant/kquant.h)
 // Rounding with a sub-block's decoded parameters, as the last pass of
 // quantize_row_q{4,5,6}_K_ref: Q4_K/Q5_K q = nearest((x + dmin·m)/(d·sc)), w = d·sc·q − dmin·m;
-// Q6_K q = nearest(x/(d·sc)) + 32, w = d·sc·(q − 32). The parameters themselves are fitted
+// Q3_K/Q6_K q = nearest(x/(d·sc)) + h, w = d·sc·(q − h), h = 2^(bits−1) (4, 32). The parameters themselves are fitted
 // per 256-element super-block (kquant_rtn), never per group: GPTQ takes them fixed.
 class GgmlKScheme final : public Scheme {
  public:
-  explicit GgmlKScheme(const QuantFormat& f) : f_(f), maxq_((1 << f.bits) - 1) {}
+  explicit GgmlKScheme(const QuantFormat& f) : f_(f), maxq_((1 << f.bits) - 1), half_(1 << (f.bits - 1)) {}
   const QuantFormat& format() const override { return f_; }
 
   GroupParams fit(const float*, int64_t, int64_t, float, float) const override {
@@ -319,20 +319,20 @@ class GgmlKScheme final : public Scheme {
 
   uint8_t quantize(float x, const GroupParams& p, float) const override {
     check_finite(x);
-    if (p.scale == 0.0f) return f_.symmetric ? uint8_t(32) : uint8_t(0);
+    if (p.scale == 0.0f) return f_.symmetric ? uint8_t(half_) : uint8_t(0);
     const float v = f_.symmetric ? x / p.scale : (x + p.zero) / p.scale;
-    const float l = std::nearbyint(v) + (f_.symmetric ? 32.0f : 0.0f);
+    const float l = std::nearbyint(v) + (f_.symmetric ? float(half_) : 0.0f);
     return uint8_t(std::clamp(l, 0.0f, float(maxq_)));
   }
 
   float dequantize(uint8_t code, const GroupParams& p, float) const override {
-    if (f_.symmetric) return p.scale * float(int(code) - 32);
+    if (f_.symmetric) return p.scale * float(int(code) - half_);
     return p.scale * float(code) - p.zero;
   }
 
  private:
   QuantFormat f_;
-  int maxq_;
+  int maxq_, half_;
 };
 
 }  // namespace
@@ -351,7 +351,7 @@ std::unique_ptr<Scheme> Scheme::make(const QuantFormat& format) {
       QS_ASSERT(format.bits == 4 || format.bits == 5 || format.bits == 8, "ggml bits ", format.bits);
       return std::make_unique<GgmlBlockScheme>(format);
     case FormatFamily::GgmlK:
-      QS_ASSERT(format.bits >= 4 && format.bits <= 6, "k-quant bits ", format.bits);
+      QS_ASSERT(format.bits >= 3 && format.bits <= 6, "k-quant bits ", format.bits);
       return std::make_unique<GgmlKScheme>(format);
   }
   QS_ASSERT(false, "unhandled format family");

@@ -5,7 +5,7 @@ from the llama-cpp-python source package), tiny model:
 1. RTN equals llama-quantize: qshard's unquantized GGUF (--skip . --gguf-dense f32) is
    quantized by `llama-quantize --pure` to each type; every quantized tensor of qshard's
    own rtn export is byte-identical to llama-quantize's (same rounding, same layout).
-2. Named mixes: qshard's rtn gguf:Q4_K_M and gguf:Q4_0 equal `llama-quantize ... Q4_K_M`
+2. Named mixes: qshard's rtn gguf:Q4_K_M, gguf:Q3_K_M and gguf:Q4_0 equal `llama-quantize ... MIX`
    (no --pure): the same type for every tensor, the same bytes, the same data size.
 3. llama.cpp loads and runs qshard's files: llama-perplexity on the unquantized GGUF and
    on a gptq q4_k GGUF (--kl-divergence against the unquantized logits) agrees with
@@ -130,7 +130,7 @@ def main():
         same_tensors(f"rtn {fmt}", ours, theirs, names)
 
     # 2. the named mixes, every tensor.
-    for mix in ("Q4_K_M", "Q4_0"):
+    for mix in ("Q4_K_M", "Q3_K_M", "Q4_0"):
         ours = quantize(os.path.join(t, f"mix-{mix}"), "--method", "rtn", "--format", f"gguf:{mix}", "--export", "gguf")
         theirs = llama_quantize(base, os.path.join(t, f"lq-{mix}.gguf"), mix, pure=False)
         names = sorted(tensors(theirs))

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """--export gguf read by the `gguf` package (gguf-py, llama.cpp's own reader), tiny model.
 
-For each llama.cpp block type (q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k, q6_k) with rtn,
+For each llama.cpp block type (q8_0, q4_0, q4_1, q5_0, q5_1, q3_k, q4_k, q5_k, q6_k) with rtn,
 and q4_0, q4_1, q4_k, q6_k with gptq:
 quantize once into --export gguf and once into --export fakequant; every tensor that
 GGUFReader dequantizes (gguf.quants.dequantize), with llama.cpp's q/k row permutation
@@ -117,7 +117,8 @@ def main():
     tmp = tempfile.TemporaryDirectory(prefix="qshard-gguf-")
     types = {"q8_0": gguf.GGMLQuantizationType.Q8_0, "q4_0": gguf.GGMLQuantizationType.Q4_0,
              "q4_1": gguf.GGMLQuantizationType.Q4_1, "q5_0": gguf.GGMLQuantizationType.Q5_0,
-             "q5_1": gguf.GGMLQuantizationType.Q5_1, "q4_k": gguf.GGMLQuantizationType.Q4_K,
+             "q5_1": gguf.GGMLQuantizationType.Q5_1, "q3_k": gguf.GGMLQuantizationType.Q3_K,
+             "q4_k": gguf.GGMLQuantizationType.Q4_K,
              "q5_k": gguf.GGMLQuantizationType.Q5_K, "q6_k": gguf.GGMLQuantizationType.Q6_K}
     runs = [(f, "rtn") for f in types] + [("q4_0", "gptq"), ("q4_1", "gptq"), ("q4_k", "gptq"), ("q6_k", "gptq")]
     for fmt, method in runs:

@@ -20,7 +20,8 @@ TEST(GgmlFormats, ParseNamesAndBlocks) {
   EXPECT_EQ(QuantFormat::parse("q6_k", 0, true).group_size, 16);
   EXPECT_EQ(QuantFormat::parse("q4_k", 0, true).group_size, 32);
   EXPECT_THROW(QuantFormat::parse("q4_0", 64, true), InputError);
-  EXPECT_THROW(QuantFormat::parse("q3_k", 0, true), InputError);
+  EXPECT_THROW(QuantFormat::parse("q2_k", 0, true), InputError);
+  EXPECT_EQ(QuantFormat::parse("q3_k", 0, true).group_size, 16);
   EXPECT_THROW(QuantFormat::parse("q4_k", 0, true).check_divides(576, "t"), InputError);
 }
 
