@@ -61,6 +61,9 @@ fi
 # Real test data that is not committed (llama.cpp's tokenizer vectors, SmolLM2-135M),
 # fetched once into a cache outside the clone.
 "$root/launch/fetch_testdata.sh"
+# llama.cpp's perplexity/quantize/imatrix tools, built once on the CPU into the same cache:
+# the GGUF export is checked against them (tests/export/check_gguf_llama_cpp.py).
+"$root/launch/build_llama_cpp.sh"
 
 ((deps_only)) && exit 0
 

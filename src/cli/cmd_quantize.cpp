@@ -13,6 +13,7 @@
 #include "core/log.h"
 #include "core/stop.h"
 #include "export/exporter.h"
+#include "pipeline/gguf_mix.h"
 #include "io/json_file.h"
 #include "io/safetensors.h"
 #include "io/tokenizer.h"
@@ -27,7 +28,7 @@ constexpr const char* kUsage =
     "usage: qshard quantize --model DIR --out DIR --calib FILE [--method gptq|rtn|awq|...]\n"
     "                       [--format int4] [--group-size 128] [--sym|--asym] [--act-order]\n"
     "                       [--static-groups] [--damp 0.01] [--n-calib 128] [--calib-seqlen 2048]\n"
-    "                       [--export gptq|compressed-tensors|awq|fakequant|hdf5] [--skip REGEX]...\n"
+    "                       [--export gptq|compressed-tensors|awq|gguf|fakequant|hdf5] [--skip REGEX]...\n"
     "                       [--act-format none|int8|mxint8]\n\n"
     "Quantizes the Linear layers of a Hugging Face checkpoint layer by layer (true-sequential:\n"
     "q/k/v, then o, then gate/up, then down, each calibrated on the outputs of the already\n"
@@ -139,6 +140,7 @@ void prepare_out_dir(const std::string& out, const std::string& model_dir) {
 int run_quantize(const std::vector<std::string>& args, Communicator& comm) {
   po::options_description desc("options");
   std::string model_dir, out_dir, calib_path, format_name = "int4", export_name = "gptq", recipe_path;
+  std::string gguf_dense = "auto";
   std::string act_name = "none";
   int64_t group_size = 0;
   std::string block_gptq, propagate, awq_loss, device_name = "auto";
@@ -196,7 +198,9 @@ int run_quantize(const std::vector<std::string>& args, Communicator& comm) {
       ("n-calib", po::value(&calib.n_samples)->default_value(128), "calibration windows")
       ("calib-seqlen", po::value(&calib.seqlen)->default_value(2048), "tokens per calibration window")
       ("calib-shuffle", po::value(&shuffle_seed), "random calibration windows from this seed")
-      ("export", po::value(&export_name)->default_value("gptq"), "gptq, compressed-tensors, awq, fakequant, hdf5")
+      ("export", po::value(&export_name)->default_value("gptq"), "gptq, compressed-tensors, awq, gguf, fakequant, hdf5")
+      ("gguf-dense", po::value(&gguf_dense)->default_value("auto"),
+       "--export gguf: unquantized 2-D tensors as f32, f16, bf16 or auto (their stored dtype); 1-D always f32")
       ("act-format", po::value(&act_name)->default_value("none"),
        "quantize the quantized Linears' inputs: none, int8 (per token, W8A8), mxint8 (blocks of 32)")
       ("skip", po::value(&skips)->composing(), "leave modules matching this regex unquantized (repeatable)")
@@ -250,12 +254,23 @@ int run_quantize(const std::vector<std::string>& args, Communicator& comm) {
   if (opt.gptq.block_size < 1) fail_input("--block-size must be positive");
   if (opt.batch_tokens < 1) fail_input("--batch-tokens must be positive");
 
-  const QuantFormat format = QuantFormat::parse(format_name, group_size, vm.count("asym") == 0);
+  const std::optional<GgufMix> mix = parse_gguf_mix(format_name);
+  const QuantFormat format = mix ? mix->base : QuantFormat::parse(format_name, group_size, vm.count("asym") == 0);
   const ExportKind kind = parse_export_kind(export_name);
+  if (gguf_dense != "auto" && gguf_dense != "f32" && gguf_dense != "f16" && gguf_dense != "bf16")
+    fail_input("--gguf-dense '", gguf_dense, "' is not valid: use f32, f16, bf16 or auto");
   check_export_supports(kind, format, opt.gptq.act_order);
   const ActFormat act = parse_act_format(act_name);
   const bool scattered = opt.gptq.act_order && !opt.gptq.static_groups;
   check_export_supports_act(kind, act, format, scattered);
+  // K-quant scales are fitted per 256-element super-block (llama.cpp's reference fit);
+  // only rtn and gptq (which holds them fixed) take them so far.
+  const auto check_method_format = [&](const QuantFormat& f) {
+    if (f.family == FormatFamily::GgmlK && opt.method != "rtn" && opt.method != "gptq")
+      fail_input("--method ", opt.method, " does not take --format ", f.name(), " yet (its scales are "
+                 "fitted per 256-element super-block): use --method rtn or gptq");
+  };
+  check_method_format(format);
   Recipe recipe(format);
   if (!recipe_path.empty()) recipe.load_file(recipe_path);
   for (const auto& s : skips) recipe.add_skip(s);
@@ -263,18 +278,30 @@ int run_quantize(const std::vector<std::string>& args, Communicator& comm) {
     if (r.format) {
       check_export_supports(kind, *r.format, opt.gptq.act_order);
       check_export_supports_act(kind, act, *r.format, scattered);
+      check_method_format(*r.format);
     }
 
   // Everything that can be refused is checked before --out is touched.
   const std::string device = resolve_device(device_name);
   auto backend = make_backend(device);  // no GPU is one clear line
   ModelSpec spec = ModelSpec::load(model_dir);
+  GgufPlan gguf_plan;  // llama.cpp's per-tensor types for a mix, and its fallbacks
+  if (mix || format.family == FormatFamily::GgmlK) {
+    gguf_plan = plan_gguf(spec, format, mix ? &*mix : nullptr);
+    for (const auto& [module, f] : gguf_plan.modules) {
+      if (f) check_method_format(*f);
+      recipe.prepend_exact(module, f);
+    }
+    if (comm.is_root())
+      for (const auto& line : gguf_plan.fallbacks) log_info("gguf: ", line);
+  }
   const TensorStore store = TensorStore::open(model_dir);
   {  // what the export stores, so that the AWQ family's searches score exactly that
     const DType model_dtype = store.get("model.embed_tokens.weight").dtype();
     const DType dense = model_dtype == DType::F16 || model_dtype == DType::BF16 ? model_dtype : DType::F32;
     switch (kind) {
       case ExportKind::Hdf5: break;  // F32 scales
+      case ExportKind::Gguf: break;  // FP16 block scales, fitted by the format itself
       case ExportKind::FakeQuant: opt.numerics.weight_dtype = dense; break;
       case ExportKind::CompressedTensors: opt.numerics.scale_dtype = dense; break;
       default: opt.numerics.scale_dtype = DType::F16; break;  // GPTQ/AWQ containers: F16 scales
@@ -343,6 +370,9 @@ int run_quantize(const std::vector<std::string>& args, Communicator& comm) {
     info.static_groups = opt.gptq.static_groups;
     info.damp = opt.gptq.damp;
     info.true_sequential = opt.true_sequential;
+    info.gguf_dense = gguf_dense;
+    info.gguf_dense_types = gguf_plan.dense;
+    if (mix) info.gguf_file_type = mix->file_type;
     for (const auto& m : report.modules)
       if (m.format == "skipped") info.ignored_modules.push_back(m.module);
     if (!opt.quantize_lm_head) info.ignored_modules.push_back("lm_head");

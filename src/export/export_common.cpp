@@ -131,10 +131,11 @@ void validate_quantized(const std::string& module, const QuantizedLinear& q) {
   if (int64_t(q.codes.size()) != n) bad(q.codes.size(), " codes, expected ", n);
   if (int64_t(q.scales.size()) != q.out_features * ng)
     bad(q.scales.size(), " scales, expected ", q.out_features * ng);
-  const bool need_zeros = f.family == FormatFamily::Int && !f.symmetric;
+  const bool ggml = f.is_ggml();
+  const bool need_zeros = f.stores_zeros() && !f.symmetric;
   if (need_zeros && int64_t(q.zeros.size()) != q.out_features * ng)
     bad(q.zeros.size(), " zero points, expected ", q.out_features * ng);
-  if (f.family != FormatFamily::Int && !q.zeros.empty()) bad("zero points on a ", f.name(), " module");
+  if (!f.stores_zeros() && !q.zeros.empty()) bad("zero points on a ", f.name(), " module");
   if (f.family == FormatFamily::Int && f.symmetric && !q.zeros.empty() &&
       int64_t(q.zeros.size()) != q.out_features * ng)
     bad(q.zeros.size(), " zero points, expected ", q.out_features * ng);
@@ -147,13 +148,18 @@ void validate_quantized(const std::string& module, const QuantizedLinear& q) {
     if (q.codes[i] >= limit)
       bad("code ", int(q.codes[i]), " at row ", int64_t(i) / q.in_features, " column ",
           int64_t(i) % q.in_features, " does not fit in ", f.bits, " bits");
+  // GGML blocks store llama.cpp's signed FP16 d (Q4_0's d = max/−8), 0 for a zero block.
   for (size_t i = 0; i < q.scales.size(); ++i)
-    if (!std::isfinite(q.scales[i]) || !(q.scales[i] > 0.0f))
+    if (!std::isfinite(q.scales[i]) || (!ggml && !(q.scales[i] > 0.0f)))
       bad("scale ", q.scales[i], " at row ", int64_t(i) / ng, " group ", int64_t(i) % ng,
           " is not positive and finite");
   const int64_t maxq = int64_t(limit) - 1;
   for (size_t i = 0; i < q.zeros.size(); ++i) {
     const float z = q.zeros[i];
+    if (ggml) {  // the block minimum m: any finite FP16 value
+      if (!std::isfinite(z)) bad("block minimum ", z, " at row ", int64_t(i) / ng, " is not finite");
+      continue;
+    }
     if (!(z >= 0.0f && z <= float(maxq)) || z != std::floor(z))
       bad("zero point ", z, " at row ", int64_t(i) / ng, " group ", int64_t(i) % ng,
           " is not an integer in [0, ", maxq, "]");

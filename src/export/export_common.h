@@ -32,6 +32,7 @@ std::unique_ptr<Exporter> make_hdf5_exporter(const std::string& out_dir, ActForm
                                              const WriteSplit* split = nullptr);
 std::unique_ptr<Exporter> make_awq_exporter(const std::string& out_dir, uint64_t max_shard_bytes,
                                             const WriteSplit* split = nullptr);
+std::unique_ptr<Exporter> make_gguf_exporter(const std::string& out_dir, const WriteSplit* split = nullptr);
 // config.json key under which fake-quant exports record their activation quantization
 // (no engine reads a fake-quant checkpoint's activation scheme; qshard eval does):
 //   "qshard_activation_quant": {"format": "int8", "ignore": ["lm_head", ...]}

@@ -32,6 +32,8 @@ const char* family_name(FormatFamily f) {
     case FormatFamily::MXInt: return "mxint";
     case FormatFamily::MXFP4: return "mxfp4";
     case FormatFamily::NVFP4: return "nvfp4";
+    case FormatFamily::GgmlBlock: return "ggml";
+    case FormatFamily::GgmlK: return "ggml_k";
   }
   return "?";
 }
@@ -106,7 +108,8 @@ class Hdf5Exporter final : public Exporter {
     auto data = [own](const void* p) { return own ? p : nullptr; };
     g.write_dataset("codes", H5Type::U8, {out, in}, data(q.codes.data()));
     g.write_dataset("scales", H5Type::F32, {out, ng}, data(q.scales.data()));
-    if (q.format.family == FormatFamily::Int && !q.format.symmetric)
+    if ((q.format.family == FormatFamily::Int && !q.format.symmetric) ||
+        (q.format.is_ggml() && q.format.stores_zeros()))
       g.write_dataset("zeros", H5Type::F32, {out, ng}, data(q.zeros.data()));
     const std::vector<int32_t> gi = g_idx_or_default(q);
     g.write_dataset("g_idx", H5Type::I32, {in}, data(gi.data()));

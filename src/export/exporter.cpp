@@ -12,7 +12,8 @@ ExportKind parse_export_kind(const std::string& name) {
   if (name == "fakequant") return ExportKind::FakeQuant;
   if (name == "hdf5") return ExportKind::Hdf5;
   if (name == "awq") return ExportKind::Awq;
-  fail_input("--export '", name, "' is not supported: use gptq, compressed-tensors, awq, fakequant or hdf5");
+  if (name == "gguf") return ExportKind::Gguf;
+  fail_input("--export '", name, "' is not supported: use gptq, compressed-tensors, awq, gguf, fakequant or hdf5");
 }
 
 const char* export_kind_name(ExportKind kind) {
@@ -22,6 +23,7 @@ const char* export_kind_name(ExportKind kind) {
     case ExportKind::FakeQuant: return "fakequant";
     case ExportKind::Hdf5: return "hdf5";
     case ExportKind::Awq: return "awq";
+    case ExportKind::Gguf: return "gguf";
   }
   return "?";
 }
@@ -62,6 +64,11 @@ void check_export_supports(ExportKind kind, const QuantFormat& format, bool act_
         fail_input("--export awq: group size ", format.group_size, " is not supported (vLLM's AWQ "
                    "kernels need a positive --group-size such as 128)");
       return;
+    case ExportKind::Gguf:
+      if (!format.is_ggml())
+        fail_input("--export gguf holds llama.cpp's block types, not ", what,
+                   ": use --format q4_0, q4_1, q5_0, q5_1, q8_0, q3_k, q4_k, q5_k or q6_k");
+      return;
     case ExportKind::FakeQuant:
     case ExportKind::Hdf5:
       return;
@@ -75,6 +82,7 @@ void check_export_supports_act(ExportKind kind, ActFormat act, const QuantFormat
   switch (kind) {
     case ExportKind::Gptq:
     case ExportKind::Awq:
+    case ExportKind::Gguf:
       fail_input("--export ", export_kind_name(kind), " cannot record --act-format ", a,
                  " (the layout is weight-only): use --export compressed-tensors (int8 "
                  "activations), fakequant or hdf5");
@@ -104,7 +112,7 @@ void check_export_supports_act(ExportKind kind, ActFormat act, const QuantFormat
 std::unique_ptr<Exporter> make_exporter(ExportKind kind, const std::string& out_dir,
                                         uint64_t max_shard_bytes, const WriteSplit* split, ActFormat act) {
   if (out_dir.empty()) fail_input("--out: an output directory is required");
-  if (act != ActFormat::None && (kind == ExportKind::Gptq || kind == ExportKind::Awq))
+  if (act != ActFormat::None && (kind == ExportKind::Gptq || kind == ExportKind::Awq || kind == ExportKind::Gguf))
     check_export_supports_act(kind, act, QuantFormat{}, false);  // refuses
   switch (kind) {
     case ExportKind::Gptq: return exporting::make_gptq_exporter(out_dir, max_shard_bytes, split);
@@ -114,6 +122,7 @@ std::unique_ptr<Exporter> make_exporter(ExportKind kind, const std::string& out_
       return exporting::make_fakequant_exporter(out_dir, max_shard_bytes, act, split);
     case ExportKind::Hdf5: return exporting::make_hdf5_exporter(out_dir, act, split);
     case ExportKind::Awq: return exporting::make_awq_exporter(out_dir, max_shard_bytes, split);
+    case ExportKind::Gguf: return exporting::make_gguf_exporter(out_dir, split);
   }
   QS_ASSERT(false, "unhandled export kind");
 }

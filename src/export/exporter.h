@@ -4,6 +4,7 @@
 #pragma once
 
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -24,6 +25,7 @@ enum class ExportKind {
   FakeQuant,          // dense checkpoint of the dequantized weights, any format
   Hdf5,               // our own layout: codes, scales, zeros, g_idx per module (+ dense tensors)
   Awq,                // AutoAWQ GEMM layout (formats.md C): int4 asymmetric, loads in vLLM
+  Gguf,               // one GGUF v3 file in llama.cpp's block types (formats.md E)
 };
 
 ExportKind parse_export_kind(const std::string& name);  // InputError on unknown names
@@ -41,6 +43,13 @@ struct ExportInfo {
   // Linear modules left unquantized (e.g. "lm_head"): compressed-tensors "ignore",
   // GPTQ modules_in_block_to_quantize, ...
   std::vector<std::string> ignored_modules;
+  // --export gguf: unquantized 2-D tensors as "f32", "f16", "bf16" or "auto" (stored dtype).
+  std::string gguf_dense = "auto";
+  // --export gguf of a llama.cpp mix: dense tensors the writer quantizes itself with
+  // llama.cpp's reference rounding ("model.embed_tokens.weight" -> "q6_k", "f16"), and
+  // the mix's llama_ftype for general.file_type (0: from `format`).
+  std::map<std::string, std::string> gguf_dense_types;
+  uint32_t gguf_file_type = 0;
 };
 
 class Exporter {

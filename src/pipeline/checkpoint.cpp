@@ -108,6 +108,8 @@ class RunCheckpoint::Recorder final : public Exporter {
     w.add(key + ".scales", vector_view(DType::F32, {int64_t(q.scales.size())}, q.scales));
     if (!q.zeros.empty()) w.add(key + ".zeros", vector_view(DType::F32, {int64_t(q.zeros.size())}, q.zeros));
     if (!q.g_idx.empty()) w.add(key + ".g_idx", vector_view(DType::I32, {int64_t(q.g_idx.size())}, q.g_idx));
+    if (!q.super_scales.empty())  // GGML K-quants' FP16 d, dmin
+      w.add(key + ".super_scales", vector_view(DType::F32, {int64_t(q.super_scales.size())}, q.super_scales));
     const std::vector<float> ts{q.tensor_scale};
     w.add(key + ".tensor_scale", vector_view(DType::F32, {1}, ts));
     calls_.push_back({{"op", "quantized"},
@@ -120,7 +122,8 @@ class RunCheckpoint::Recorder final : public Exporter {
                       {"out_features", q.out_features},
                       {"in_features", q.in_features},
                       {"zeros", !q.zeros.empty()},
-                      {"g_idx", !q.g_idx.empty()}});
+                      {"g_idx", !q.g_idx.empty()},
+                      {"super_scales", !q.super_scales.empty()}});
   }
 
   void finish(const ExportInfo& info) override { real_->finish(info); }
@@ -349,6 +352,7 @@ void RunCheckpoint::replay(int64_t segment, CausalLM& lm, LayerWeights* w, std::
     q.scales = tensor_vector<float>(f.get(key + ".scales"));
     if (c.at("zeros").get<bool>()) q.zeros = tensor_vector<float>(f.get(key + ".zeros"));
     if (c.at("g_idx").get<bool>()) q.g_idx = tensor_vector<int32_t>(f.get(key + ".g_idx"));
+    if (c.value("super_scales", false)) q.super_scales = tensor_vector<float>(f.get(key + ".super_scales"));
     q.tensor_scale = f.get(key + ".tensor_scale").data<float>()[0];
     const std::string module = c.at("module").get<std::string>();
     if (real) real->add_quantized(module, q);

@@ -19,6 +19,16 @@ void Recipe::add_skip(const std::string& pattern) {
   rules_.push_back({pattern, compile(pattern, "--skip"), true, std::nullopt});
 }
 
+void Recipe::prepend_exact(const std::string& module, const std::optional<QuantFormat>& format) {
+  std::string pattern = "^";
+  for (const char c : module) {
+    if (std::string("\\^$.|?*+()[]{}").find(c) != std::string::npos) pattern += '\\';
+    pattern += c;
+  }
+  pattern += "$";
+  rules_.insert(rules_.begin(), ModuleRule{pattern, compile(pattern, "gguf mix"), !format, format});
+}
+
 void Recipe::load_file(const std::string& path) {
   const auto j = read_json_file(path);
   if (!j.is_object() || !j.contains("rules") || !j["rules"].is_array())

@@ -26,6 +26,9 @@ class Recipe {
  public:
   explicit Recipe(QuantFormat default_format) : default_(default_format) {}
   void add_skip(const std::string& pattern);
+  // A rule for exactly this module (nullopt: skip), placed before every other rule so
+  // that --recipe and --skip still override it (llama.cpp mixes, pipeline/gguf_mix.h).
+  void prepend_exact(const std::string& module, const std::optional<QuantFormat>& format);
   void load_file(const std::string& path);  // appends its rules
   // nullopt: leave the module unquantized.
   std::optional<QuantFormat> format_for(const std::string& module) const;

@@ -59,7 +59,7 @@ Range row_range(int64_t out, int ranks, int rank) {
 
 uint64_t row_results_bytes(int64_t out, int64_t in, const QuantFormat& format) {
   const int64_t ng = format.n_groups(in);
-  const bool zeros = format.family == FormatFamily::Int;
+  const bool zeros = format.stores_zeros();
   return uint64_t(out * in) + uint64_t(out * ng) * 4 * (zeros ? 2 : 1) + uint64_t(in) * 4;
 }
 
@@ -98,8 +98,9 @@ RowParallelResult quantize_rows_parallel(const Tensor& weight, const Tensor* hes
     q.out_features = out;
     q.in_features = in;
     q.tensor_scale = fixed.tensor_scale(&gmax, 1);
-    // Int rows carry zero points (symmetric ones too, GPTQ's convention); MX/NV none.
-    const bool has_zeros = format.family == FormatFamily::Int;
+    // Int rows carry zero points (symmetric ones too, GPTQ's convention), GGML _1 rows
+    // their minima; MX/NV none.
+    const bool has_zeros = format.stores_zeros();
     if (mine.size() > 0) {
       QS_ASSERT(local.q.out_features == mine.size() && local.q.in_features == in, "row block shape");
       QS_ASSERT(int64_t(local.q.scales.size()) == mine.size() * ng, "row block scales");

@@ -197,7 +197,7 @@ QuantizedLinear quantize_ranged(const Tensor& w_in, const Scheme& scheme, const 
   q.tensor_scale = scheme.tensor_scale(p, out * in);
   q.codes.resize(size_t(out * in));
   q.scales.resize(size_t(out * ng));
-  if (fmt.family == FormatFamily::Int) q.zeros.resize(size_t(out * ng));
+  if (fmt.stores_zeros()) q.zeros.resize(size_t(out * ng));
   q.g_idx.resize(size_t(in));
   for (int64_t c = 0; c < in; ++c) q.g_idx[size_t(c)] = int32_t(c / G);
   const float ts = q.tensor_scale;

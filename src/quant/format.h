@@ -13,6 +13,14 @@ enum class FormatFamily {
   MXInt,  // MXINTk, k = 8, 6, 4, 3: k-bit signed integer elements, E8M0 shared exponent per block
   MXFP4,  // OCP MXFP4: E2M1 elements, E8M0 shared exponent per block of 32
   NVFP4,  // E2M1 elements, E4M3 scale per 16, fp32 tensor scale
+  // llama.cpp's 32-element block types (ggml-common.h), FP16 scale d per block:
+  // Q4_0/Q5_0/Q8_0 (symmetric): w = d·(q − 2^(bits−1)); Q4_1/Q5_1: w = d·q + m, FP16 m.
+  GgmlBlock,
+  // llama.cpp's K-quants (quant/kquant.h): Q4_K, Q5_K (32-element sub-blocks with 6-bit
+  // scale and min codes, w = d·sc·q − dmin·m), Q3_K and Q6_K (16-element sub-blocks,
+  // 6-bit / int8 signed scales, w = d·sc·(q − 2^(bits−1))), in 256-element super-blocks
+  // with FP16 d (and dmin).
+  GgmlK,
 };
 
 struct QuantFormat {
@@ -23,7 +31,8 @@ struct QuantFormat {
   int64_t group_size = 128;
   bool symmetric = true;  // INT only; MX/NV formats are symmetric by construction
 
-  // --format NAME: int2..int8, mxint8/6/4/3, mxfp4, nvfp4. group_size 0 means the
+  // --format NAME: int2..int8, mxint8/6/4/3, mxfp4, nvfp4, q4_0, q4_1, q5_0, q5_1, q8_0,
+  // q3_k, q4_k, q5_k, q6_k. group_size 0 means the
   // family's default (INT 128, MX 32, NVFP4 16). InputError on anything unsupported.
   static QuantFormat parse(const std::string& name, int64_t group_size, bool symmetric);
 
@@ -40,7 +49,14 @@ struct QuantFormat {
   // in_features alone when that is empty.
   void check_divides(int64_t in_features, const std::string& tensor,
                      const std::vector<int64_t>& all_in_features = {}) const;
+  bool is_ggml() const { return family == FormatFamily::GgmlBlock || family == FormatFamily::GgmlK; }
   bool has_zero_point() const { return family == FormatFamily::Int && !symmetric; }
+  // Whether QuantizedLinear::zeros is filled: Int (integer zero points, symmetric ones
+  // too) and the GGML _1 types (their FP16 block minimum m, a float offset).
+  bool stores_zeros() const {
+    return family == FormatFamily::Int ||
+           ((family == FormatFamily::GgmlBlock || family == FormatFamily::GgmlK) && !symmetric);
+  }
 };
 
 // Group sizes `f` takes that divide every one of `in_features` (all positive), largest

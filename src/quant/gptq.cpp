@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "quant/kquant.h"
 #include "core/log.h"
 #include "quant/gptq.h"
 
@@ -131,6 +132,30 @@ class BlasSingleThread {
 
 GptqResult gptq_quantize(const Tensor& weight_in, const Tensor& hessian_in, const Scheme& scheme,
                          const GptqOptions& options, const std::string& name) {
+  // K-quants: the super-block scales fitted as llama-quantize does with an imatrix (the
+  // importance of column c = H_cc, the calibration inputs' squared sum), held fixed while
+  // GPTQ chooses the codes.
+  if (scheme.format().family == FormatFamily::GgmlK && !options.fixed_groups) {
+    const int64_t d = hessian_in.ndim() == 2 ? hessian_in.dim(0) : 0;
+    std::vector<float> importance;
+    if (hessian_in.device() == Device::Host && d == (weight_in.ndim() == 2 ? weight_in.dim(1) : -1)) {
+      const Tensor h = hessian_in.dtype() == DType::F32 ? hessian_in : hessian_in.to_f32();
+      importance.resize(size_t(d));
+      for (int64_t c = 0; c < d; ++c) importance[size_t(c)] = std::max(0.0f, h.data<float>()[c * d + c]);
+    }
+    QuantizedLinear fit = kquant_rtn(weight_in, scheme.format(), name, importance);
+    std::vector<GroupParams> fixed(fit.scales.size());
+    for (size_t i = 0; i < fixed.size(); ++i) {
+      fixed[i].scale = fit.scales[i];
+      if (!fit.zeros.empty()) fixed[i].zero = fit.zeros[i];
+    }
+    GptqOptions with = options;
+    with.fixed_groups = &fixed;
+    with.static_groups = true;
+    GptqResult r = gptq_quantize(weight_in, hessian_in, scheme, with, name);
+    r.q.super_scales = std::move(fit.super_scales);
+    return r;
+  }
   const double t_start = wall_seconds();
   const QuantFormat& fmt = scheme.format();
   if (weight_in.device() != Device::Host || hessian_in.device() != Device::Host)
@@ -146,6 +171,7 @@ GptqResult gptq_quantize(const Tensor& weight_in, const Tensor& hessian_in, cons
     fail_input("GPTQ of ", name, ": damping must be a finite non-negative number");
   fmt.check_divides(d, name);
   const bool is_int = fmt.family == FormatFamily::Int;
+  const bool zp = fmt.stores_zeros();  // Int zero points, GGML _1 minima
   const bool per_channel = is_int && fmt.group_size == -1;
   if (!is_int && options.act_order && !options.static_groups)
     fail_input("GPTQ of ", name, ": act-order with ", fmt.describe(),
@@ -184,12 +210,12 @@ GptqResult gptq_quantize(const Tensor& weight_in, const Tensor& hessian_in, cons
   q.in_features = d;
   q.codes.assign(size_t(o * d), 0);
   q.scales.assign(size_t(o * ng), 0.0f);
-  if (is_int) q.zeros.assign(size_t(o * ng), 0.0f);
+  if (zp) q.zeros.assign(size_t(o * ng), 0.0f);
   q.g_idx.assign(size_t(d), 0);
   q.tensor_scale = ts;
   auto store = [&](int64_t r, int64_t g, const GroupParams& p) {
     q.scales[size_t(r * ng + g)] = p.scale;
-    if (is_int) q.zeros[size_t(r * ng + g)] = p.zero;
+    if (zp) q.zeros[size_t(r * ng + g)] = p.zero;
   };
 
   // 1. Per-channel parameters on the original full row.
@@ -345,8 +371,9 @@ GptqResult gptq_quantize(const Tensor& weight_in, const Tensor& hessian_in, cons
                 store(r, j / G, pk);
               } else if (mode == Mode::Static) {
                 const int64_t g = perm[size_t(j)] / G;
+                pk = GroupParams{};
                 pk.scale = q.scales[size_t(r * ng + g)];
-                if (is_int) pk.zero = q.zeros[size_t(r * ng + g)];
+                if (zp) pk.zero = q.zeros[size_t(r * ng + g)];
               }
               code = scheme.quantize(col[k], pk, ts);
               qv = scheme.dequantize(code, pk, ts);

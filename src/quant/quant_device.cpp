@@ -13,8 +13,10 @@ GptqResult gptq_quantize_on(Backend& backend, const Tensor& weight, const Tensor
                             const std::string& name) {
 #ifdef QSHARD_HAVE_CUDA
   // The GPU kernel fits its own group parameters; fixed ones (awq-joint+gptq) run on the
-  // CPU reference until it takes them.
-  if (CudaBackend* cuda = as_cuda_backend(backend); cuda && !options.fixed_groups)
+  // CPU reference until it takes them; so do llama.cpp's block types, which the GPU
+  // kernels do not implement.
+  const bool gpu_format = !scheme.format().is_ggml();
+  if (CudaBackend* cuda = as_cuda_backend(backend); cuda && !options.fixed_groups && gpu_format)
     return gptq_quantize_cuda(cuda->context(), weight, hessian, scheme, options, name);
 #endif
   (void)backend;
@@ -24,7 +26,7 @@ GptqResult gptq_quantize_on(Backend& backend, const Tensor& weight, const Tensor
 QuantizedLinear rtn_quantize_on(Backend& backend, const Tensor& weight, const Scheme& scheme,
                                 const ClipSearch& clip, const std::string& name) {
 #ifdef QSHARD_HAVE_CUDA
-  if (CudaBackend* cuda = as_cuda_backend(backend))
+  if (CudaBackend* cuda = as_cuda_backend(backend); cuda && !scheme.format().is_ggml())
     return rtn_quantize_cuda(cuda->context(), weight, scheme, clip, name);
 #endif
   (void)backend;

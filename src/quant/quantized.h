@@ -29,6 +29,9 @@ struct QuantizedLinear {
   // groups permuted it.
   std::vector<int32_t> g_idx;
   float tensor_scale = 1.0f;  // NVFP4's per-tensor fp32 scale (decode direction)
+  // GGML K-quants only: [out, in/256, 2], each super-block's FP16 d and dmin (0 for Q6_K);
+  // scales/zeros above are then d·sc and dmin·m (quant/kquant.h). Empty otherwise.
+  std::vector<float> super_scales;
 
   int64_t n_groups() const { return format.n_groups(in_features); }
   bool has_act_order_g_idx() const;  // g_idx differs from c / group_width

@@ -4,6 +4,7 @@
 #include <limits>
 
 #include "core/error.h"
+#include "quant/kquant.h"
 
 namespace qshard {
 
@@ -41,6 +42,8 @@ QuantizedLinear rtn_quantize(const Tensor& weight_in, const Scheme& scheme,
     fail_input("tensor ", name, ": expected a 2-D weight [out, in], got ",
                shape_str(weight_in.shape()));
   QS_ASSERT(weight_in.device() == Device::Host, "rtn_quantize needs a host tensor");
+  // K-quants fit whole 256-element super-blocks (llama.cpp's reference), not groups.
+  if (scheme.format().family == FormatFamily::GgmlK) return kquant_rtn(weight_in, scheme.format(), name);
   const Tensor weight = weight_in.dtype() == DType::F32 ? weight_in : weight_in.to_f32();
   const QuantFormat& fmt = scheme.format();
   const int64_t out = weight.dim(0), in = weight.dim(1);
@@ -62,7 +65,7 @@ QuantizedLinear rtn_quantize(const Tensor& weight_in, const Scheme& scheme,
   q.scales.resize(size_t(out * ng));
   // Int rows store a zero point for every group, symmetric ones included (2^(bits-1),
   // GPTQ's convention); MX/NV rows have none.
-  if (fmt.family == FormatFamily::Int) q.zeros.resize(size_t(out * ng));
+  if (fmt.stores_zeros()) q.zeros.resize(size_t(out * ng));
   q.g_idx.resize(size_t(in));
   for (int64_t c = 0; c < in; ++c) q.g_idx[size_t(c)] = int32_t(c / gw);
 

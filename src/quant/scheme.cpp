@@ -222,6 +222,119 @@ class NVFP4Scheme final : public Scheme {
   QuantFormat f_;
 };
 
+// ------------------------------------------------- llama.cpp's 32-blocks (formats.md E.5)
+// The fit and rounding of ggml-quants.c's quantize_row_q{4,5}_{0,1}_ref and q8_0_ref,
+// operation for operation in fp32 (so that RTN equals llama-quantize without an imatrix):
+//   _0: d = max/−2^(b−1) with max the signed value of largest |x| (Q8_0: d = amax/127,
+//       q = roundf(x/d)); q = trunc(x·id + 2^(b−1) + 0.5), clamped;
+//   _1: d = (max − min)/(2^b − 1), m = min; q = trunc((x − min)·id + 0.5), clamped.
+// d and m are stored as FP16 and dequantization uses those; quantization uses the
+// unrounded id = 1/d and min, as llama.cpp does (GroupParams::inv, qmin).
+class GgmlBlockScheme final : public Scheme {
+ public:
+  explicit GgmlBlockScheme(const QuantFormat& f)
+      : f_(f), maxq_((1 << f.bits) - 1), half_(1 << (f.bits - 1)) {}
+  const QuantFormat& format() const override { return f_; }
+
+  GroupParams fit(const float* x, int64_t n, int64_t stride, float shrink,
+                  float) const override {
+    GroupParams p;
+    float d = 0.0f;
+    if (f_.bits == 8) {
+      d = group_amax(x, n, stride) * shrink / 127.0f;
+    } else if (f_.symmetric) {
+      float amax = 0.0f, max = 0.0f;
+      for (int64_t i = 0; i < n; ++i) {
+        const float v = x[i * stride];
+        check_finite(v);
+        if (amax < std::fabs(v)) {
+          amax = std::fabs(v);
+          max = v;
+        }
+      }
+      d = max * shrink / float(-half_);
+    } else {
+      float min = std::numeric_limits<float>::max(), max = -min;
+      for (int64_t i = 0; i < n; ++i) {
+        const float v = x[i * stride];
+        check_finite(v);
+        min = std::min(min, v);
+        max = std::max(max, v);
+      }
+      if (shrink != 1.0f) min *= shrink, max *= shrink;
+      d = (max - min) / float(maxq_);
+      p.qmin = min;
+      p.zero = f16_to_f32(f32_to_f16(min));
+    }
+    p.inv = d != 0.0f ? 1.0f / d : 0.0f;
+    p.scale = f16_to_f32(f32_to_f16(d));
+    return p;
+  }
+
+  uint8_t quantize(float x, const GroupParams& p, float) const override {
+    check_finite(x);
+    const bool exact = p.inv != 0.0f;
+    const float id = exact ? p.inv : (p.scale != 0.0f ? 1.0f / p.scale : 0.0f);
+    if (f_.bits == 8) {
+      const float q = std::round(x * id);  // roundf: ties away from zero
+      return uint8_t(std::clamp(q, -128.0f, 127.0f) + 128.0f);
+    }
+    float v;
+    if (f_.symmetric) {
+      const float xi = x * id;
+      v = xi + (float(half_) + 0.5f);
+    } else {
+      const float xi = (x - (exact ? p.qmin : p.zero)) * id;
+      v = xi + 0.5f;
+    }
+    // (int8_t) truncation for v > −1 is floor then the clamp; GPTQ's updated weights can
+    // leave the block's range, where llama.cpp's cast would wrap, so clamp both ends.
+    return uint8_t(std::clamp(std::floor(v), 0.0f, float(maxq_)));
+  }
+
+  float dequantize(uint8_t code, const GroupParams& p, float) const override {
+    if (f_.symmetric) return float(int(code) - half_) * p.scale;
+    return float(code) * p.scale + p.zero;
+  }
+
+ private:
+  QuantFormat f_;
+  int maxq_, half_;
+};
+
+// ------------------------------------------------- llama.cpp's K-quants (quant/kquant.h)
+// Rounding with a sub-block's decoded parameters, as the last pass of
+// quantize_row_q{4,5,6}_K_ref: Q4_K/Q5_K q = nearest((x + dmin·m)/(d·sc)), w = d·sc·q − dmin·m;
+// Q3_K/Q6_K q = nearest(x/(d·sc)) + h, w = d·sc·(q − h), h = 2^(bits−1) (4, 32). The parameters themselves are fitted
+// per 256-element super-block (kquant_rtn), never per group: GPTQ takes them fixed.
+class GgmlKScheme final : public Scheme {
+ public:
+  explicit GgmlKScheme(const QuantFormat& f) : f_(f), maxq_((1 << f.bits) - 1), half_(1 << (f.bits - 1)) {}
+  const QuantFormat& format() const override { return f_; }
+
+  GroupParams fit(const float*, int64_t, int64_t, float, float) const override {
+    fail_input("--format ", f_.name(), ": its scales are fitted per 256-element super-block, "
+               "which this method's per-group fit cannot do; use --method rtn or gptq");
+  }
+
+  uint8_t quantize(float x, const GroupParams& p, float) const override {
+    check_finite(x);
+    if (p.scale == 0.0f) return f_.symmetric ? uint8_t(half_) : uint8_t(0);
+    const float v = f_.symmetric ? x / p.scale : (x + p.zero) / p.scale;
+    const float l = std::nearbyint(v) + (f_.symmetric ? float(half_) : 0.0f);
+    return uint8_t(std::clamp(l, 0.0f, float(maxq_)));
+  }
+
+  float dequantize(uint8_t code, const GroupParams& p, float) const override {
+    if (f_.symmetric) return p.scale * float(int(code) - half_);
+    return p.scale * float(code) - p.zero;
+  }
+
+ private:
+  QuantFormat f_;
+  int maxq_, half_;
+};
+
 }  // namespace
 
 std::unique_ptr<Scheme> Scheme::make(const QuantFormat& format) {
@@ -234,6 +347,12 @@ std::unique_ptr<Scheme> Scheme::make(const QuantFormat& format) {
       return std::make_unique<MXIntScheme>(format);
     case FormatFamily::MXFP4: return std::make_unique<MXFP4Scheme>(format);
     case FormatFamily::NVFP4: return std::make_unique<NVFP4Scheme>(format);
+    case FormatFamily::GgmlBlock:
+      QS_ASSERT(format.bits == 4 || format.bits == 5 || format.bits == 8, "ggml bits ", format.bits);
+      return std::make_unique<GgmlBlockScheme>(format);
+    case FormatFamily::GgmlK:
+      QS_ASSERT(format.bits >= 3 && format.bits <= 6, "k-quant bits ", format.bits);
+      return std::make_unique<GgmlKScheme>(format);
   }
   QS_ASSERT(false, "unhandled format family");
 }

@@ -14,7 +14,13 @@ namespace qshard {
 
 struct GroupParams {
   float scale = 1.0f;  // see QuantizedLinear::scales
-  float zero = 0.0f;   // Int only
+  float zero = 0.0f;   // Int: integer zero point; GGML _1 types: the FP16 minimum m
+  // GGML block types: llama.cpp quantizes with the unrounded scale and minimum and stores
+  // them rounded to FP16 (scale, zero above). inv = 1/d before rounding and qmin = the
+  // unrounded minimum, so that RTN reproduces llama-quantize bit for bit; inv = 0 (the
+  // parameters rebuilt from a QuantizedLinear) quantizes with the stored values.
+  float inv = 0.0f;
+  float qmin = 0.0f;
 };
 
 class Scheme {

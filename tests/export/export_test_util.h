@@ -139,6 +139,11 @@ inline QuantizedLinear make_module(const ModuleSpec& s, uint32_t seed) {
       for (auto& x : q.scales) x = f8e4m3_to_f32(uint8_t(1 + rng.below(126)));
       q.tensor_scale = 0.0123f;
       break;
+    case FormatFamily::GgmlBlock:
+    case FormatFamily::GgmlK:  // FP16-exact block scales (and minima for the _1 types)
+      for (auto& x : q.scales) x = std::ldexp(1.0f, -int(rng.below(10)));
+      if (!s.format.symmetric) q.zeros.assign(q.scales.size(), -0.25f);
+      break;
   }
   q.g_idx.resize(size_t(s.in));
   if (s.act_order) {

@@ -1,0 +1,42 @@
+// llama.cpp's named quantization mixes (--format gguf:Q4_K_M ...): which llama.cpp type
+// each tensor gets, as llama-quantize's llama_tensor_get_type decides it for a Llama
+// (src/llama-quant.cpp: the mix's default type, raised for attn_v / ffn_down /
+// attn_output in some layers, output.weight in Q6_K), then tensor_type_fallback for rows
+// the type's block does not divide (Q3_K -> Q4_0, Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0; F16 when
+// not even 32 divides). The same fallback applies to a plain K-quant --format.
+#pragma once
+
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "model/model_spec.h"
+#include "quant/format.h"
+
+namespace qshard {
+
+struct GgufMix {
+  std::string name;        // "Q4_K_M"
+  QuantFormat base;        // its default type
+  uint32_t file_type = 0;  // llama_ftype, for general.file_type
+};
+
+// "gguf:Q4_K_M" (case-insensitive after the colon); nullopt for a name without "gguf:".
+// InputError listing the supported mixes for an unknown one.
+std::optional<GgufMix> parse_gguf_mix(const std::string& format_name);
+
+struct GgufPlan {
+  // Per Linear module ("model.layers.3.mlp.down_proj", "lm_head"): its format, or nullopt
+  // for F16 (left unquantized). Only modules whose type differs from `base` are listed.
+  std::map<std::string, std::optional<QuantFormat>> modules;
+  // Dense tensors the GGUF writer quantizes itself (RTN, llama.cpp's reference):
+  // "model.embed_tokens.weight" / "lm_head.weight" -> format name (q6_k, q8_0, ...).
+  std::map<std::string, std::string> dense;
+  std::vector<std::string> fallbacks;  // one line per tensor that fell back, for the log
+};
+
+// `mix` null: a plain --format (only the fallback applies; token_embd/lm_head stay dense).
+GgufPlan plan_gguf(const ModelSpec& spec, const QuantFormat& base, const GgufMix* mix);
+
+}  // namespace qshard

@@ -1,0 +1,82 @@
+// llama.cpp's named mixes and its fallback for rows a K-quant block does not divide,
+// against llama-quant.cpp's llama_tensor_get_type / tensor_type_fallback read by hand,
+// on SmolLM2-135M's geometry (hidden 576 = 2.25 super-blocks, intermediate 1536 = 6).
+#include <gtest/gtest.h>
+
+#include "core/error.h"
+#include "pipeline/gguf_mix.h"
+#include "pipeline/recipe.h"
+
+using namespace qshard;
+
+namespace {
+
+ModelSpec smollm2_like() {
+  ModelSpec s;
+  s.hidden_size = 576;
+  s.intermediate_size = 1536;
+  s.num_layers = 30;
+  s.n_heads = 9;
+  s.n_kv_heads = 3;
+  s.head_dim = 64;
+  s.vocab_size = 49152;
+  s.tie_word_embeddings = true;
+  return s;
+}
+
+std::string type_of(const GgufPlan& p, const QuantFormat& base, const std::string& module) {
+  const auto it = p.modules.find(module);
+  if (it == p.modules.end()) return base.name();
+  return it->second ? it->second->name() : "f16";
+}
+
+}  // namespace
+
+TEST(GgufMix, Q4KMOnHidden576FallsBackLikeLlamaQuantize) {
+  const auto mix = parse_gguf_mix("gguf:q4_k_m");
+  ASSERT_TRUE(mix);
+  EXPECT_EQ(mix->name, "Q4_K_M");
+  EXPECT_EQ(mix->file_type, 15u);
+  const ModelSpec s = smollm2_like();
+  const GgufPlan p = plan_gguf(s, mix->base, &*mix);
+  // 576 columns: Q4_K -> Q5_0, Q6_K (use_more_bits layers of attn_v) -> Q8_0.
+  EXPECT_EQ(type_of(p, mix->base, "model.layers.5.self_attn.q_proj"), "q5_0");
+  EXPECT_EQ(type_of(p, mix->base, "model.layers.5.mlp.gate_proj"), "q5_0");
+  EXPECT_EQ(type_of(p, mix->base, "model.layers.0.self_attn.v_proj"), "q8_0");  // 0 < 30/8
+  EXPECT_EQ(type_of(p, mix->base, "model.layers.4.self_attn.v_proj"), "q5_0");  // (4-3)%3 != 2
+  EXPECT_EQ(type_of(p, mix->base, "model.layers.5.self_attn.v_proj"), "q8_0");  // (5-3)%3 == 2
+  // 1536 columns divide into super-blocks: ffn_down keeps Q4_K, or Q6_K where use_more_bits.
+  EXPECT_EQ(type_of(p, mix->base, "model.layers.4.mlp.down_proj"), "q4_k");
+  EXPECT_EQ(type_of(p, mix->base, "model.layers.5.mlp.down_proj"), "q6_k");
+  EXPECT_EQ(type_of(p, mix->base, "model.layers.29.mlp.down_proj"), "q6_k");  // >= 7*30/8
+  // Tied embeddings: token_embd takes output's type, Q8_0 (576 % 256 != 0).
+  EXPECT_EQ(p.dense.at("model.embed_tokens.weight"), "q8_0");
+  EXPECT_EQ(p.dense.count("lm_head.weight"), 0u);
+  EXPECT_FALSE(p.fallbacks.empty());
+}
+
+TEST(GgufMix, PlainFormatOnlyFallsBack) {
+  const ModelSpec s = smollm2_like();
+  const QuantFormat q6 = QuantFormat::parse("q6_k", 0, true);
+  const GgufPlan p = plan_gguf(s, q6, nullptr);
+  EXPECT_EQ(type_of(p, q6, "model.layers.0.self_attn.q_proj"), "q8_0");
+  EXPECT_EQ(type_of(p, q6, "model.layers.0.mlp.down_proj"), "q6_k");
+  EXPECT_TRUE(p.dense.empty());
+  // The plan becomes recipe rules that --recipe / --skip rules still override.
+  Recipe r(q6);
+  r.add_skip("layers\\.0\\.self_attn\\.q_proj");
+  for (const auto& [m, f] : p.modules) r.prepend_exact(m, f);
+  EXPECT_FALSE(r.format_for("model.layers.0.self_attn.q_proj").has_value());
+  EXPECT_EQ(r.format_for("model.layers.1.self_attn.q_proj")->name(), "q8_0");
+  EXPECT_EQ(r.format_for("model.layers.1.mlp.down_proj")->name(), "q6_k");
+}
+
+TEST(GgufMix, UnknownMixIsRefusedWithTheList) {
+  EXPECT_FALSE(parse_gguf_mix("q4_k").has_value());
+  try {
+    parse_gguf_mix("gguf:IQ2_XS");
+    FAIL() << "no error";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("Q4_K_M"), std::string::npos) << e.what();
+  }
+}
