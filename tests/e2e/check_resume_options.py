@@ -108,6 +108,7 @@ def changes(t):
         flag("no-true-sequential"),
         value("batch-tokens", "1024"),
         value("max-shard-size", "0.004"),
+        value("gguf-dense", "f16"),
     ])
 
 
