@@ -5,19 +5,22 @@ For each case of GROUP: `qshard quantize` into the export, `qshard eval --tokens
 --reference MODEL` of that checkpoint, then the engine loads the same directory and
 tools/torch_eval.py's evaluate() computes ppl and KLD(reference || engine) from the engine's
 logits on the same token windows (reference: the unquantized model in transformers, fp32).
-ppl and kld_mean must agree within 1e-3 relative; a refused load or a mismatch fails.
+ppl and kld_mean must agree within 1e-3 relative (int8 activations: 1e-2, see ACT_RTOL);
+a refused load or a mismatch fails.
 
   GROUP  compressed-tensors  transformers + compressed-tensors (W4A16 group/channel, sym/asym;
                              W8A8, W4A8 int-quantized)
          gptq                GPTQModel.load, BACKEND.TORCH (TorchLinear) (sym, asym, act-order)
          awq                 GPTQModel.load, BACKEND.AWQ_TORCH (AWQ GEMM layout)
          fakequant           transformers directly
+         tied                the tiny model with tied embeddings into each export, each loader
 Run with the engines venv's python (launch/engines_venv.sh; tests/engines/run.sh finds it).
 Env: QSHARD_BIN, QSHARD_TEST_MODEL, QSHARD_SOURCE_DIR. Exit 0 pass, 1 fail.
 """
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -35,33 +38,42 @@ SEQLEN, WINDOWS = 128, 6  # a few windows: enough to see a wrong zero point or c
 CALIB = ["--calib", os.path.join(MODEL, "text", "calib.txt"), "--n-calib", "4",
          "--calib-seqlen", "128"]
 RTOL = 1e-3
+# Per-token int8 activations make KLD chaotic in the last bit: in one torch forward, codes
+# from x / (amax/127) instead of x * (127/amax) move kld_mean by 0.25% on these windows
+# (the down_proj inputs, with their outliers, carry 90% of it). Two implementations agree
+# to that, not to 1e-3; the weights-only comparison of the same checkpoint stays at RTOL.
+ACT_RTOL = 1e-2
 INT4_G128 = ["--format", "int4", "--group-size", "128"]
 
-# name -> (qshard quantize args, loader)
+CT, GPTQ, AWQ, FQ = "compressed-tensors", "gptq", "awq", "fakequant"
+# group -> [(case, export, qshard quantize args, loader)]
 CASES = {
-    "compressed-tensors": [
-        ("w4a16-g128-sym", INT4_G128 + ["--sym"], "transformers"),
-        ("w4a16-g128-asym", INT4_G128 + ["--asym"], "transformers"),
-        ("w4a16-channel-sym", ["--format", "int4", "--group-size", "-1", "--sym"], "transformers"),
-        ("w4a16-channel-asym", ["--format", "int4", "--group-size", "-1", "--asym"], "transformers"),
-        ("w8a8", ["--format", "int8", "--group-size", "-1", "--sym", "--act-format", "int8"],
+    CT: [
+        ("w4a16-g128-sym", CT, INT4_G128 + ["--sym"], "transformers"),
+        ("w4a16-g128-asym", CT, INT4_G128 + ["--asym"], "transformers"),
+        ("w4a16-channel-sym", CT, ["--format", "int4", "--group-size", "-1", "--sym"], "transformers"),
+        ("w4a16-channel-asym", CT, ["--format", "int4", "--group-size", "-1", "--asym"], "transformers"),
+        ("w8a8", CT, ["--format", "int8", "--group-size", "-1", "--sym", "--act-format", "int8"],
          "transformers"),
-        ("w4a8", INT4_G128 + ["--sym", "--act-format", "int8"], "transformers"),
+        ("w4a8", CT, INT4_G128 + ["--sym", "--act-format", "int8"], "transformers"),
     ],
-    "gptq": [
-        ("sym", INT4_G128 + ["--sym"], "gptqmodel"),
-        ("asym", INT4_G128 + ["--asym"], "gptqmodel"),
-        ("act-order", INT4_G128 + ["--sym", "--act-order"], "gptqmodel"),
-        ("act-order-asym", INT4_G128 + ["--asym", "--act-order"], "gptqmodel"),
+    GPTQ: [
+        ("sym", GPTQ, INT4_G128 + ["--sym"], "gptqmodel"),
+        ("asym", GPTQ, INT4_G128 + ["--asym"], "gptqmodel"),
+        ("act-order", GPTQ, INT4_G128 + ["--sym", "--act-order"], "gptqmodel"),
+        ("act-order-asym", GPTQ, INT4_G128 + ["--asym", "--act-order"], "gptqmodel"),
     ],
-    "awq": [
-        ("gemm", ["--method", "awq"] + INT4_G128 + ["--asym"], "gptqmodel-awq"),
-    ],
-    "fakequant": [
-        ("int4-g128", INT4_G128, "transformers"),
+    AWQ: [("gemm", AWQ, ["--method", "awq"] + INT4_G128 + ["--asym"], "gptqmodel-awq")],
+    FQ: [("int4-g128", FQ, INT4_G128, "transformers")],
+    # The tiny model with tie_word_embeddings (no lm_head.weight): every export keeps the
+    # tie, every loader must give lm_head the embedding back (RTN: the loaders are the point).
+    "tied": [
+        ("compressed-tensors", CT, ["--method", "rtn"] + INT4_G128 + ["--asym"], "transformers"),
+        ("gptq", GPTQ, ["--method", "rtn"] + INT4_G128 + ["--sym"], "gptqmodel"),
+        ("awq", AWQ, ["--method", "awq"] + INT4_G128 + ["--asym"], "gptqmodel-awq"),
+        ("fakequant", FQ, ["--method", "rtn"] + INT4_G128, "transformers"),
     ],
 }
-
 
 def run(cmd):
     p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -135,34 +147,50 @@ def rel(a, b):
     return abs(a - b) / abs(b) if b else abs(a - b)
 
 
-def check_case(group, name, args, loader, tmp, tokens, windows, ref):
+def tied_copy(dst):
+    """The tiny model with tie_word_embeddings true and no lm_head.weight."""
+    from safetensors.torch import load_file, save_file
+    shutil.copytree(MODEL, dst, ignore=shutil.ignore_patterns("*.safetensors", "config.json"))
+    tensors = load_file(os.path.join(MODEL, "model.safetensors"))
+    del tensors["lm_head.weight"]
+    save_file(tensors, os.path.join(dst, "model.safetensors"), metadata={"format": "pt"})
+    with open(os.path.join(MODEL, "config.json")) as f:
+        cfg = json.load(f)
+    cfg["tie_word_embeddings"] = True
+    with open(os.path.join(dst, "config.json"), "w") as f:
+        json.dump(cfg, f, indent=2)
+    return dst
+
+
+def check_case(group, case, model_dir, tmp, tokens, windows, ref):
+    name, export, args, loader = case
     out = os.path.join(tmp, f"{group}-{name}")
     method = [] if "--method" in args else ["--method", "gptq"]
-    export = "gptq" if group == "gptq" else group
-    run([QBIN, "quantize", "--model", MODEL, "--out", out, "--quiet", "--export", export]
+    run([QBIN, "quantize", "--model", model_dir, "--out", out, "--quiet", "--export", export]
         + method + args + CALIB)
     t0 = time.perf_counter()
     model, engine = LOADERS[loader](out)
     t_load = time.perf_counter() - t0
     # int-quantized (W8A8, W4A8): the weights alone (activation quantization off on both
-    # sides), then with vLLM's activation rule in the engine against qshard's default;
-    # the engine's own rule is printed, not compared (docs/engines.md).
-    acts = [("", None, "engine")]
+    # sides) to 1e-3; then vLLM's activation rule in the engine against qshard's default to
+    # ACT_RTOL; the engine's own rule is printed, not compared (docs/engines.md).
+    acts = [("", None, "engine", RTOL)]
     if "--act-format" in args:
-        acts = [(" weights only", "none", "off"), (" vLLM int8 acts", None, "vllm"),
-                (" engine's own int8 acts (not compared)", None, "engine")]
+        acts = [(" weights only", "none", "off", RTOL),
+                (" vLLM int8 acts", None, "vllm", ACT_RTOL),
+                (" engine's own int8 acts (not compared)", None, "engine", None)]
     bad = []
-    for label, qshard_act, mode in acts:
+    for label, qshard_act, mode, tol in acts:
         q = json.loads(run([QBIN, "eval", "--model", out, "--tokens", tokens, "--seqlen",
-                            str(SEQLEN), "--max-windows", str(WINDOWS), "--reference", MODEL,
+                            str(SEQLEN), "--max-windows", str(WINDOWS), "--reference", model_dir,
                             "--json", "--quiet"]
                            + (["--act-format", qshard_act] if qshard_act else [])
                            ).strip().splitlines()[-1])
         with ct_input_quant(mode) if "--act-format" in args else contextlib.nullcontext():
             e = torch_eval.evaluate(logits_fn(model), windows, batch=WINDOWS, reference=ref)
-        compared = "not compared" not in label
-        miss = [f"{k}{label}: engine {e[k]:.6g} vs qshard {q[k]:.6g} (rel {rel(e[k], q[k]):.2e})"
-                for k in ("ppl", "kld_mean") if compared and not rel(e[k], q[k]) <= RTOL]
+        compared = tol is not None
+        miss = [f"{k}{label}: engine {e[k]:.6g} vs qshard {q[k]:.6g} (rel {rel(e[k], q[k]):.2e} "
+                f"> {tol})" for k in ("ppl", "kld_mean") if compared and not rel(e[k], q[k]) <= tol]
         bad += miss
         print(f"{'FAIL' if miss else 'ok  ' if compared else 'info'} {group}/{name}{label}: "
               f"{engine}: ppl {e['ppl']:.5f} (qshard {q['ppl']:.5f}, rel "
@@ -185,14 +213,17 @@ def main():
     run([QBIN, "tokenize", "--model", MODEL, "--text", os.path.join(MODEL, "text", "eval.txt"),
          "--out", tokens, "--quiet"])
     windows = torch_eval.make_windows(torch_eval.read_tokens(tokens), SEQLEN, WINDOWS)
-    ref = logits_fn(load_transformers(MODEL)[0])
     failures = []
+    refs = {}
     for g in groups:
-        for name, args, loader in CASES[g]:
+        model_dir = tied_copy(os.path.join(tmp.name, "tied")) if g == "tied" else MODEL
+        if model_dir not in refs:
+            refs[model_dir] = logits_fn(load_transformers(model_dir)[0])
+        for case in CASES[g]:
             try:
-                failures += check_case(g, name, args, loader, tmp.name, tokens, windows, ref)
+                failures += check_case(g, case, model_dir, tmp.name, tokens, windows, refs[model_dir])
             except Exception as ex:  # noqa: BLE001  (a refused load is a finding: print it whole)
-                msg = f"{g}/{name}: {type(ex).__name__}: {str(ex)[-1500:]}"
+                msg = f"{g}/{case[0]}: {type(ex).__name__}: {str(ex)[-1500:]}"
                 print(f"FAIL {msg}", flush=True)
                 failures.append(msg)
     if failures:
