@@ -13,6 +13,8 @@ std::regex compile(const std::string& pattern, const std::string& where) {
     fail_input(where, ": invalid regular expression '", pattern, "' (", e.what(), ")");
   }
 }
+
+// A module name as a regex that matches only itself.
 std::string escape_regex(const std::string& name) {
   std::string out;
   for (char c : name) {
