@@ -58,6 +58,10 @@ if ! "$venv/bin/python" -c "import safetensors, torch, numpy, sentencepiece, tra
   "$venv/bin/pip" install -q --disable-pip-version-check --no-deps "${pip_packages[@]}"
 fi
 
+# The engines' venv (PyPI torch 2.10, transformers 5, compressed-tensors, GPTQModel) for
+# tests/engines, in the cache outside the clone; a no-op when present.
+"$root/launch/engines_venv.sh"
+
 # Real test data that is not committed (llama.cpp's tokenizer vectors, SmolLM2-135M),
 # fetched once into a cache outside the clone.
 "$root/launch/fetch_testdata.sh"

@@ -13,6 +13,16 @@ std::regex compile(const std::string& pattern, const std::string& where) {
     fail_input(where, ": invalid regular expression '", pattern, "' (", e.what(), ")");
   }
 }
+
+// A module name as a regex that matches only itself.
+std::string escape_regex(const std::string& name) {
+  std::string out;
+  for (char c : name) {
+    if (std::string("\\^$.|?*+()[]{}").find(c) != std::string::npos) out += '\\';
+    out += c;
+  }
+  return out;
+}
 }  // namespace
 
 void Recipe::add_skip(const std::string& pattern) {
@@ -31,10 +41,32 @@ void Recipe::prepend_exact(const std::string& module, const std::optional<QuantF
 
 void Recipe::load_file(const std::string& path) {
   const auto j = read_json_file(path);
-  if (!j.is_object() || !j.contains("rules") || !j["rules"].is_array())
-    fail_input(path, ": a recipe is a JSON object with a \"rules\" array");
-  for (size_t i = 0; i < j["rules"].size(); ++i) {
-    const auto& r = j["rules"][i];
+  const bool has_rules = j.is_object() && j.contains("rules");
+  const bool has_ignore = j.is_object() && j.contains("ignore");
+  if (!j.is_object() || (!has_rules && !has_ignore) || (has_rules && !j["rules"].is_array()))
+    fail_input(path, ": a recipe is a JSON object with a \"rules\" array and/or an \"ignore\" list");
+  if (has_rules) load_rules(j["rules"], path);
+  if (has_ignore) load_ignore(j["ignore"], path);
+}
+
+// llm-compressor's / compressed-tensors' ignore list, as users paste it from their recipes:
+// a module name matches exactly, "re:PATTERN" matches from the name's start (Python's
+// re.match). Appended after the rules, so an ignored module stays unquantized.
+void Recipe::load_ignore(const nlohmann::json& list, const std::string& path) {
+  if (!list.is_array()) fail_input(path, ": \"ignore\" must be a list of module names or \"re:\" patterns");
+  for (size_t i = 0; i < list.size(); ++i) {
+    const std::string where = str_cat(path, ": ignore[", i, "]");
+    if (!list[i].is_string()) fail_input(where, " must be a string (a module name or \"re:PATTERN\")");
+    const std::string entry = list[i].get<std::string>();
+    const bool is_re = entry.rfind("re:", 0) == 0;
+    const std::string pattern = is_re ? "^(?:" + entry.substr(3) + ")" : "^" + escape_regex(entry) + "$";
+    rules_.push_back({entry, compile(pattern, where), true, std::nullopt});
+  }
+}
+
+void Recipe::load_rules(const nlohmann::json& rules, const std::string& path) {
+  for (size_t i = 0; i < rules.size(); ++i) {
+    const auto& r = rules[i];
     const std::string where = str_cat(path, ": rules[", i, "]");
     if (!r.is_object() || !r.contains("match") || !r["match"].is_string())
       fail_input(where, " needs a \"match\" string (a regex on module names)");

@@ -3,13 +3,16 @@
 // order, the last match winning. Rules come from repeated --skip REGEX options and from
 // a JSON recipe file:
 //   {"rules": [{"match": "mlp\\.down_proj", "format": "int8", "group_size": 128, "sym": true},
-//              {"match": "layers\\.0\\.", "skip": true}]}
+//              {"match": "layers\\.0\\.", "skip": true}],
+//    "ignore": ["lm_head", "re:.*mlp\\.gate_proj$"]}   (llm-compressor's list: skipped)
 #pragma once
 
 #include <optional>
 #include <regex>
 #include <string>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "quant/format.h"
 
@@ -36,6 +39,9 @@ class Recipe {
   const std::vector<ModuleRule>& rules() const { return rules_; }
 
  private:
+  void load_rules(const nlohmann::json& rules, const std::string& path);
+  void load_ignore(const nlohmann::json& list, const std::string& path);
+
   QuantFormat default_;
   std::vector<ModuleRule> rules_;
 };
