@@ -89,15 +89,22 @@ float make_qkx2_quants(int n, int nmax, const float* x, const float* weights, ui
   return scale;
 }
 
-// make_qx_quants with rmse_type 1 (Q6_K's sub-block fit): error weights qw, or x² when
-// qw is null. L gets codes + nmax.
-float make_qx_quants(int n, int nmax, const float* x, int8_t* L, const float* qw) {
+// The value of largest magnitude, with its sign (the first one on ties, as llama.cpp's
+// make_qx_quants and make_q3_quants pick it): their scale maps it to -nmax.
+float signed_absmax(int n, const float* x) {
   float max = 0, amax = 0;
   for (int i = 0; i < n; ++i) {
     const float ax = std::fabs(x[i]);
     if (ax > amax) amax = ax, max = x[i];
   }
-  if (amax < kGroupMaxEps) {
+  return max;
+}
+
+// make_qx_quants with rmse_type 1 (Q6_K's sub-block fit): error weights qw, or x² when
+// qw is null. L gets codes + nmax.
+float make_qx_quants(int n, int nmax, const float* x, int8_t* L, const float* qw) {
+  const float max = signed_absmax(n, x);
+  if (std::fabs(max) < kGroupMaxEps) {
     for (int i = 0; i < n; ++i) L[i] = 0;
     return 0.f;
   }
@@ -206,12 +213,8 @@ float make_qp_quants(int n, int nmax, const float* x, uint8_t* L, const float* q
 
 // make_q3_quants with do_rmse (Q3_K's sub-block fit); L gets codes + nmax.
 float make_q3_quants(int n, int nmax, const float* x, int8_t* L) {
-  float max = 0, amax = 0;
-  for (int i = 0; i < n; ++i) {
-    const float ax = std::fabs(x[i]);
-    if (ax > amax) amax = ax, max = x[i];
-  }
-  if (amax < kGroupMaxEps) {
+  const float max = signed_absmax(n, x);
+  if (std::fabs(max) < kGroupMaxEps) {
     for (int i = 0; i < n; ++i) L[i] = 0;
     return 0.f;
   }

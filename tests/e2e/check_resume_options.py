@@ -10,13 +10,10 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
+from e2e_common import QBIN, MODEL, check, finish
 
-QBIN = os.environ["QSHARD_BIN"]
-MODEL = os.environ["QSHARD_TEST_MODEL"]
 CALIB = os.path.join(MODEL, "text", "calib.txt")
-failures = []
 
 # Options that cannot change a byte of the output (src/cli/quantize_plan.cpp, kIgnored).
 EXEMPT = {
@@ -26,12 +23,6 @@ EXEMPT = {
     "verbose": "debug lines on stderr only",
     "device": "recorded as resolved (plan key 'device', checked below); CI has only the cpu",
 }
-
-
-def check(ok, what):
-    print(("ok: " if ok else "FAIL: ") + what, flush=True)
-    if not ok:
-        failures.append(what)
 
 
 def base_cmd(out):
@@ -167,10 +158,7 @@ def main():
         check(not stale, f"every option in CHANGES is still an option {stale or ''}")
     finally:
         shutil.rmtree(t, ignore_errors=True)
-    if failures:
-        print(f"{len(failures)} failure(s)")
-        sys.exit(1)
-    print("PASS")
+    finish()
 
 
 if __name__ == "__main__":

@@ -10,20 +10,10 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 
-QBIN = os.environ["QSHARD_BIN"]
-MODEL = os.environ["QSHARD_TEST_MODEL"]
-MPIRUN = ["mpirun", "--oversubscribe", "--mca", "pml", "ob1", "--mca", "btl", "self,vader"]
-failures = []
-
-
-def check(ok, what):
-    print(("ok: " if ok else "FAIL: ") + what, flush=True)
-    if not ok:
-        failures.append(what)
+from e2e_common import QBIN, MODEL, MPIRUN, check, finish
 
 
 def quantize_cmd(out):
@@ -114,10 +104,7 @@ def main():
         signal_from_outside(t, reference2, signal.SIGTERM, "2 ranks, SIGTERM to mpirun", mpi)
     finally:
         shutil.rmtree(t, ignore_errors=True)
-    if failures:
-        print(f"{len(failures)} failure(s)")
-        sys.exit(1)
-    print("PASS")
+    finish()
 
 
 if __name__ == "__main__":

@@ -5,18 +5,9 @@ answers "nothing to do"; --overwrite redoes the output, which verifies again."""
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 
-QBIN = os.environ["QSHARD_BIN"]
-MODEL = os.environ["QSHARD_TEST_MODEL"]
-failures = []
-
-
-def check(ok, what):
-    print(("ok: " if ok else "FAIL: ") + what, flush=True)
-    if not ok:
-        failures.append(what)
+from e2e_common import QBIN, MODEL, check, finish
 
 
 def run(cmd, cwd=None):
@@ -72,10 +63,7 @@ def main():
         check(r.returncode == 2 and "manifest.json" in r.stderr, f"verify of a non-qshard dir says why ({r.stderr.strip()})")
     finally:
         shutil.rmtree(t, ignore_errors=True)
-    if failures:
-        print(f"{len(failures)} failure(s)")
-        sys.exit(1)
-    print("PASS")
+    finish()
 
 
 if __name__ == "__main__":
