@@ -17,16 +17,7 @@ import sys
 import tempfile
 import time
 
-QBIN = os.environ["QSHARD_BIN"]
-MODEL = os.environ["QSHARD_TEST_MODEL"]
-MPIRUN = ["mpirun", "--oversubscribe", "--mca", "pml", "ob1", "--mca", "btl", "self,vader"]
-failures = []
-
-
-def check(ok, what):
-    print(("ok: " if ok else "FAIL: ") + what, flush=True)
-    if not ok:
-        failures.append(what)
+from e2e_common import MODEL, MPIRUN, QBIN, check, failures
 
 
 def quantize_cmd(out, extra):
