@@ -131,6 +131,10 @@ int run_eval(const std::vector<std::string>& args, Communicator& comm) {
   const std::vector<int32_t> tokens = load_tokens(model_dir, text_path, tokens_path, comm);
   const std::string& source = tokens_path.empty() ? text_path : tokens_path;
   check_token_ids(tokens, model.lm->spec().vocab_size, source);
+  if (int64_t(tokens.size()) < opt.seqlen)
+    fail_input(source, ": ", tokens.size(), " tokens, fewer than one window of --seqlen ",
+               opt.seqlen, ": use a longer ", tokens_path.empty() ? "text" : "token file",
+               " or a smaller --seqlen");
   log_info("model: ", model_dir, " (", model.lm->spec().describe(), ")");
   log_info(tokens_path.empty() ? "text: " : "tokens: ", source, ", ", tokens.size(), " tokens; ",
            comm.size(), " rank(s)");

@@ -30,7 +30,7 @@ expect 2 "model.safetensors" -- eval --model "$tmp/bad" --text "$m/text/eval.txt
 sed 's/"llama"/"gpt_neox"/' "$m/config.json" >"$tmp/bad/config.json"
 expect 2 'model_type "gpt_neox" is not supported' -- eval --model "$tmp/bad" --text "$m/text/eval.txt" --quiet
 echo "short" >"$tmp/short.txt"
-expect 2 "fewer than one window" -- eval --model "$m" --text "$tmp/short.txt" --quiet
+expect 2 "short.txt: [0-9]* tokens, fewer than one window" -- eval --model "$m" --text "$tmp/short.txt" --quiet
 expect 2 "seqlen" -- eval --model "$m" --text "$m/text/eval.txt" --seqlen 1 --quiet
 # Token files: eval --tokens beside --text, and text refusing token ids.
 "$QSHARD_BIN" tokenize --model "$m" --text "$m/text/eval.txt" --out "$tmp/eval.tokens" --quiet >/dev/null ||
@@ -48,7 +48,7 @@ cp "$m/text/eval.txt" "$tmp/text.tokens"
 expect 2 "text.tokens: looks like text, not a token file" -- eval --model "$m" --tokens "$tmp/text.tokens" --quiet
 expect 2 "nope.tokens: cannot open" -- eval --model "$m" --tokens "$tmp/nope.tokens" --quiet
 head -c 20 "$tmp/eval.tokens" >"$tmp/short.tokens"
-expect 2 "fewer than one window" -- eval --model "$m" --tokens "$tmp/short.tokens" --seqlen 8 --quiet
+expect 2 "short.tokens: 5 tokens, fewer than one window.*longer token file" -- eval --model "$m" --tokens "$tmp/short.tokens" --seqlen 8 --quiet
 expect 2 "out.txt: name the token file" -- tokenize --model "$m" --text "$m/text/eval.txt" --out "$tmp/out.txt"
 expect 2 "eval.tokens: is a token file .*already holds tokens" -- tokenize --model "$m" --text "$tmp/eval.tokens" --out "$tmp/x.tokens"
 cp "$m/text/eval.txt" "$tmp/same.bin"
