@@ -1,6 +1,7 @@
 // qshard info: what a model directory holds, or what this build can do.
 #include <cstdio>
 
+#include "cli/blas_core.h"
 #include "cli/commands.h"
 #include "cli/options.h"
 #include "core/error.h"
@@ -30,6 +31,7 @@ int run_info(const std::vector<std::string>& args, Communicator& comm) {
 #else
     std::printf(" (built without CUDA)\n");
 #endif
+    std::printf("blas: %s\n", blas_describe().c_str());
     return 0;
   }
   const ModelSpec spec = ModelSpec::load(model_dir);

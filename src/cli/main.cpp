@@ -8,6 +8,7 @@
 #include <thread>
 #include <vector>
 
+#include "cli/blas_core.h"
 #include "cli/commands.h"
 #include "core/error.h"
 #include "core/log.h"
@@ -56,6 +57,7 @@ void report_error(Communicator* comm, const char* what) {
 int main(int argc, char** argv) {
   using namespace qshard;
   using cli::report_error;
+  cli::reexec_for_blas_core(argv);
   std::vector<std::string> args(argv + 1, argv + argc);
   if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
     cli::print_usage(stdout);
