@@ -26,25 +26,10 @@ import numpy as np
 import torch
 from safetensors import safe_open
 
-QBIN = os.environ["QSHARD_BIN"]
-MODEL = os.environ["QSHARD_TEST_MODEL"]
-CALIB = ["--calib", os.path.join(MODEL, "text", "calib.txt"), "--n-calib", "32", "--calib-seqlen", "256"]
-EVAL = ["--text", os.path.join(MODEL, "text", "eval.txt"), "--seqlen", "256", "--max-windows", "32",
-        "--json", "--quiet"]
-failures = []
-
-
-def check(cond, what):
-    print(("ok:   " if cond else "FAIL: ") + what)
-    if not cond:
-        failures.append(what)
-
-
-def run(cmd):
-    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    if p.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} -> {p.returncode}\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
-    return p.stdout
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from checklib import QBIN, MODEL, calib_args, check, eval_args, run, verdict  # noqa: E402
+CALIB = calib_args(32, 256)
+EVAL = eval_args(256, 32)
 
 
 def quantize(out, *args):
@@ -157,11 +142,7 @@ def main():
         lines = p.stderr.strip().splitlines()
         check(p.returncode == 2 and len(lines) == 1 and pattern in lines[0],
               f"refused {' '.join(args)}: rc {p.returncode}, {lines}")
-    if failures:
-        print(f"FAIL: {len(failures)} check(s)")
-        return 1
-    print("PASS")
-    return 0
+    return verdict()
 
 
 if __name__ == "__main__":

@@ -13,33 +13,16 @@ Env: QSHARD_BIN, QSHARD_TEST_MODEL. Exit 0 pass, 1 fail, 77 skip.
 """
 import json
 import os
-import subprocess
 import sys
 import tempfile
 
-QBIN = os.environ["QSHARD_BIN"]
-MODEL = os.environ["QSHARD_TEST_MODEL"]
-CALIB = ["--calib", os.path.join(MODEL, "text", "calib.txt"), "--n-calib", "32", "--calib-seqlen", "256"]
-EVAL = ["--text", os.path.join(MODEL, "text", "eval.txt"), "--seqlen", "256", "--max-windows", "32",
-        "--json", "--quiet"]
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from checklib import QBIN, MODEL, calib_args, check, eval_args, run, verdict  # noqa: E402
+CALIB = calib_args(32, 256)
+EVAL = eval_args(256, 32)
 MIN_IDENTICAL = 0.99
 KLD_REL = 0.02
 KLD_ABS = 1e-4
-failures = []
-
-
-def check(cond, what):
-    print(("ok:   " if cond else "FAIL: ") + what)
-    if not cond:
-        failures.append(what)
-
-
-def run(cmd, env=None):
-    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                       env=dict(os.environ, **(env or {})))
-    if p.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} -> {p.returncode}\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
-    return p.stdout
 
 
 def has_gpu():
@@ -96,10 +79,7 @@ def main():
             k = evaluate(outs[key])["kld_mean"]
             check(abs(k - k_cpu) <= KLD_REL * k_cpu + KLD_ABS,
                   f"{name}: KLD {k:.6f} with cuda/{key[1]} vs {k_cpu:.6f} on cpu (within {100 * KLD_REL:.0f}%)")
-    if failures:
-        print(f"{len(failures)} check(s) failed")
-        return 1
-    return 0
+    return verdict()
 
 
 if __name__ == "__main__":

@@ -12,18 +12,10 @@ import subprocess
 import sys
 import tempfile
 
-QBIN = os.environ["QSHARD_BIN"]
-MODEL = os.environ["QSHARD_TEST_MODEL"]
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from checklib import MODEL, MPIRUN, QBIN, check, verdict  # noqa: E402
 CALIB = os.path.join(MODEL, "text", "calib.txt")
-MPIRUN = ["mpirun", "--oversubscribe", "--mca", "pml", "ob1", "--mca", "btl", "self,vader"]
-failures = []
 rows = []
-
-
-def check(ok, what):
-    print(("ok: " if ok else "FAIL: ") + what, flush=True)
-    if not ok:
-        failures.append(what)
 
 
 def looks_finished(out):
@@ -375,11 +367,7 @@ def main():
     finally:
         shutil.rmtree(t, ignore_errors=True)
     print(f"{len(rows)} situations checked")
-    if failures:
-        print(f"FAIL: {len(failures)} check(s)")
-        return 1
-    print("PASS")
-    return 0
+    return verdict()
 
 
 if __name__ == "__main__":

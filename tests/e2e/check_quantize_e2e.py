@@ -15,26 +15,10 @@ import subprocess
 import sys
 import tempfile
 
-QBIN = os.environ["QSHARD_BIN"]
-MODEL = os.environ["QSHARD_TEST_MODEL"]
-CALIB = ["--calib", os.path.join(MODEL, "text", "calib.txt"), "--n-calib", "32", "--calib-seqlen", "256"]
-EVAL = ["--text", os.path.join(MODEL, "text", "eval.txt"), "--seqlen", "256", "--max-windows", "32",
-        "--json", "--quiet"]
-MPIRUN = ["mpirun", "--allow-run-as-root", "--oversubscribe", "--mca", "pml", "ob1", "--mca", "btl", "self,vader"]
-failures = []
-
-
-def check(cond, what):
-    print(("ok:   " if cond else "FAIL: ") + what)
-    if not cond:
-        failures.append(what)
-
-
-def run(cmd):
-    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    if p.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} -> {p.returncode}\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
-    return p.stdout
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from checklib import QBIN, MODEL, MPIRUN, calib_args, check, eval_args, run, verdict  # noqa: E402
+CALIB = calib_args(32, 256)
+EVAL = eval_args(256, 32)
 
 
 def quantize(out, *args, prefix=()):
@@ -115,11 +99,7 @@ def main():
                         "--quiet"] + CALIB, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     check(p.returncode == 2 and "already holds" in p.stderr, "refuses to overwrite a finished output")
 
-    if failures:
-        print(f"FAIL: {len(failures)} check(s)")
-        return 1
-    print("PASS")
-    return 0
+    return verdict()
 
 
 if __name__ == "__main__":

@@ -27,19 +27,10 @@ except ImportError as e:  # pragma: no cover
     print(f"skip: {e}")
     sys.exit(77)
 
-QBIN = os.environ["QSHARD_BIN"]
-MODEL = os.environ["QSHARD_TEST_MODEL"]
-CALIB = ["--calib", os.path.join(MODEL, "text", "calib.txt"), "--n-calib", "32", "--calib-seqlen", "128"]
-EVAL = ["--text", os.path.join(MODEL, "text", "eval.txt"), "--seqlen", "128", "--max-windows", "16",
-        "--json", "--quiet"]
-MPIRUN = ["mpirun", "--allow-run-as-root", "--oversubscribe", "--mca", "pml", "ob1", "--mca", "btl", "self,vader"]
-failures = []
-
-
-def check(cond, what):
-    print(("ok:   " if cond else "FAIL: ") + what, flush=True)
-    if not cond:
-        failures.append(what)
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from checklib import QBIN, MODEL, MPIRUN, calib_args, check, eval_args, verdict  # noqa: E402
+CALIB = calib_args(32, 128)
+EVAL = eval_args(128, 16)
 
 
 def run(cmd, expect_ok=True):
@@ -156,11 +147,7 @@ def main():
     check(p.returncode != 0 and "already holds a finished checkpoint" in p.stderr,
           f"error on rank 0 ends both ranks (exit {p.returncode})")
 
-    if failures:
-        print(f"{len(failures)} check(s) failed")
-        return 1
-    print("PASS")
-    return 0
+    return verdict()
 
 
 if __name__ == "__main__":

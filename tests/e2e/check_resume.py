@@ -17,19 +17,14 @@ import sys
 import tempfile
 import time
 
-from e2e_common import MODEL, MPIRUN, QBIN, check, failures
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from checklib import MODEL, MPIRUN, QBIN, attempt as run, check, verdict  # noqa: E402
 
 
 def quantize_cmd(out, extra):
     return [QBIN, "quantize", "--model", MODEL, "--out", out, "--calib",
             os.path.join(MODEL, "text", "calib.txt"), "--n-calib", "16", "--calib-seqlen", "128",
             "--quiet"] + extra
-
-
-def run(cmd, env=None):
-    e = dict(os.environ)
-    e.update(env or {})
-    return subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=e)
 
 
 def digest(out):
@@ -199,11 +194,7 @@ def main():
             check(p.returncode == 2 and "ranks was 2, now 1" in p.stderr, f"rank count difference named: {p.stderr.strip()}")
     finally:
         shutil.rmtree(t, ignore_errors=True)
-    if failures:
-        print(f"FAIL: {len(failures)} check(s)")
-        return 1
-    print("PASS")
-    return 0
+    return verdict()
 
 
 if __name__ == "__main__":

@@ -9,9 +9,10 @@ import json
 import os
 import re
 import shutil
-import subprocess
+import sys
 import tempfile
-from e2e_common import QBIN, MODEL, check, finish
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from checklib import QBIN, MODEL, attempt as run, check, finish  # noqa: E402
 
 CALIB = os.path.join(MODEL, "text", "calib.txt")
 
@@ -28,12 +29,6 @@ EXEMPT = {
 def base_cmd(out):
     return [QBIN, "quantize", "--model", MODEL, "--out", out, "--calib", CALIB, "--n-calib", "16",
             "--calib-seqlen", "64", "--quiet"]
-
-
-def run(cmd, env=None):
-    e = dict(os.environ)
-    e.update(env or {})
-    return subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=e, timeout=300)
 
 
 def help_options():

@@ -27,6 +27,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from checklib import check, verdict  # noqa: E402
 from smollm2_testbed import smollm2_dir, token_file  # noqa: E402
 
 # Sized for CI on 2 busy cores: 2m46s wall at load 5.6 (quantize 94 s, evals 21 s + 46 s).
@@ -42,13 +43,6 @@ MIN_TOP1 = 0.65
 MAX_REL_WEIGHT_ERR = 0.4   # GPTQ trades weight error for output error: worst seen 0.23
 LINEARS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
            "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
-failures = []
-
-
-def check(cond, what):
-    print(("ok:   " if cond else "FAIL: ") + what)
-    if not cond:
-        failures.append(what)
 
 
 def run(cmd):
@@ -155,11 +149,7 @@ def main():
               f"quantized ppl {quant['ppl']:.3f} a little above the original's")
         check(quant["top1_agree"] > MIN_TOP1, f"top-1 agreement {quant['top1_agree']:.4f} > {MIN_TOP1}")
         check_gptq_export(out, smol)
-    if failures:
-        print(f"{len(failures)} check(s) failed")
-        return 1
-    print("PASS")
-    return 0
+    return verdict()
 
 
 if __name__ == "__main__":

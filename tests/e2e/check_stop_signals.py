@@ -10,25 +10,17 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 
-from e2e_common import QBIN, MODEL, MPIRUN, check, finish
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from checklib import QBIN, MODEL, MPIRUN, attempt as run, check, finish, with_env as env  # noqa: E402
 
 
 def quantize_cmd(out):
     return [QBIN, "quantize", "--model", MODEL, "--out", out, "--calib", os.path.join(MODEL, "text", "calib.txt"),
             "--n-calib", "16", "--calib-seqlen", "64", "--quiet"]
-
-
-def env(extra=None):
-    e = dict(os.environ)
-    e.update(extra or {})
-    return e
-
-
-def run(cmd, extra=None):
-    return subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env(extra), timeout=300)
 
 
 def segments(out):

@@ -4,14 +4,11 @@ file is named by verify (exit 2) and by a rerun of the same command, which no lo
 answers "nothing to do"; --overwrite redoes the output, which verifies again."""
 import os
 import shutil
-import subprocess
+import sys
 import tempfile
 
-from e2e_common import QBIN, MODEL, check, finish
-
-
-def run(cmd, cwd=None):
-    return subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd, timeout=300)
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from checklib import QBIN, MODEL, attempt as run, check, finish  # noqa: E402
 
 
 def main():

@@ -6,37 +6,16 @@ on it writes the same bytes as on the text.
 Env: QSHARD_BIN, QSHARD_TEST_MODEL. Exit 0 pass, 1 fail.
 """
 import hashlib
-import json
 import os
 import shutil
 import struct
-import subprocess
 import sys
 import tempfile
 
-QBIN = os.environ["QSHARD_BIN"]
-MODEL = os.environ["QSHARD_TEST_MODEL"]
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from checklib import QBIN, MODEL, MPIRUN, check, last_json, run, verdict  # noqa: E402
 TEXT = os.path.join(MODEL, "text", "eval.txt")
 CALIB = os.path.join(MODEL, "text", "calib.txt")
-MPIRUN = ["mpirun", "--allow-run-as-root", "--oversubscribe", "--mca", "pml", "ob1", "--mca", "btl", "self,vader"]
-failures = []
-
-
-def check(cond, what):
-    print(("ok:   " if cond else "FAIL: ") + what, flush=True)
-    if not cond:
-        failures.append(what)
-
-
-def run(cmd):
-    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    if p.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} -> {p.returncode}\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
-    return p.stdout
-
-
-def last_json(stdout):
-    return json.loads(stdout.strip().splitlines()[-1])
 
 
 def tokenize(text, out):
@@ -104,11 +83,7 @@ def main():
         tokens = check_tokenize(t)
         check_eval(t, tokens)
         check_calibration(t)
-    if failures:
-        print(f"FAIL: {len(failures)} check(s)")
-        return 1
-    print("PASS")
-    return 0
+    return verdict()
 
 
 if __name__ == "__main__":
