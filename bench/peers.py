@@ -24,7 +24,17 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ROWS = ["llmc-gptq", "llmc-awq", "ist-gptq", "qshard-gptq", "qshard-awq", "qshard-awq-joint"]
+# qshard's rows: the method and the options that make it the peer's scheme. llm-compressor's
+# GPTQModifier defaults to actorder "static" (columns by decreasing Hessian diagonal, group
+# ranges fixed before reordering): qshard-gptq-static is the same, qshard-gptq the
+# reference GPTQ's default order.
+QSHARD_ROWS = {
+    "qshard-gptq": ["--method", "gptq"],
+    "qshard-gptq-static": ["--method", "gptq", "--act-order", "--static-groups"],
+    "qshard-awq": ["--method", "awq"],
+    "qshard-awq-joint": ["--method", "awq-joint"],
+}
+ROWS = ["llmc-gptq", "llmc-awq", "ist-gptq"] + list(QSHARD_ROWS)
 
 
 def timed(cmd, log):
@@ -48,7 +58,7 @@ def command(row, a, calib, out):
                 str(a.n_calib), "--seqlen", "256", "--wbits", "4", "--groupsize", g, "--asym",
                 "--out", out]
     return [a.qshard, "quantize", "--model", a.model, "--out", out, "--calib", calib,
-            "--n-calib", str(a.n_calib), "--calib-seqlen", "256", "--method", row[7:],
+            "--n-calib", str(a.n_calib), "--calib-seqlen", "256"] + QSHARD_ROWS[row] + [
             "--format", "int4", "--group-size", g, "--asym", "--export", "fakequant", "--quiet"]
 
 
@@ -72,6 +82,9 @@ def main():
     a = ap.parse_args()
     a.engines_python = a.engines_python or engines_python()
     rows = a.rows.split(",")
+    unknown = [r for r in rows if r not in ROWS]
+    if unknown:
+        sys.exit(f"--rows: unknown {','.join(unknown)}; choose from {','.join(ROWS)}")
     if any(r.startswith("llmc-") for r in rows) and not a.engines_python:
         sys.exit("no engines venv: run launch/engines_venv.sh")
     if "ist-gptq" in rows and not os.path.isfile(os.path.join(a.ist_gptq_src, "gptq.py")):
@@ -104,7 +117,8 @@ def main():
         res[row] = (dt, r)
         print(f"| {row} | {dt:.1f} | {rss:.0f} | {r['ppl']:.4f} | {r['kld_mean']:.5f} | "
               f"{r['kld_p99']:.5f} | {r['top1_agree']:.4f} |", flush=True)
-    pairs = [("qshard-gptq", p) for p in ("llmc-gptq", "ist-gptq")] + \
+    pairs = [("qshard-gptq-static", "llmc-gptq"), ("qshard-gptq", "llmc-gptq"),
+             ("qshard-gptq", "ist-gptq")] + \
             [(q, p) for q in ("qshard-awq", "qshard-awq-joint") for p in ("llmc-awq", "llmc-gptq", "ist-gptq")]
     print("\n| qshard / peer | wall time | KLD mean |")
     print("|---|---|---|")

@@ -62,4 +62,9 @@ def main():
 
 if __name__ == "__main__":
     torch.set_grad_enabled(False)
+    if not torch.cuda.is_available():
+        # AWQModifier pins its cached activations (pipelines/cache.py, _pin_intermediate),
+        # which raises "Found no NVIDIA driver" on a CPU-only torch; pinning only speeds up
+        # host-to-GPU copies, so on the CPU it can be the identity.
+        torch.Tensor.pin_memory = lambda self, *args, **kwargs: self
     main()
