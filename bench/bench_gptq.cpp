@@ -21,6 +21,7 @@
 
 #include "core/error.h"
 #include "core/log.h"
+#include "kernels/cpu/blas_core.h"
 #include "quant/gptq.h"
 
 using namespace qshard;
@@ -70,6 +71,7 @@ void generate(int64_t n, Tensor& w, Tensor& h) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  qshard::cpu::reexec_for_blas_core(argv);  // the AVX kernels, as qshard itself runs
   try {
     std::string dir;
     std::vector<int64_t> cols = {256, 1024, 4096};

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # OpenBLAS kernels side by side: Debian 12's OpenBLAS 0.3.21 falls back to its SSE3
 # "Prescott" kernels on CPUs it does not know (Sapphire Rapids), and qshard re-executes
-# itself with OPENBLAS_CORETYPE set (src/cli/blas_core.cpp). This prints, in one run,
+# itself with OPENBLAS_CORETYPE set (kernels/cpu/blas_core.cpp). This prints, in one run,
 # single-core sgemm GFLOP/s (1024^3, through ctypes) and the wall time of one tiny-model
 # gptq quantize for each core, with the ratio against Prescott.
 #   bench/blas_core.sh [QSHARD_BIN]      (default build/qshard)

@@ -1,13 +1,13 @@
 // qshard info: what a model directory holds, or what this build can do.
 #include <cstdio>
 
-#include "cli/blas_core.h"
 #include "cli/commands.h"
 #include "cli/options.h"
 #include "core/error.h"
 #include "io/safetensors.h"
 #include "io/tokenizer.h"
 #include "kernels/backend.h"
+#include "kernels/cpu/blas_core.h"
 #include "model/model_spec.h"
 #ifdef QSHARD_HAVE_CUDA
 #include "kernels/cuda/cuda_info.h"
@@ -31,7 +31,7 @@ int run_info(const std::vector<std::string>& args, Communicator& comm) {
 #else
     std::printf(" (built without CUDA)\n");
 #endif
-    std::printf("blas: %s\n", blas_describe().c_str());
+    std::printf("blas: %s\n", cpu::blas_describe().c_str());
     return 0;
   }
   const ModelSpec spec = ModelSpec::load(model_dir);

@@ -8,12 +8,12 @@
 #include <thread>
 #include <vector>
 
-#include "cli/blas_core.h"
 #include "cli/commands.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "core/stop.h"
 #include "dist/communicator.h"
+#include "kernels/cpu/blas_core.h"
 
 namespace qshard::cli {
 
@@ -57,7 +57,7 @@ void report_error(Communicator* comm, const char* what) {
 int main(int argc, char** argv) {
   using namespace qshard;
   using cli::report_error;
-  cli::reexec_for_blas_core(argv);
+  cpu::reexec_for_blas_core(argv);
   std::vector<std::string> args(argv + 1, argv + argc);
   if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
     cli::print_usage(stdout);

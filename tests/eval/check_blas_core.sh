@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # qshard runs with the OpenBLAS kernels of this CPU's instruction set, not the SSE3
 # fallback that OpenBLAS 0.3.21 picks for CPU models it does not know
-# (src/cli/blas_core.cpp); a user's OPENBLAS_CORETYPE is kept; the re-exec happens
+# (kernels/cpu/blas_core.cpp); a user's OPENBLAS_CORETYPE is kept; the re-exec happens
 # before MPI starts, so ranks still find each other.
 set -uo pipefail
 : "${QSHARD_BIN:?}"

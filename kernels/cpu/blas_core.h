@@ -4,7 +4,7 @@
 
 #include <string>
 
-namespace qshard::cli {
+namespace qshard::cpu {
 
 // Re-executes this program with OPENBLAS_CORETYPE set when OpenBLAS fell back to its
 // generic SSE3 kernels on a CPU with AVX2/AVX-512. Returns only if nothing needed doing
@@ -14,4 +14,4 @@ void reexec_for_blas_core(char** argv);
 // "OpenBLAS 0.3.21 ..., core SkylakeX (OPENBLAS_CORETYPE=SkylakeX)" for `qshard info`.
 std::string blas_describe();
 
-}  // namespace qshard::cli
+}  // namespace qshard::cpu

@@ -4,7 +4,7 @@
 // 2.9 GFLOP/s per core instead of 14.7 with the AVX-512 ones (bench/blas_core.sh). Every
 // forward pass, Hessian and Cholesky goes through it. The library reads OPENBLAS_CORETYPE
 // before main(), so the only remedy from inside the program is to set it and exec again.
-#include "cli/blas_core.h"
+#include "kernels/cpu/blas_core.h"
 
 #include <cblas.h>
 #include <unistd.h>
@@ -12,7 +12,7 @@
 #include <cstdlib>
 #include <cstring>
 
-namespace qshard::cli {
+namespace qshard::cpu {
 
 namespace {
 
@@ -55,4 +55,4 @@ std::string blas_describe() {
   return s;
 }
 
-}  // namespace qshard::cli
+}  // namespace qshard::cpu
