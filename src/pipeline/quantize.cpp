@@ -12,6 +12,7 @@
 #include "pipeline/hessian_sum.h"
 #include "pipeline/layer_owner.h"
 #include "pipeline/row_parallel.h"
+#include "pipeline/staged_layer.h"
 #include "quant/quant_device.h"
 #include "pipeline/finite_check.h"
 
@@ -253,82 +254,100 @@ QuantizeReport quantize_model(CausalLM& lm, const TensorSource& source, const Ca
     if (plan.scaling != ScalingMethod::None)
       scaled = scale_layer(lm, l, w, h, {mine.size(), S, per_batch}, recipe, plan, scaling, numerics, comm);
     const bool self_quantized = plan.scaling != ScalingMethod::None && !plan.gptq;
-    // Without true-sequential every group sees the unquantized layer: one pass.
-    const auto& groups = layer_groups();
-    std::vector<std::vector<const GroupSpec*>> passes;
-    if (o.true_sequential && !self_quantized)
-      for (const auto& g : groups) passes.push_back({&g});
-    else
-      passes.push_back({&groups[0], &groups[1], &groups[2], &groups[3]});
-
-    for (const auto& pass : passes) {
-      stop_point(comm);  // a stop inside a layer drops it: it is redone on resume
-      std::map<LinearGroup, HessianSum> hessians;
-      HessianObserver observer(be);
-      if (!self_quantized) {
-        for (const GroupSpec* g : pass) {
-          const int64_t in = (w.*(g->linears[0].member)).weight.dim(1);
-          auto [it, _] = hessians.emplace(g->group, HessianSum(in, S));
-          observer.watch(g->group, &it->second);
+    // Quantizes group g's Linears with its Hessian (null when self-quantized); later
+    // groups then see their quantized outputs.
+    auto quantize_group = [&](const GroupSpec* g, HessianSum* acc) {
+      if (acc) allreduce_hessian(*acc, comm);
+      for (const LinearSlot& slot : g->linears) {
+        stop_point(comm);
+        const std::string module = lm.layer_tensor(l, slot.name);
+        const std::string weight_name = module + ".weight";
+        const std::optional<QuantFormat> format = recipe.format_for(module);
+        ModuleReport mr{module, format ? format->describe() : "skipped", 0, 0, 0, 0};
+        if (!format) {
+          export_dense_if_present(exporter, *layer_src, weight_name);
+        } else if (self_quantized) {
+          const ScaledModule& sm = scaled.quantized.at(module);
+          mr.rel_error = sm.rel_error;
+          (w.*(slot.member)).weight = be.upload(dequantize_exported(sm.q, numerics));
+          if (exporter) exporter->add_quantized(module, sm.q);
+        } else {
+          const double t0 = wall_seconds();
+          // The layer's weights as the forward holds them: scaled if a scaling method ran.
+          const Tensor w_orig = plan.scaling != ScalingMethod::None
+                                    ? be.download((w.*(slot.member)).weight).to_f32()
+                                    : layer_src->get(weight_name).to_f32();
+          const auto fixed_it = scaled.static_groups.find(module);
+          const std::vector<GroupParams>* fixed =
+              fixed_it == scaled.static_groups.end() ? nullptr : &fixed_it->second;
+          // Output rows split over ranks, results allgathered (row_parallel.h); fixed
+          // group parameters (awq-joint+gptq) are sliced to this rank's rows.
+          RowParallelResult qr = quantize_rows_parallel(
+              w_orig, &acc->sum(), *format,
+              [&](const Tensor& rows, const Scheme& s) {
+                std::vector<GroupParams> mine_fixed;
+                if (fixed) {
+                  const int64_t out = w_orig.dim(0), ng = int64_t(fixed->size()) / out;
+                  const Range r = row_range(out, comm.size(), comm.rank());
+                  QS_ASSERT(r.size() == rows.dim(0), "row split of ", weight_name);
+                  mine_fixed.assign(fixed->begin() + r.begin * ng, fixed->begin() + r.end * ng);
+                }
+                return quantize_weight(be, rows, &acc->sum(), s, o, weight_name,
+                                       fixed ? &mine_fixed : nullptr);
+              },
+              comm);
+          mr.rel_error = qr.rel_error;
+          mr.gptq_loss = qr.loss;
+          mr.damp_escalations = qr.escalations;
+          (w.*(slot.member)).weight = be.upload(qr.w_hat);  // later groups see quantized outputs
+          if (exporter) exporter->add_quantized(module, qr.q);
+          mr.seconds = wall_seconds() - t0;
         }
-        run_layer(lm, l, w, h, mine.size(), S, per_batch, &observer);
+        export_dense_if_present(exporter, *layer_src, module + ".bias");
+        report.modules.push_back(std::move(mr));
       }
-      for (const GroupSpec* g : pass) {
-        HessianSum* acc = self_quantized ? nullptr : &hessians.at(g->group);
-        if (acc) allreduce_hessian(*acc, comm);
-        for (const LinearSlot& slot : g->linears) {
-          stop_point(comm);
-          const std::string module = lm.layer_tensor(l, slot.name);
-          const std::string weight_name = module + ".weight";
-          const std::optional<QuantFormat> format = recipe.format_for(module);
-          ModuleReport mr{module, format ? format->describe() : "skipped", 0, 0, 0, 0};
-          if (!format) {
-            export_dense_if_present(exporter, *layer_src, weight_name);
-          } else if (self_quantized) {
-            const ScaledModule& sm = scaled.quantized.at(module);
-            mr.rel_error = sm.rel_error;
-            (w.*(slot.member)).weight = be.upload(dequantize_exported(sm.q, numerics));
-            if (exporter) exporter->add_quantized(module, sm.q);
-          } else {
-            const double t0 = wall_seconds();
-            // The layer's weights as the forward holds them: scaled if a scaling method ran.
-            const Tensor w_orig = plan.scaling != ScalingMethod::None
-                                      ? be.download((w.*(slot.member)).weight).to_f32()
-                                      : layer_src->get(weight_name).to_f32();
-            const auto fixed_it = scaled.static_groups.find(module);
-            const std::vector<GroupParams>* fixed =
-                fixed_it == scaled.static_groups.end() ? nullptr : &fixed_it->second;
-            // Output rows split over ranks, results allgathered (row_parallel.h); fixed
-            // group parameters (awq-joint+gptq) are sliced to this rank's rows.
-            RowParallelResult qr = quantize_rows_parallel(
-                w_orig, &acc->sum(), *format,
-                [&](const Tensor& rows, const Scheme& s) {
-                  std::vector<GroupParams> mine_fixed;
-                  if (fixed) {
-                    const int64_t out = w_orig.dim(0), ng = int64_t(fixed->size()) / out;
-                    const Range r = row_range(out, comm.size(), comm.rank());
-                    QS_ASSERT(r.size() == rows.dim(0), "row split of ", weight_name);
-                    mine_fixed.assign(fixed->begin() + r.begin * ng, fixed->begin() + r.end * ng);
-                  }
-                  return quantize_weight(be, rows, &acc->sum(), s, o, weight_name,
-                                         fixed ? &mine_fixed : nullptr);
-                },
-                comm);
-            mr.rel_error = qr.rel_error;
-            mr.gptq_loss = qr.loss;
-            mr.damp_escalations = qr.escalations;
-            (w.*(slot.member)).weight = be.upload(qr.w_hat);  // later groups see quantized outputs
-            if (exporter) exporter->add_quantized(module, qr.q);
-            mr.seconds = wall_seconds() - t0;
+    };
+    auto hessian_for = [&](const GroupSpec* g) {
+      return HessianSum((w.*(g->linears[0].member)).weight.dim(1), S);
+    };
+    const auto& groups = layer_groups();
+    bool h_advanced = false;  // h already holds the layer's (quantized) output
+    if (o.true_sequential && !self_quantized && !o.sequential_rerun) {
+      // Each group's inputs once, from the already-quantized earlier groups (staged_layer.h).
+      StagedLayer staged(lm, mine.size(), S, per_batch, o.sequential_cache_bytes);
+      for (const GroupSpec& g : groups) {
+        stop_point(comm);  // a stop inside a layer drops it: it is redone on resume
+        HessianSum acc = hessian_for(&g);
+        staged.collect(g.group, w, h, [&](const Tensor& x) { acc.add(be.download(x)); });
+        quantize_group(&g, &acc);
+      }
+      if (!scaled.fp_output.defined()) staged.finish(w, h);
+      h_advanced = true;
+    } else {
+      // Without true-sequential every group sees the unquantized layer: one pass. The
+      // rerun path (o.sequential_rerun) re-runs the layer from its input for each group.
+      std::vector<std::vector<const GroupSpec*>> passes;
+      if (o.true_sequential && !self_quantized)
+        for (const auto& g : groups) passes.push_back({&g});
+      else
+        passes.push_back({&groups[0], &groups[1], &groups[2], &groups[3]});
+      for (const auto& pass : passes) {
+        stop_point(comm);  // a stop inside a layer drops it: it is redone on resume
+        std::map<LinearGroup, HessianSum> hessians;
+        HessianObserver observer(be);
+        if (!self_quantized) {
+          for (const GroupSpec* g : pass) {
+            auto [it, _] = hessians.emplace(g->group, hessian_for(g));
+            observer.watch(g->group, &it->second);
           }
-          export_dense_if_present(exporter, *layer_src, module + ".bias");
-          report.modules.push_back(std::move(mr));
+          run_layer(lm, l, w, h, mine.size(), S, per_batch, &observer);
         }
+        for (const GroupSpec* g : pass) quantize_group(g, self_quantized ? nullptr : &hessians.at(g->group));
       }
     }
     if (scaled.fp_output.defined())
       h = scaled.fp_output;  // AutoAWQ: the next layer sees the unquantized layer's output
-    else
+    else if (!h_advanced)
       run_layer(lm, l, w, h, mine.size(), S, per_batch, nullptr);  // quantized outputs onward
     for (const auto& [name, t] : {std::pair{"input_layernorm.weight", &w.input_norm},
                                   std::pair{"post_attention_layernorm.weight", &w.post_attention_norm}}) {
