@@ -7,6 +7,7 @@
 
 #include "core/error.h"
 #include "core/log.h"
+#include "core/phase_timer.h"
 #include "core/stop.h"
 #include "dist/partition.h"
 #include "pipeline/hessian_sum.h"
@@ -57,7 +58,9 @@ class HessianObserver final : public LayerObserver {
   void watch(LinearGroup g, HessianSum* acc) { targets_[g] = acc; }
   void on_linear_input(int64_t, LinearGroup g, const Tensor& x) override {
     auto it = targets_.find(g);
-    if (it != targets_.end()) it->second->add(be_.download(x));
+    if (it == targets_.end()) return;
+    PhaseTimer timer(Phase::Hessian);
+    it->second->add(be_.download(x));
   }
   bool stop_after(LinearGroup g) const override { return !targets_.empty() && g == targets_.rbegin()->first; }
 
@@ -69,12 +72,16 @@ class HessianObserver final : public LayerObserver {
 Tensor copy_rows(Backend& be, const Tensor& t) { return be.upload(be.download(t)); }
 
 // Summed over ranks so that every rank count gives the same bits (hessian_sum.h).
-void allreduce_hessian(HessianSum& acc, Communicator& comm) { acc.allreduce(comm); }
+void allreduce_hessian(HessianSum& acc, Communicator& comm) {
+  PhaseTimer timer(Phase::Allreduce);
+  acc.allreduce(comm);
+}
 
 // Runs the current layer over every calibration batch: with an observer to collect
 // statistics (h untouched), or without one to advance h to the layer's outputs.
 void run_layer(CausalLM& lm, int64_t layer, const LayerWeights& w, Tensor& h, int64_t windows,
                int64_t seqlen, int64_t per_batch, HessianObserver* observer) {
+  PhaseTimer timer(Phase::Forward);
   Backend& be = lm.backend();
   for (int64_t w0 = 0; w0 < windows; w0 += per_batch) {
     const int64_t B = std::min(per_batch, windows - w0);
@@ -118,6 +125,7 @@ Tensor to_dtype(const Tensor& f32, DType dtype) {
 }
 
 void export_dense_if_present(Exporter* ex, const TensorSource& src, const std::string& name) {
+  PhaseTimer timer(Phase::Export);
   if (ex && src.contains(name)) ex->add_dense(name, src.get(name));
 }
 
@@ -234,6 +242,7 @@ QuantizeReport quantize_model(CausalLM& lm, const TensorSource& source, const Ca
       continue;
     }
     const double layer_t0 = wall_seconds();
+    const PhaseSeconds phases0 = phase_totals();
     const TrafficCounters traffic0 = comm.traffic();
     const std::shared_ptr<const LayerTensors> layer_src = fetcher.fetch(l);
     fetcher.prefetch(l + 1);
@@ -251,8 +260,10 @@ QuantizeReport quantize_model(CausalLM& lm, const TensorSource& source, const Ca
     check_finite_prefix(*layer_src, lm.layer_tensor(l, ""));
     LayerWeights w = lm.load_layer(l, *layer_src);
     ScaledLayer scaled;
-    if (plan.scaling != ScalingMethod::None)
+    if (plan.scaling != ScalingMethod::None) {
+      PhaseTimer timer(Phase::Fit);  // AWQ-family statistics forwards, grids and fits
       scaled = scale_layer(lm, l, w, h, {mine.size(), S, per_batch}, recipe, plan, scaling, numerics, comm);
+    }
     const bool self_quantized = plan.scaling != ScalingMethod::None && !plan.gptq;
     // Quantizes group g's Linears with its Hessian (null when self-quantized); later
     // groups then see their quantized outputs.
@@ -270,6 +281,7 @@ QuantizeReport quantize_model(CausalLM& lm, const TensorSource& source, const Ca
           const ScaledModule& sm = scaled.quantized.at(module);
           mr.rel_error = sm.rel_error;
           (w.*(slot.member)).weight = be.upload(dequantize_exported(sm.q, numerics));
+          PhaseTimer timer(Phase::Export);
           if (exporter) exporter->add_quantized(module, sm.q);
         } else {
           const double t0 = wall_seconds();
@@ -300,7 +312,10 @@ QuantizeReport quantize_model(CausalLM& lm, const TensorSource& source, const Ca
           mr.gptq_loss = qr.loss;
           mr.damp_escalations = qr.escalations;
           (w.*(slot.member)).weight = be.upload(qr.w_hat);  // later groups see quantized outputs
-          if (exporter) exporter->add_quantized(module, qr.q);
+          {
+            PhaseTimer timer(Phase::Export);
+            if (exporter) exporter->add_quantized(module, qr.q);
+          }
           mr.seconds = wall_seconds() - t0;
         }
         export_dense_if_present(exporter, *layer_src, module + ".bias");
@@ -318,10 +333,19 @@ QuantizeReport quantize_model(CausalLM& lm, const TensorSource& source, const Ca
       for (const GroupSpec& g : groups) {
         stop_point(comm);  // a stop inside a layer drops it: it is redone on resume
         HessianSum acc = hessian_for(&g);
-        staged.collect(g.group, w, h, [&](const Tensor& x) { acc.add(be.download(x)); });
+        {
+          PhaseTimer timer(Phase::Forward);
+          staged.collect(g.group, w, h, [&](const Tensor& x) {
+            PhaseTimer hessian_timer(Phase::Hessian);
+            acc.add(be.download(x));
+          });
+        }
         quantize_group(&g, &acc);
       }
-      if (!scaled.fp_output.defined()) staged.finish(w, h);
+      if (!scaled.fp_output.defined()) {
+        PhaseTimer timer(Phase::Forward);
+        staged.finish(w, h);
+      }
       h_advanced = true;
     } else {
       // Without true-sequential every group sees the unquantized layer: one pass. The
@@ -359,6 +383,8 @@ QuantizeReport quantize_model(CausalLM& lm, const TensorSource& source, const Ca
     }
     report.layers.push_back(layer_report(l, wall_seconds() - layer_t0, layer_src->bytes(),
                                          comm.traffic() - traffic0));
+    report.layers.back().phases = phase_totals() - phases0;
+    report.layers.back().read_seconds = layer_src->read_seconds();
     if (ck) ck->commit(l, {report.modules.begin() + first_module, report.modules.end()});
     progress.update(l + 1);
     const auto& last = report.modules.back();

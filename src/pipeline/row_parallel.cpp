@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "core/error.h"
+#include "core/phase_timer.h"
 #include "dist/partition.h"
 
 namespace qshard {
@@ -86,11 +87,15 @@ RowParallelResult quantize_rows_parallel(const Tensor& weight, const Tensor* hes
 
   RowQuantized local;
   // Always the fixed scale, also alone: a caller may quantize its rows in chunks.
-  if (mine.size() > 0) local = quantize(weight.rows(mine.begin, mine.end), fixed);
+  if (mine.size() > 0) {
+    PhaseTimer timer(Phase::Fit);
+    local = quantize(weight.rows(mine.begin, mine.end), fixed);
+  }
 
   RowParallelResult r;
   QuantizedLinear& q = r.q;
   const int64_t ng = format.n_groups(in);
+  PhaseTimer comm_timer(Phase::Allreduce);  // the results allgather
   if (n == 1) {
     q = std::move(local.q);
   } else {
@@ -134,8 +139,12 @@ RowParallelResult quantize_rows_parallel(const Tensor& weight, const Tensor* hes
 
   // Quality terms over this rank's rows, summed.
   double terms[3] = {0, 0, local.loss};
-  r.w_hat = q.dequantize();
+  {
+    PhaseTimer timer(Phase::Fit);
+    r.w_hat = q.dequantize();
+  }
   if (hessian && mine.size() > 0) {
+    PhaseTimer timer(Phase::ErrorReport);
     const float* wh = r.w_hat.data<float>() + mine.begin * in;
     std::vector<float> delta(size_t(mine.size() * in));
     for (int64_t i = 0; i < mine.size() * in; ++i) delta[size_t(i)] = w[mine.begin * in + i] - wh[i];
