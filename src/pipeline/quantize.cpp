@@ -111,6 +111,7 @@ QuantizedResult quantize_weight(Backend& be, const Tensor& w, const Tensor* hess
     r.q = std::move(g.q);
     r.loss = g.loss;
     r.escalations = g.damp_escalations;
+    r.damp_abs = g.damp_abs;
   }
   return r;
 }
@@ -436,6 +437,7 @@ QuantizeReport quantize_model(CausalLM& lm, const TensorSource& source, const Ca
           QuantizedResult qr = quantize_weight(be, part, &acc.sum(), scheme, o, "lm_head.weight");
           all.loss += qr.loss;
           all.escalations += qr.escalations;
+          all.damp_abs = qr.damp_abs;  // one H for every chunk (negative for RTN)
           if (r0 == 0) {
             all.q = std::move(qr.q);
           } else {

@@ -8,6 +8,7 @@
 #include "core/error.h"
 #include "core/phase_timer.h"
 #include "dist/partition.h"
+#include "quant/gptq_error.h"
 
 namespace qshard {
 
@@ -41,14 +42,19 @@ class FixedTensorScale final : public Scheme {
   float ts_;
 };
 
-// Σ (a H) ∘ a = tr(a H aᵀ) over a's rows.
+// Σ (a H) ∘ a = tr(a H aᵀ) over a's rows, in chunks of rows so that the product
+// buffer stays small (a whole 70B gate_proj would need another 0.9 GB).
 double quad(const float* a, int64_t rows, int64_t in, const float* h) {
-  if (rows == 0) return 0;
-  std::vector<float> prod(size_t(rows * in));
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(rows), int(in), int(in), 1.0f, a, int(in), h,
-              int(in), 0.0f, prod.data(), int(in));
+  constexpr int64_t kChunk = 256;
+  std::vector<float> prod(size_t(std::min(rows, kChunk) * in));
   double s = 0;
-  for (int64_t i = 0; i < rows * in; ++i) s += double(prod[size_t(i)]) * a[i];
+  for (int64_t r0 = 0; r0 < rows; r0 += kChunk) {
+    const int64_t n = std::min(kChunk, rows - r0);
+    const float* ar = a + r0 * in;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(n), int(in), int(in), 1.0f, ar, int(in), h,
+                int(in), 0.0f, prod.data(), int(in));
+    for (int64_t i = 0; i < n * in; ++i) s += double(prod[size_t(i)]) * ar[i];
+  }
   return s;
 }
 
@@ -146,10 +152,16 @@ RowParallelResult quantize_rows_parallel(const Tensor& weight, const Tensor* hes
   if (hessian && mine.size() > 0) {
     PhaseTimer timer(Phase::ErrorReport);
     const float* wh = r.w_hat.data<float>() + mine.begin * in;
-    std::vector<float> delta(size_t(mine.size() * in));
-    for (int64_t i = 0; i < mine.size() * in; ++i) delta[size_t(i)] = w[mine.begin * in + i] - wh[i];
-    terms[0] = quad(delta.data(), mine.size(), in, hessian->data<float>());
-    terms[1] = quad(w + mine.begin * in, mine.size(), in, hessian->data<float>());
+    const float* wm = w + mine.begin * in;
+    const float* hm = hessian->data<float>();
+    if (local.damp_abs >= 0) {  // GPTQ: its own error terms, no product with H
+      terms[0] = gptq_output_error(wm, wh, mine.size(), in, hm, in + 1, local.loss, local.damp_abs);
+    } else {
+      std::vector<float> delta(size_t(mine.size() * in));
+      for (int64_t i = 0; i < mine.size() * in; ++i) delta[size_t(i)] = wm[i] - wh[i];
+      terms[0] = quad(delta.data(), mine.size(), in, hm);
+    }
+    terms[1] = quad(wm, mine.size(), in, hm);
   }
   int64_t esc = local.escalations;
   if (n > 1) {

@@ -25,6 +25,9 @@ struct RowQuantized {
   QuantizedLinear q;
   double loss = 0;
   int escalations = 0;
+  // GPTQ's damping (GptqResult::damp_abs): the error report then comes from loss
+  // (quant/gptq_error.h). Negative for other methods: ΔW is multiplied by H.
+  double damp_abs = -1;
 };
 
 // Quantizes some rows of a weight with the given scheme (its tensor_scale() is the

@@ -305,6 +305,7 @@ GptqResult gptq_quantize(const Tensor& weight_in, const Tensor& hessian_in, cons
     ++res.damp_escalations;
   }
   res.damp_used = damp;
+  res.damp_abs = damp * mean_diag;
   t_factor = wall_seconds() - t_f0;
 
   // Main loop (§1.5), codes written in permuted order first. Rows are independent through

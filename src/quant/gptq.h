@@ -67,6 +67,9 @@ struct GptqResult {
   QuantizedLinear q;
   double loss = 0;             // Σ (w − q)² / U_jj² / 2, as the reference reports
   double damp_used = 0;        // after escalation, relative
+  // The damping added to H's diagonal: damp_used · mean(diag H), dead diagonals as 1
+  // (quant/gptq_error.h turns loss into the undamped output error with it).
+  double damp_abs = 0;
   int damp_escalations = 0;    // times H + damp·I was not positive definite
 };
 
