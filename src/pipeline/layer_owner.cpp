@@ -111,9 +111,11 @@ LayerFetcher::Packed LayerFetcher::read(int64_t layer) const {
   // The copy is where the disk is read (the source is mmap'd).
   const double t0 = wall_seconds();
   off = 0;
-  for (const Tensor& t : ts) {
+  for (size_t i = 0; i < ts.size(); ++i) {
+    const Tensor& t = ts[i];
     if (t.nbytes()) std::memcpy(p.data.get() + off, t.raw(), t.nbytes());
     off += (int64_t(t.nbytes()) + kAlign - 1) / kAlign * kAlign;
+    source_.release(names[i]);  // copied: its file pages need not stay resident
   }
   p.read_seconds = wall_seconds() - t0;
   return p;

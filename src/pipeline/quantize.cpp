@@ -127,7 +127,9 @@ Tensor to_dtype(const Tensor& f32, DType dtype) {
 
 void export_dense_if_present(Exporter* ex, const TensorSource& src, const std::string& name) {
   PhaseTimer timer(Phase::Export);
-  if (ex && src.contains(name)) ex->add_dense(name, src.get(name));
+  if (!ex || !src.contains(name)) return;
+  ex->add_dense(name, src.get(name));
+  src.release(name);  // written (or copied): its mapped pages need not stay resident
 }
 
 }  // namespace
@@ -233,7 +235,10 @@ QuantizeReport quantize_model(CausalLM& lm, const TensorSource& source, const Ca
   if (!tail_done) fetcher.prefetch(0);
   if (done == 0) {
     for (const char* name : {"model.embed_tokens.weight", "model.norm.weight", "lm_head.weight"})
-      if (source.contains(name)) check_finite(source.get(name), name);
+      if (source.contains(name)) {
+        check_finite(source.get(name), name);
+        source.release(name);  // 2 GB each at 70B: read again when exported
+      }
     export_dense_if_present(exporter, source, "model.embed_tokens.weight");
   }
   Progress progress("quantize", spec.num_layers, "layers");
