@@ -39,7 +39,6 @@ def drop_cache(files):
     for f in files:
         fd = os.open(f, os.O_RDONLY)
         try:
-            os.fsync(fd) if os.access(f, os.W_OK) else None
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
         finally:
             os.close(fd)
