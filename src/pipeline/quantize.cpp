@@ -99,7 +99,8 @@ using QuantizedResult = RowQuantized;
 
 QuantizedResult quantize_weight(Backend& be, const Tensor& w, const Tensor* hessian, const Scheme& scheme,
                                 const QuantizeOptions& o, const std::string& name,
-                                const std::vector<GroupParams>* fixed_groups = nullptr) {
+                                const std::vector<GroupParams>* fixed_groups = nullptr,
+                                GptqFactorCache* factor = nullptr) {
   scheme.format().check_divides(w.dim(1), name);
   QuantizedResult r;
   if (o.method == "rtn") {
@@ -107,6 +108,7 @@ QuantizedResult quantize_weight(Backend& be, const Tensor& w, const Tensor* hess
   } else {
     GptqOptions go = o.gptq;
     go.fixed_groups = fixed_groups;
+    go.factor_cache = factor;
     GptqResult g = gptq_quantize_on(be, w, *hessian, scheme, go, name);
     r.q = std::move(g.q);
     r.loss = g.loss;
@@ -275,6 +277,7 @@ QuantizeReport quantize_model(CausalLM& lm, const TensorSource& source, const Ca
     // groups then see their quantized outputs.
     auto quantize_group = [&](const GroupSpec* g, HessianSum* acc) {
       if (acc) allreduce_hessian(*acc, comm);
+      GptqFactorCache factor;  // one inverse factor for the group's Linears (same H)
       for (const LinearSlot& slot : g->linears) {
         stop_point(comm);
         const std::string module = lm.layer_tensor(l, slot.name);
@@ -311,7 +314,7 @@ QuantizeReport quantize_model(CausalLM& lm, const TensorSource& source, const Ca
                   mine_fixed.assign(fixed->begin() + r.begin * ng, fixed->begin() + r.end * ng);
                 }
                 return quantize_weight(be, rows, &acc->sum(), s, o, weight_name,
-                                       fixed ? &mine_fixed : nullptr);
+                                       fixed ? &mine_fixed : nullptr, &factor);
               },
               comm);
           mr.rel_error = qr.rel_error;
@@ -431,6 +434,7 @@ QuantizeReport quantize_model(CausalLM& lm, const TensorSource& source, const Ca
       // GPTQ rows are independent given H: each rank's (vocab-sized) row block is
       // quantized in chunks so memory stays bounded, then stitched. The tensor scale
       // (NVFP4) is the whole weight's, fixed by quantize_rows_parallel.
+      GptqFactorCache factor;  // every row chunk reads the same H: factored once
       auto chunked = [&](const Tensor& rows, const Scheme& scheme) {
         const int64_t V = rows.dim(0);
         const int64_t chunk = std::max<int64_t>(1, o.lm_head_chunk_rows);
@@ -439,7 +443,7 @@ QuantizeReport quantize_model(CausalLM& lm, const TensorSource& source, const Ca
           const int64_t r1 = std::min(V, r0 + chunk);
           Tensor part = Tensor::zeros(DType::F32, {r1 - r0, rows.dim(1)});
           std::memcpy(part.raw(), rows.rows(r0, r1).raw(), part.nbytes());
-          QuantizedResult qr = quantize_weight(be, part, &acc.sum(), scheme, o, "lm_head.weight");
+          QuantizedResult qr = quantize_weight(be, part, &acc.sum(), scheme, o, "lm_head.weight", nullptr, &factor);
           all.loss += qr.loss;
           all.escalations += qr.escalations;
           all.damp_abs = qr.damp_abs;  // one H for every chunk (negative for RTN)

@@ -638,3 +638,34 @@ TEST(GptqOutputError, MatchesTheProductWithH) {
 }
 
 }  // namespace qshard
+
+namespace qshard {
+
+// A Linear reusing another's inverse factor of the same H (q/k/v, gate/up, lm_head
+// chunks) gets the same bits as factoring it again, escalations included.
+TEST(GptqFactorCache, ReuseGivesTheSameResult) {
+  for (const double damp : {0.01, 0.0}) {  // 0 on a rank-48 H escalates
+    const Layer a = make_layer(40, 256, 48, 7u), b = make_layer(24, 256, 48, 7u);
+    const Tensor h = hessian_of(a);
+    const auto scheme = Scheme::make(QuantFormat::parse("int4", 64, false));
+    GptqOptions opt;
+    opt.damp = damp;
+    opt.act_order = true;
+    GptqFactorCache cache;
+    opt.factor_cache = &cache;
+    const GptqResult first = gptq_quantize(to_tensor(a.w, {a.out, a.in}), h, *scheme, opt, "a");
+    ASSERT_TRUE(cache.U);
+    const GptqResult reused = gptq_quantize(to_tensor(b.w, {b.out, b.in}), h, *scheme, opt, "b");
+    opt.factor_cache = nullptr;
+    const GptqResult fresh = gptq_quantize(to_tensor(b.w, {b.out, b.in}), h, *scheme, opt, "b");
+    EXPECT_EQ(reused.q.codes, fresh.q.codes);
+    EXPECT_EQ(reused.q.scales, fresh.q.scales);
+    EXPECT_EQ(reused.q.zeros, fresh.q.zeros);
+    EXPECT_EQ(reused.loss, fresh.loss);
+    EXPECT_EQ(reused.damp_escalations, fresh.damp_escalations);
+    EXPECT_EQ(reused.damp_abs, fresh.damp_abs);
+    EXPECT_EQ(first.damp_escalations, fresh.damp_escalations);
+  }
+}
+
+}  // namespace qshard
