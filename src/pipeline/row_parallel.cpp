@@ -58,6 +58,50 @@ double quad(const float* a, int64_t rows, int64_t in, const float* h) {
   return s;
 }
 
+// Codes of formats of at most 4 bits travel two to a byte (low nibble first): half the
+// results allgather. Every code of such a format is below 16.
+bool packs_codes(const QuantFormat& f) { return f.bits <= 4; }
+
+std::vector<uint8_t> pack_nibbles(const uint8_t* codes, int64_t n) {
+  std::vector<uint8_t> p(size_t((n + 1) / 2), 0);
+  for (int64_t i = 0; i < n; ++i) {
+    QS_ASSERT(codes[i] < 16, "code ", int(codes[i]), " of a <= 4-bit format");
+    p[size_t(i / 2)] |= uint8_t(codes[i] << (4 * (i % 2)));
+  }
+  return p;
+}
+
+void unpack_nibbles(const uint8_t* packed, int64_t n, uint8_t* codes) {
+  for (int64_t i = 0; i < n; ++i) codes[i] = uint8_t((packed[i / 2] >> (4 * (i % 2))) & 0xF);
+}
+
+// Every rank's codes gathered into q_codes (row blocks in rank order), packed on the wire
+// when the format allows.
+void allgather_codes(const std::vector<uint8_t>& mine, std::vector<uint8_t>& q_codes, int64_t out, int64_t in,
+                     const QuantFormat& format, Communicator& comm) {
+  const int n = comm.size();
+  std::vector<int64_t> bytes;
+  for (int k = 0; k < n; ++k) {
+    const int64_t c = row_range(out, n, k).size() * in;
+    bytes.push_back(packs_codes(format) ? (c + 1) / 2 : c);
+  }
+  if (!packs_codes(format)) {
+    comm.allgatherv(mine.data(), q_codes.data(), bytes, Traffic::Results);
+    return;
+  }
+  const std::vector<uint8_t> packed = pack_nibbles(mine.data(), int64_t(mine.size()));
+  int64_t total = 0;
+  for (int64_t b : bytes) total += b;
+  std::vector<uint8_t> all(static_cast<size_t>(total));
+  comm.allgatherv(packed.data(), all.data(), bytes, Traffic::Results);
+  int64_t at = 0;
+  for (int k = 0; k < n; ++k) {
+    const Range r = row_range(out, n, k);
+    unpack_nibbles(all.data() + at, r.size() * in, q_codes.data() + r.begin * in);
+    at += bytes[size_t(k)];
+  }
+}
+
 }  // namespace
 
 Range row_range(int64_t out, int ranks, int rank) {
@@ -67,7 +111,8 @@ Range row_range(int64_t out, int ranks, int rank) {
 uint64_t row_results_bytes(int64_t out, int64_t in, const QuantFormat& format) {
   const int64_t ng = format.n_groups(in);
   const bool zeros = format.stores_zeros();
-  return uint64_t(out * in) + uint64_t(out * ng) * 4 * (zeros ? 2 : 1) + uint64_t(in) * 4;
+  const uint64_t codes = packs_codes(format) ? uint64_t(out * in) / 2 : uint64_t(out * in);  // in is even
+  return codes + uint64_t(out * ng) * 4 * (zeros ? 2 : 1) + uint64_t(in) * 4;
 }
 
 RowParallelResult quantize_rows_parallel(const Tensor& weight, const Tensor* hessian,
@@ -117,15 +162,11 @@ RowParallelResult quantize_rows_parallel(const Tensor& weight, const Tensor* hes
       QS_ASSERT(int64_t(local.q.scales.size()) == mine.size() * ng, "row block scales");
       QS_ASSERT(!has_zeros || int64_t(local.q.zeros.size()) == mine.size() * ng, "row block zeros");
     }
-    std::vector<int64_t> code_bytes, scale_bytes;
-    for (int k = 0; k < n; ++k) {
-      const int64_t rows = row_range(out, n, k).size();
-      code_bytes.push_back(rows * in);
-      scale_bytes.push_back(rows * ng * int64_t(sizeof(float)));
-    }
+    std::vector<int64_t> scale_bytes;
+    for (int k = 0; k < n; ++k) scale_bytes.push_back(row_range(out, n, k).size() * ng * int64_t(sizeof(float)));
     q.codes.resize(size_t(out * in));
     q.scales.resize(size_t(out * ng));
-    comm.allgatherv(local.q.codes.data(), q.codes.data(), code_bytes, Traffic::Results);
+    allgather_codes(local.q.codes, q.codes, out, in, format, comm);
     comm.allgatherv(local.q.scales.data(), q.scales.data(), scale_bytes, Traffic::Results);
     if (has_zeros) {
       q.zeros.resize(size_t(out * ng));
