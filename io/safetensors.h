@@ -42,6 +42,10 @@ class SafetensorsFile {
   // instead, which keeps typed loads (convert_to_f32, kernels) well-defined.
   // If the file is truncated by someone else while mapped, reads fault (SIGBUS).
   Tensor get(const std::string& name) const;
+  // Drops the tensor's whole pages from the resident set (madvise DONTNEED: the mapping
+  // is private and never written, so a later read faults them in from the file again).
+  // Streaming a checkpoint then keeps the RSS at what is in use, not what was read.
+  void release(const std::string& name) const;
 
  private:
   struct Mapping;
@@ -66,6 +70,7 @@ class TensorStore : public TensorSource {
   bool contains(const std::string& name) const override;
   Tensor get(const std::string& name) const override;  // InputError if absent
   std::vector<std::string> names() const override;     // by shard, then by offset
+  void release(const std::string& name) const override;
   const TensorInfo& info(const std::string& name) const;
   Shape shape(const std::string& name) const { return info(name).shape; }
   const std::string& location() const { return location_; }  // what open() was given

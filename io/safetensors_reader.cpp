@@ -241,6 +241,15 @@ Tensor SafetensorsFile::get(const std::string& name) const {
   return Tensor::view(t.dtype, t.shape, const_cast<uint8_t*>(p), map_, Device::Host);
 }
 
+void SafetensorsFile::release(const std::string& name) const {
+  const TensorInfo& t = info(name);
+  const auto page = uintptr_t(::sysconf(_SC_PAGESIZE));
+  const uintptr_t begin = (reinterpret_cast<uintptr_t>(data_ + t.begin) + page - 1) / page * page;
+  const uintptr_t end = reinterpret_cast<uintptr_t>(data_ + t.end) / page * page;
+  // Only whole pages of this tensor: a neighbour sharing an edge page keeps it.
+  if (end > begin) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+}
+
 // ---- TensorStore ----
 
 namespace {
@@ -350,6 +359,7 @@ const SafetensorsFile& TensorStore::shard_of(const std::string& name) const {
 
 bool TensorStore::contains(const std::string& name) const { return shard_index_.count(name) != 0; }
 Tensor TensorStore::get(const std::string& name) const { return shard_of(name).get(name); }
+void TensorStore::release(const std::string& name) const { shard_of(name).release(name); }
 std::vector<std::string> TensorStore::names() const { return names_; }
 const TensorStore::TensorInfo& TensorStore::info(const std::string& name) const {
   return shard_of(name).info(name);

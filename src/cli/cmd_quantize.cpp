@@ -1,4 +1,5 @@
 // qshard quantize: calibrate, quantize layer by layer, export, report.
+#include <cstdlib>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -225,6 +226,9 @@ int run_quantize(const std::vector<std::string>& args, Communicator& comm) {
   opt.gptq.static_groups = vm.count("static-groups") > 0;
   opt.quantize_lm_head = vm.count("quantize-lm-head") > 0;
   opt.true_sequential = vm.count("no-true-sequential") == 0;
+  // Bench/test switch, not an option: the re-running true-sequential path (quantize.h)
+  // beside the staged one, which must write the same bytes (bench/slice70b, tests).
+  opt.sequential_rerun = std::getenv("QSHARD_SEQUENTIAL_RERUN") != nullptr;
   opt.clip.enabled = opt.gptq.clip.enabled = vm.count("mse-clip") > 0;
   if (vm.count("calib-shuffle")) calib.shuffle_seed = shuffle_seed;
   if (block_gptq == "microblock")

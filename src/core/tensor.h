@@ -74,6 +74,9 @@ class TensorSource {
   // Throws InputError naming the tensor and where it was looked for if missing.
   virtual Tensor get(const std::string& name) const = 0;
   virtual std::vector<std::string> names() const = 0;
+  // `name`'s bytes will not be read again soon (they were copied): a mapped file drops
+  // its pages from this process's resident set, and would read them again from the file.
+  virtual void release(const std::string& /*name*/) const {}
 };
 
 }  // namespace qshard

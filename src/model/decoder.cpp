@@ -45,6 +45,8 @@ const Tensor& input_of(const LinearWeights& lw, const Tensor& x, const Tensor& x
   return lw.act != ActFormat::None ? xq : x;
 }
 
+const Tensor* bias_of(const LinearWeights& lw) { return lw.bias.defined() ? &lw.bias : nullptr; }
+
 void check_tensor(const TensorSource& w, const ExpectedTensor& e) {
   const Tensor t = w.get(e.name);
   if (t.shape() != e.shape)
@@ -164,59 +166,86 @@ const Tensor& CausalLM::positions(int64_t batch, int64_t seqlen) {
   return positions_;
 }
 
-void CausalLM::layer_forward(int64_t layer, const LayerWeights& w, Tensor& h, int64_t batch,
-                             int64_t seqlen, LayerObserver* observer) {
+GroupInput CausalLM::attention_input(const LayerWeights& w, const Tensor& h) {
+  Backend& be = backend_;
+  GroupInput in;
+  in.x = be.zeros(DType::F32, {h.dim(0), spec_.hidden_size});
+  be.rmsnorm(h, w.input_norm, float(spec_.rms_norm_eps), in.x);
+  in.xq = quantized_input(be, in.x, {&w.q, &w.k, &w.v});
+  return in;
+}
+
+Tensor CausalLM::attention_heads(const LayerWeights& w, const GroupInput& in, int64_t batch, int64_t seqlen) {
   const ModelSpec& s = spec_;
   const int64_t T = batch * seqlen;
-  QS_ASSERT(h.shape() == (Shape{T, s.hidden_size}), "layer_forward got ", shape_str(h.shape()));
   Backend& be = backend_;
   const Tensor& pos = positions(batch, seqlen);
-  auto bias = [](const LinearWeights& lw) { return lw.bias.defined() ? &lw.bias : nullptr; };
-
-  Tensor x = be.zeros(DType::F32, {T, s.hidden_size});
-  be.rmsnorm(h, w.input_norm, float(s.rms_norm_eps), x);
-  Tensor xq = quantized_input(be, x, {&w.q, &w.k, &w.v});
-  if (observer) {
-    observer->on_linear_input(layer, LinearGroup::QKV, xq.defined() ? xq : x);
-    if (observer->stop_after(LinearGroup::QKV)) return;
-  }
   Tensor q = be.zeros(DType::F32, {T, s.q_dim()});
   Tensor k = be.zeros(DType::F32, {T, s.kv_dim()});
   Tensor v = be.zeros(DType::F32, {T, s.kv_dim()});
-  be.linear(input_of(w.q, x, xq), w.q.weight, bias(w.q), q);
-  be.linear(input_of(w.k, x, xq), w.k.weight, bias(w.k), k);
-  be.linear(input_of(w.v, x, xq), w.v.weight, bias(w.v), v);
+  be.linear(input_of(w.q, in.x, in.xq), w.q.weight, bias_of(w.q), q);
+  be.linear(input_of(w.k, in.x, in.xq), w.k.weight, bias_of(w.k), k);
+  be.linear(input_of(w.v, in.x, in.xq), w.v.weight, bias_of(w.v), v);
   be.rope(q, s.n_heads, s.head_dim, rope_cos_, rope_sin_, pos);
   be.rope(k, s.n_kv_heads, s.head_dim, rope_cos_, rope_sin_, pos);
   Tensor attn = be.zeros(DType::F32, {T, s.q_dim()});
   const AttentionShape shape{batch, seqlen, s.n_heads, s.n_kv_heads, s.head_dim};
   be.attention(q, k, v, shape, float(1.0 / std::sqrt(double(s.head_dim))), attn);
   if (w.o.act != ActFormat::None) be.fake_quant_activations(attn, w.o.act, attn);
-  if (observer) {
-    observer->on_linear_input(layer, LinearGroup::O, attn);
-    if (observer->stop_after(LinearGroup::O)) return;
-  }
-  be.linear(attn, w.o.weight, bias(w.o), x);
-  be.add_inplace(h, x);
+  return attn;
+}
 
-  be.rmsnorm(h, w.post_attention_norm, float(s.rms_norm_eps), x);
-  xq = quantized_input(be, x, {&w.gate, &w.up});
-  if (observer) {
-    observer->on_linear_input(layer, LinearGroup::GateUp, xq.defined() ? xq : x);
-    if (observer->stop_after(LinearGroup::GateUp)) return;
-  }
-  Tensor gate = be.zeros(DType::F32, {T, s.intermediate_size});
-  Tensor up = be.zeros(DType::F32, {T, s.intermediate_size});
-  be.linear(input_of(w.gate, x, xq), w.gate.weight, bias(w.gate), gate);
-  be.linear(input_of(w.up, x, xq), w.up.weight, bias(w.up), up);
+void CausalLM::add_attention_output(const LayerWeights& w, const Tensor& attn, Tensor& h) {
+  Tensor y = backend_.zeros(DType::F32, {h.dim(0), spec_.hidden_size});
+  backend_.linear(attn, w.o.weight, bias_of(w.o), y);
+  backend_.add_inplace(h, y);
+}
+
+GroupInput CausalLM::mlp_input(const LayerWeights& w, const Tensor& h) {
+  Backend& be = backend_;
+  GroupInput in;
+  in.x = be.zeros(DType::F32, {h.dim(0), spec_.hidden_size});
+  be.rmsnorm(h, w.post_attention_norm, float(spec_.rms_norm_eps), in.x);
+  in.xq = quantized_input(be, in.x, {&w.gate, &w.up});
+  return in;
+}
+
+Tensor CausalLM::mlp_activation(const LayerWeights& w, const GroupInput& in) {
+  Backend& be = backend_;
+  const int64_t T = in.x.dim(0);
+  Tensor gate = be.zeros(DType::F32, {T, spec_.intermediate_size});
+  Tensor up = be.zeros(DType::F32, {T, spec_.intermediate_size});
+  be.linear(input_of(w.gate, in.x, in.xq), w.gate.weight, bias_of(w.gate), gate);
+  be.linear(input_of(w.up, in.x, in.xq), w.up.weight, bias_of(w.up), up);
   be.silu_mul(gate, up, gate);
   if (w.down.act != ActFormat::None) be.fake_quant_activations(gate, w.down.act, gate);
-  if (observer) {
-    observer->on_linear_input(layer, LinearGroup::Down, gate);
-    if (observer->stop_after(LinearGroup::Down)) return;
-  }
-  be.linear(gate, w.down.weight, bias(w.down), x);
-  be.add_inplace(h, x);
+  return gate;
+}
+
+void CausalLM::add_mlp_output(const LayerWeights& w, const Tensor& act, Tensor& h) {
+  Tensor y = backend_.zeros(DType::F32, {h.dim(0), spec_.hidden_size});
+  backend_.linear(act, w.down.weight, bias_of(w.down), y);
+  backend_.add_inplace(h, y);
+}
+
+void CausalLM::layer_forward(int64_t layer, const LayerWeights& w, Tensor& h, int64_t batch,
+                             int64_t seqlen, LayerObserver* observer) {
+  QS_ASSERT(h.shape() == (Shape{batch * seqlen, spec_.hidden_size}), "layer_forward got ", shape_str(h.shape()));
+  auto observe = [&](LinearGroup g, const Tensor& x) {  // true: stop here
+    if (!observer) return false;
+    observer->on_linear_input(layer, g, x);
+    return observer->stop_after(g);
+  };
+  const GroupInput a = attention_input(w, h);
+  if (observe(LinearGroup::QKV, a.seen())) return;
+  const Tensor attn = attention_heads(w, a, batch, seqlen);
+  if (observe(LinearGroup::O, attn)) return;
+  add_attention_output(w, attn, h);
+  const GroupInput m = mlp_input(w, h);
+  if (observe(LinearGroup::GateUp, m.seen())) return;
+  const Tensor act = mlp_activation(w, m);
+  if (observe(LinearGroup::Down, act)) return;
+  add_mlp_output(w, act, h);
 }
 
 Tensor CausalLM::forward_hidden(const Tensor& tokens, int64_t batch, int64_t seqlen,

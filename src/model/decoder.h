@@ -46,6 +46,13 @@ class LayerObserver {
   virtual bool stop_after(LinearGroup) const { return false; }
 };
 
+// A linear group's input: the normed rows, and their fake-quantized copy when a Linear
+// of the group quantizes its input (undefined otherwise).
+struct GroupInput {
+  Tensor x, xq;
+  const Tensor& seen() const { return xq.defined() ? xq : x; }  // what the observer sees
+};
+
 class CausalLM {
  public:
   // Checks every tensor the spec names exists with the right shape; throws InputError.
@@ -75,6 +82,15 @@ class CausalLM {
   // One decoder layer, in place on the residual stream h[B*S, hidden].
   void layer_forward(int64_t layer, const LayerWeights& w, Tensor& h, int64_t batch,
                      int64_t seqlen, LayerObserver* observer = nullptr);
+  // layer_forward in its steps, for true-sequential calibration (pipeline/staged_layer.h),
+  // which runs each step once between quantizing the groups. h: [batch*seqlen, hidden].
+  GroupInput attention_input(const LayerWeights& w, const Tensor& h);  // QKV's input
+  // O's input: attention over q, k, v of `in`.
+  Tensor attention_heads(const LayerWeights& w, const GroupInput& in, int64_t batch, int64_t seqlen);
+  void add_attention_output(const LayerWeights& w, const Tensor& attn, Tensor& h);  // h += o(attn)
+  GroupInput mlp_input(const LayerWeights& w, const Tensor& h);  // gate/up's input
+  Tensor mlp_activation(const LayerWeights& w, const GroupInput& in);  // down's input
+  void add_mlp_output(const LayerWeights& w, const Tensor& act, Tensor& h);  // h += down(act)
   // Embedding, every layer, final norm: backend F32 [B*S, hidden].
   Tensor forward_hidden(const Tensor& tokens, int64_t batch, int64_t seqlen,
                         LayerObserver* observer = nullptr);

@@ -1,9 +1,14 @@
 #include "pipeline/layer_owner.h"
 
+#include "core/log.h"
+#include "core/phase_timer.h"
+
 #include <algorithm>
 #include <cstring>
 
 #include "core/error.h"
+#include "core/log.h"
+#include "core/phase_timer.h"
 
 namespace qshard {
 
@@ -104,11 +109,15 @@ LayerFetcher::Packed LayerFetcher::read(int64_t layer) const {
   p.data = std::shared_ptr<uint8_t[]>(new (std::align_val_t(kAlign)) uint8_t[size_t(std::max<int64_t>(off, 1))],
                                       [](uint8_t* q) { ::operator delete[](q, std::align_val_t(kAlign)); });
   // The copy is where the disk is read (the source is mmap'd).
+  const double t0 = wall_seconds();
   off = 0;
-  for (const Tensor& t : ts) {
+  for (size_t i = 0; i < ts.size(); ++i) {
+    const Tensor& t = ts[i];
     if (t.nbytes()) std::memcpy(p.data.get() + off, t.raw(), t.nbytes());
     off += (int64_t(t.nbytes()) + kAlign - 1) / kAlign * kAlign;
+    source_.release(names[i]);  // copied: its file pages need not stay resident
   }
+  p.read_seconds = wall_seconds() - t0;
   return p;
 }
 
@@ -125,6 +134,7 @@ std::shared_ptr<const LayerTensors> LayerFetcher::fetch(int64_t layer) {
   const int owner = owners_.owner(layer);
   Packed p;
   if (owner == comm_.rank()) {
+    PhaseTimer timer(Phase::Read);  // what the read still costs after the prefetch
     if (pending_layer_ == layer && pending_.valid()) {
       p = pending_.get();  // rethrows a read error here, on the main thread
       pending_layer_ = -1;
@@ -132,6 +142,7 @@ std::shared_ptr<const LayerTensors> LayerFetcher::fetch(int64_t layer) {
       p = read(layer);
     }
   }
+  PhaseTimer timer(Phase::Broadcast);
   int64_t sizes[2] = {int64_t(p.meta.size()), p.data_bytes};
   comm_.broadcast(sizes, sizeof sizes, owner, Traffic::Control);
   if (owner != comm_.rank()) {
@@ -145,6 +156,7 @@ std::shared_ptr<const LayerTensors> LayerFetcher::fetch(int64_t layer) {
 
   auto out = std::make_shared<LayerTensors>();
   out->bytes_ = uint64_t(p.data_bytes);
+  out->read_seconds_ = p.read_seconds;
   std::shared_ptr<void> keep = p.data;
   size_t pos = 0;
   while (pos < p.meta.size()) {

@@ -40,11 +40,15 @@ class LayerTensors final : public TensorSource {
   Tensor get(const std::string& name) const override;
   std::vector<std::string> names() const override;
   uint64_t bytes() const { return bytes_; }
+  // Seconds the owner spent copying the layer out of the checkpoint (on the reader
+  // thread, so mostly overlapped with the previous layer); 0 on the other ranks.
+  double read_seconds() const { return read_seconds_; }
 
  private:
   friend class LayerFetcher;
   std::map<std::string, Tensor> tensors_;
   uint64_t bytes_ = 0;
+  double read_seconds_ = 0;
 };
 
 class LayerFetcher {
@@ -69,6 +73,7 @@ class LayerFetcher {
     std::vector<uint8_t> meta;
     std::shared_ptr<uint8_t[]> data;
     int64_t data_bytes = 0;
+    double read_seconds = 0;
   };
   Packed read(int64_t layer) const;
 

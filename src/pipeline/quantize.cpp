@@ -7,11 +7,13 @@
 
 #include "core/error.h"
 #include "core/log.h"
+#include "core/phase_timer.h"
 #include "core/stop.h"
 #include "dist/partition.h"
 #include "pipeline/hessian_sum.h"
 #include "pipeline/layer_owner.h"
 #include "pipeline/row_parallel.h"
+#include "pipeline/staged_layer.h"
 #include "quant/quant_device.h"
 #include "pipeline/finite_check.h"
 
@@ -56,7 +58,9 @@ class HessianObserver final : public LayerObserver {
   void watch(LinearGroup g, HessianSum* acc) { targets_[g] = acc; }
   void on_linear_input(int64_t, LinearGroup g, const Tensor& x) override {
     auto it = targets_.find(g);
-    if (it != targets_.end()) it->second->add(be_.download(x));
+    if (it == targets_.end()) return;
+    PhaseTimer timer(Phase::Hessian);
+    it->second->add(be_.download(x));
   }
   bool stop_after(LinearGroup g) const override { return !targets_.empty() && g == targets_.rbegin()->first; }
 
@@ -68,12 +72,16 @@ class HessianObserver final : public LayerObserver {
 Tensor copy_rows(Backend& be, const Tensor& t) { return be.upload(be.download(t)); }
 
 // Summed over ranks so that every rank count gives the same bits (hessian_sum.h).
-void allreduce_hessian(HessianSum& acc, Communicator& comm) { acc.allreduce(comm); }
+void allreduce_hessian(HessianSum& acc, Communicator& comm) {
+  PhaseTimer timer(Phase::Allreduce);
+  acc.allreduce(comm);
+}
 
 // Runs the current layer over every calibration batch: with an observer to collect
 // statistics (h untouched), or without one to advance h to the layer's outputs.
 void run_layer(CausalLM& lm, int64_t layer, const LayerWeights& w, Tensor& h, int64_t windows,
                int64_t seqlen, int64_t per_batch, HessianObserver* observer) {
+  PhaseTimer timer(Phase::Forward);
   Backend& be = lm.backend();
   for (int64_t w0 = 0; w0 < windows; w0 += per_batch) {
     const int64_t B = std::min(per_batch, windows - w0);
@@ -91,7 +99,8 @@ using QuantizedResult = RowQuantized;
 
 QuantizedResult quantize_weight(Backend& be, const Tensor& w, const Tensor* hessian, const Scheme& scheme,
                                 const QuantizeOptions& o, const std::string& name,
-                                const std::vector<GroupParams>* fixed_groups = nullptr) {
+                                const std::vector<GroupParams>* fixed_groups = nullptr,
+                                GptqFactorCache* factor = nullptr) {
   scheme.format().check_divides(w.dim(1), name);
   QuantizedResult r;
   if (o.method == "rtn") {
@@ -99,10 +108,12 @@ QuantizedResult quantize_weight(Backend& be, const Tensor& w, const Tensor* hess
   } else {
     GptqOptions go = o.gptq;
     go.fixed_groups = fixed_groups;
+    go.factor_cache = factor;
     GptqResult g = gptq_quantize_on(be, w, *hessian, scheme, go, name);
     r.q = std::move(g.q);
     r.loss = g.loss;
     r.escalations = g.damp_escalations;
+    r.damp_abs = g.damp_abs;
   }
   return r;
 }
@@ -117,7 +128,10 @@ Tensor to_dtype(const Tensor& f32, DType dtype) {
 }
 
 void export_dense_if_present(Exporter* ex, const TensorSource& src, const std::string& name) {
-  if (ex && src.contains(name)) ex->add_dense(name, src.get(name));
+  PhaseTimer timer(Phase::Export);
+  if (!ex || !src.contains(name)) return;
+  ex->add_dense(name, src.get(name));
+  src.release(name);  // written (or copied): its mapped pages need not stay resident
 }
 
 }  // namespace
@@ -223,7 +237,10 @@ QuantizeReport quantize_model(CausalLM& lm, const TensorSource& source, const Ca
   if (!tail_done) fetcher.prefetch(0);
   if (done == 0) {
     for (const char* name : {"model.embed_tokens.weight", "model.norm.weight", "lm_head.weight"})
-      if (source.contains(name)) check_finite(source.get(name), name);
+      if (source.contains(name)) {
+        check_finite(source.get(name), name);
+        source.release(name);  // 2 GB each at 70B: read again when exported
+      }
     export_dense_if_present(exporter, source, "model.embed_tokens.weight");
   }
   Progress progress("quantize", spec.num_layers, "layers");
@@ -233,6 +250,7 @@ QuantizeReport quantize_model(CausalLM& lm, const TensorSource& source, const Ca
       continue;
     }
     const double layer_t0 = wall_seconds();
+    const PhaseSeconds phases0 = phase_totals();
     const TrafficCounters traffic0 = comm.traffic();
     const std::shared_ptr<const LayerTensors> layer_src = fetcher.fetch(l);
     fetcher.prefetch(l + 1);
@@ -250,85 +268,119 @@ QuantizeReport quantize_model(CausalLM& lm, const TensorSource& source, const Ca
     check_finite_prefix(*layer_src, lm.layer_tensor(l, ""));
     LayerWeights w = lm.load_layer(l, *layer_src);
     ScaledLayer scaled;
-    if (plan.scaling != ScalingMethod::None)
+    if (plan.scaling != ScalingMethod::None) {
+      PhaseTimer timer(Phase::Fit);  // AWQ-family statistics forwards, grids and fits
       scaled = scale_layer(lm, l, w, h, {mine.size(), S, per_batch}, recipe, plan, scaling, numerics, comm);
+    }
     const bool self_quantized = plan.scaling != ScalingMethod::None && !plan.gptq;
-    // Without true-sequential every group sees the unquantized layer: one pass.
-    const auto& groups = layer_groups();
-    std::vector<std::vector<const GroupSpec*>> passes;
-    if (o.true_sequential && !self_quantized)
-      for (const auto& g : groups) passes.push_back({&g});
-    else
-      passes.push_back({&groups[0], &groups[1], &groups[2], &groups[3]});
-
-    for (const auto& pass : passes) {
-      stop_point(comm);  // a stop inside a layer drops it: it is redone on resume
-      std::map<LinearGroup, HessianSum> hessians;
-      HessianObserver observer(be);
-      if (!self_quantized) {
-        for (const GroupSpec* g : pass) {
-          const int64_t in = (w.*(g->linears[0].member)).weight.dim(1);
-          auto [it, _] = hessians.emplace(g->group, HessianSum(in, S));
-          observer.watch(g->group, &it->second);
-        }
-        run_layer(lm, l, w, h, mine.size(), S, per_batch, &observer);
-      }
-      for (const GroupSpec* g : pass) {
-        HessianSum* acc = self_quantized ? nullptr : &hessians.at(g->group);
-        if (acc) allreduce_hessian(*acc, comm);
-        for (const LinearSlot& slot : g->linears) {
-          stop_point(comm);
-          const std::string module = lm.layer_tensor(l, slot.name);
-          const std::string weight_name = module + ".weight";
-          const std::optional<QuantFormat> format = recipe.format_for(module);
-          ModuleReport mr{module, format ? format->describe() : "skipped", 0, 0, 0, 0};
-          if (!format) {
-            export_dense_if_present(exporter, *layer_src, weight_name);
-          } else if (self_quantized) {
-            const ScaledModule& sm = scaled.quantized.at(module);
-            mr.rel_error = sm.rel_error;
-            (w.*(slot.member)).weight = be.upload(dequantize_exported(sm.q, numerics));
-            if (exporter) exporter->add_quantized(module, sm.q);
-          } else {
-            const double t0 = wall_seconds();
-            // The layer's weights as the forward holds them: scaled if a scaling method ran.
-            const Tensor w_orig = plan.scaling != ScalingMethod::None
-                                      ? be.download((w.*(slot.member)).weight).to_f32()
-                                      : layer_src->get(weight_name).to_f32();
-            const auto fixed_it = scaled.static_groups.find(module);
-            const std::vector<GroupParams>* fixed =
-                fixed_it == scaled.static_groups.end() ? nullptr : &fixed_it->second;
-            // Output rows split over ranks, results allgathered (row_parallel.h); fixed
-            // group parameters (awq-joint+gptq) are sliced to this rank's rows.
-            RowParallelResult qr = quantize_rows_parallel(
-                w_orig, &acc->sum(), *format,
-                [&](const Tensor& rows, const Scheme& s) {
-                  std::vector<GroupParams> mine_fixed;
-                  if (fixed) {
-                    const int64_t out = w_orig.dim(0), ng = int64_t(fixed->size()) / out;
-                    const Range r = row_range(out, comm.size(), comm.rank());
-                    QS_ASSERT(r.size() == rows.dim(0), "row split of ", weight_name);
-                    mine_fixed.assign(fixed->begin() + r.begin * ng, fixed->begin() + r.end * ng);
-                  }
-                  return quantize_weight(be, rows, &acc->sum(), s, o, weight_name,
-                                         fixed ? &mine_fixed : nullptr);
-                },
-                comm);
-            mr.rel_error = qr.rel_error;
-            mr.gptq_loss = qr.loss;
-            mr.damp_escalations = qr.escalations;
-            (w.*(slot.member)).weight = be.upload(qr.w_hat);  // later groups see quantized outputs
+    // Quantizes group g's Linears with its Hessian (null when self-quantized); later
+    // groups then see their quantized outputs.
+    auto quantize_group = [&](const GroupSpec* g, HessianSum* acc) {
+      if (acc) allreduce_hessian(*acc, comm);
+      GptqFactorCache factor;  // one inverse factor for the group's Linears (same H)
+      for (const LinearSlot& slot : g->linears) {
+        stop_point(comm);
+        const std::string module = lm.layer_tensor(l, slot.name);
+        const std::string weight_name = module + ".weight";
+        const std::optional<QuantFormat> format = recipe.format_for(module);
+        ModuleReport mr{module, format ? format->describe() : "skipped", 0, 0, 0, 0};
+        if (!format) {
+          export_dense_if_present(exporter, *layer_src, weight_name);
+        } else if (self_quantized) {
+          const ScaledModule& sm = scaled.quantized.at(module);
+          mr.rel_error = sm.rel_error;
+          (w.*(slot.member)).weight = be.upload(dequantize_exported(sm.q, numerics));
+          PhaseTimer timer(Phase::Export);
+          if (exporter) exporter->add_quantized(module, sm.q);
+        } else {
+          const double t0 = wall_seconds();
+          // The layer's weights as the forward holds them: scaled if a scaling method ran.
+          const Tensor w_orig = plan.scaling != ScalingMethod::None
+                                    ? be.download((w.*(slot.member)).weight).to_f32()
+                                    : layer_src->get(weight_name).to_f32();
+          const auto fixed_it = scaled.static_groups.find(module);
+          const std::vector<GroupParams>* fixed =
+              fixed_it == scaled.static_groups.end() ? nullptr : &fixed_it->second;
+          // Output rows split over ranks, results allgathered (row_parallel.h); fixed
+          // group parameters (awq-joint+gptq) are sliced to this rank's rows.
+          RowParallelResult qr = quantize_rows_parallel(
+              w_orig, &acc->sum(), *format,
+              [&](const Tensor& rows, const Scheme& s) {
+                std::vector<GroupParams> mine_fixed;
+                if (fixed) {
+                  const int64_t out = w_orig.dim(0), ng = int64_t(fixed->size()) / out;
+                  const Range r = row_range(out, comm.size(), comm.rank());
+                  QS_ASSERT(r.size() == rows.dim(0), "row split of ", weight_name);
+                  mine_fixed.assign(fixed->begin() + r.begin * ng, fixed->begin() + r.end * ng);
+                }
+                return quantize_weight(be, rows, &acc->sum(), s, o, weight_name,
+                                       fixed ? &mine_fixed : nullptr, &factor);
+              },
+              comm);
+          mr.rel_error = qr.rel_error;
+          mr.gptq_loss = qr.loss;
+          mr.damp_escalations = qr.escalations;
+          (w.*(slot.member)).weight = be.upload(qr.w_hat);  // later groups see quantized outputs
+          {
+            PhaseTimer timer(Phase::Export);
             if (exporter) exporter->add_quantized(module, qr.q);
-            mr.seconds = wall_seconds() - t0;
           }
-          export_dense_if_present(exporter, *layer_src, module + ".bias");
-          report.modules.push_back(std::move(mr));
+          mr.seconds = wall_seconds() - t0;
         }
+        export_dense_if_present(exporter, *layer_src, module + ".bias");
+        report.modules.push_back(std::move(mr));
+      }
+    };
+    auto hessian_for = [&](const GroupSpec* g) {
+      return HessianSum((w.*(g->linears[0].member)).weight.dim(1), S);
+    };
+    const auto& groups = layer_groups();
+    bool h_advanced = false;  // h already holds the layer's (quantized) output
+    if (o.true_sequential && !self_quantized && !o.sequential_rerun) {
+      // Each group's inputs once, from the already-quantized earlier groups (staged_layer.h).
+      StagedLayer staged(lm, mine.size(), S, per_batch, o.sequential_cache_bytes);
+      for (const GroupSpec& g : groups) {
+        stop_point(comm);  // a stop inside a layer drops it: it is redone on resume
+        HessianSum acc = hessian_for(&g);
+        {
+          PhaseTimer timer(Phase::Forward);
+          staged.collect(g.group, w, h, [&](const Tensor& x) {
+            PhaseTimer hessian_timer(Phase::Hessian);
+            acc.add(be.download(x));
+          });
+        }
+        quantize_group(&g, &acc);
+      }
+      if (!scaled.fp_output.defined()) {
+        PhaseTimer timer(Phase::Forward);
+        staged.finish(w, h);
+      }
+      h_advanced = true;
+    } else {
+      // Without true-sequential every group sees the unquantized layer: one pass. The
+      // rerun path (o.sequential_rerun) re-runs the layer from its input for each group.
+      std::vector<std::vector<const GroupSpec*>> passes;
+      if (o.true_sequential && !self_quantized)
+        for (const auto& g : groups) passes.push_back({&g});
+      else
+        passes.push_back({&groups[0], &groups[1], &groups[2], &groups[3]});
+      for (const auto& pass : passes) {
+        stop_point(comm);  // a stop inside a layer drops it: it is redone on resume
+        std::map<LinearGroup, HessianSum> hessians;
+        HessianObserver observer(be);
+        if (!self_quantized) {
+          for (const GroupSpec* g : pass) {
+            auto [it, _] = hessians.emplace(g->group, hessian_for(g));
+            observer.watch(g->group, &it->second);
+          }
+          run_layer(lm, l, w, h, mine.size(), S, per_batch, &observer);
+        }
+        for (const GroupSpec* g : pass) quantize_group(g, self_quantized ? nullptr : &hessians.at(g->group));
       }
     }
     if (scaled.fp_output.defined())
       h = scaled.fp_output;  // AutoAWQ: the next layer sees the unquantized layer's output
-    else
+    else if (!h_advanced)
       run_layer(lm, l, w, h, mine.size(), S, per_batch, nullptr);  // quantized outputs onward
     for (const auto& [name, t] : {std::pair{"input_layernorm.weight", &w.input_norm},
                                   std::pair{"post_attention_layernorm.weight", &w.post_attention_norm}}) {
@@ -340,6 +392,8 @@ QuantizeReport quantize_model(CausalLM& lm, const TensorSource& source, const Ca
     }
     report.layers.push_back(layer_report(l, wall_seconds() - layer_t0, layer_src->bytes(),
                                          comm.traffic() - traffic0));
+    report.layers.back().phases = phase_totals() - phases0;
+    report.layers.back().read_seconds = layer_src->read_seconds();
     if (ck) ck->commit(l, {report.modules.begin() + first_module, report.modules.end()});
     progress.update(l + 1);
     const auto& last = report.modules.back();
@@ -380,6 +434,7 @@ QuantizeReport quantize_model(CausalLM& lm, const TensorSource& source, const Ca
       // GPTQ rows are independent given H: each rank's (vocab-sized) row block is
       // quantized in chunks so memory stays bounded, then stitched. The tensor scale
       // (NVFP4) is the whole weight's, fixed by quantize_rows_parallel.
+      GptqFactorCache factor;  // every row chunk reads the same H: factored once
       auto chunked = [&](const Tensor& rows, const Scheme& scheme) {
         const int64_t V = rows.dim(0);
         const int64_t chunk = std::max<int64_t>(1, o.lm_head_chunk_rows);
@@ -388,9 +443,10 @@ QuantizeReport quantize_model(CausalLM& lm, const TensorSource& source, const Ca
           const int64_t r1 = std::min(V, r0 + chunk);
           Tensor part = Tensor::zeros(DType::F32, {r1 - r0, rows.dim(1)});
           std::memcpy(part.raw(), rows.rows(r0, r1).raw(), part.nbytes());
-          QuantizedResult qr = quantize_weight(be, part, &acc.sum(), scheme, o, "lm_head.weight");
+          QuantizedResult qr = quantize_weight(be, part, &acc.sum(), scheme, o, "lm_head.weight", nullptr, &factor);
           all.loss += qr.loss;
           all.escalations += qr.escalations;
+          all.damp_abs = qr.damp_abs;  // one H for every chunk (negative for RTN)
           if (r0 == 0) {
             all.q = std::move(qr.q);
           } else {

@@ -27,6 +27,12 @@ struct QuantizeOptions {
   std::optional<bool> propagate_fp;  // AWQ family: next layer sees FP outputs (default per method)
   ClipSearch clip;  // RTN's clip search (GPTQ uses gptq.clip)
   bool true_sequential = true;
+  // True-sequential by re-running the layer from its input for each group, as before
+  // staged_layer.h: the same bytes, slower; kept for the side-by-side bench.
+  bool sequential_rerun = false;
+  // Attention outputs / down_proj inputs kept between stages up to this many bytes
+  // (per rank; beyond it they are recomputed): 8 × 512 tokens of a 70B layer take 0.5 GB.
+  uint64_t sequential_cache_bytes = uint64_t(4) << 30;
   bool quantize_lm_head = false;
   int64_t batch_tokens = 2048;        // calibration tokens per forward
   int64_t lm_head_chunk_rows = 8192;  // lm_head rows quantized at a time

@@ -26,8 +26,41 @@ HostMemory host_memory() {
 
 LayerReport layer_report(int64_t layer, double seconds, uint64_t weight_bytes, const TrafficCounters& traffic) {
   const HostMemory m = host_memory();
-  return {layer, seconds, m.rss_bytes, m.peak_rss_bytes, weight_bytes, traffic};
+  LayerReport r;
+  r.layer = layer;
+  r.seconds = seconds;
+  r.rss_bytes = m.rss_bytes;
+  r.peak_rss_bytes = m.peak_rss_bytes;
+  r.weight_bytes = weight_bytes;
+  r.traffic = traffic;
+  return r;
 }
+
+namespace {
+
+nlohmann::json phases_json(const LayerReport& l) {
+  nlohmann::json p;
+  for (int k = 0; k < kPhases; ++k) p[phase_name(Phase(k))] = l.phases.s[size_t(k)];
+  p["read_thread"] = l.read_seconds;
+  return p;
+}
+
+void print_phases(std::FILE* out, const std::vector<LayerReport>& layers) {
+  std::fprintf(out, "# %-6s", "layer");
+  for (int k = 0; k < kPhases; ++k) std::fprintf(out, " %12s", phase_name(Phase(k)));
+  std::fprintf(out, " %12s %12s  (seconds; read_thread overlaps the layer before)\n", "other", "read_thread");
+  for (const auto& l : layers) {
+    double sum = 0;
+    std::fprintf(out, "  %-6lld", (long long)l.layer);
+    for (int k = 0; k < kPhases; ++k) {
+      std::fprintf(out, " %12.3f", l.phases.s[size_t(k)]);
+      sum += l.phases.s[size_t(k)];
+    }
+    std::fprintf(out, " %12.3f %12.3f\n", l.seconds - sum, l.read_seconds);
+  }
+}
+
+}  // namespace
 
 std::string QuantizeReport::to_json() const {
   nlohmann::json j;
@@ -55,7 +88,7 @@ std::string QuantizeReport::to_json() const {
     for (int k = 0; k < kTrafficKinds; ++k) t[traffic_name(Traffic(k))] = l.traffic.bytes[size_t(k)];
     j["layers"].push_back({{"layer", l.layer}, {"seconds", l.seconds}, {"rss_bytes", l.rss_bytes},
                            {"peak_rss_bytes", l.peak_rss_bytes}, {"weight_bytes", l.weight_bytes},
-                           {"comm_bytes", t}});
+                           {"comm_bytes", t}, {"phase_seconds", phases_json(l)}});
   }
   return j.dump(2);
 }
@@ -75,6 +108,7 @@ void QuantizeReport::print_table(std::FILE* out) const {
                    l.seconds, l.rss_bytes / mib, l.peak_rss_bytes / mib, l.weight_bytes / mib,
                    l.traffic.of(Traffic::Statistics) / mib, l.traffic.of(Traffic::Weights) / mib,
                    l.traffic.of(Traffic::Results) / mib);
+    print_phases(out, layers);
   }
   std::fprintf(out, "# %s %s, %lld x %lld calibration tokens, %d rank(s), %.2f s\n", method.c_str(),
                format.c_str(), (long long)calib_samples, (long long)calib_seqlen, ranks, seconds);

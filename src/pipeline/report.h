@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "core/phase_timer.h"
 #include "dist/communicator.h"
 
 namespace qshard {
@@ -30,6 +31,8 @@ struct LayerReport {
   uint64_t rss_bytes = 0, peak_rss_bytes = 0;
   uint64_t weight_bytes = 0;
   TrafficCounters traffic;
+  PhaseSeconds phases;      // main-thread seconds per phase (core/phase_timer.h)
+  double read_seconds = 0;  // the owner's reader thread, overlapped with the layer before
 };
 LayerReport layer_report(int64_t layer, double seconds, uint64_t weight_bytes, const TrafficCounters& traffic);
 

@@ -6,7 +6,9 @@
 #include <cstring>
 
 #include "core/error.h"
+#include "core/phase_timer.h"
 #include "dist/partition.h"
+#include "quant/gptq_error.h"
 
 namespace qshard {
 
@@ -40,15 +42,64 @@ class FixedTensorScale final : public Scheme {
   float ts_;
 };
 
-// Σ (a H) ∘ a = tr(a H aᵀ) over a's rows.
+// Σ (a H) ∘ a = tr(a H aᵀ) over a's rows, in chunks of rows so that the product
+// buffer stays small (a whole 70B gate_proj would need another 0.9 GB).
 double quad(const float* a, int64_t rows, int64_t in, const float* h) {
-  if (rows == 0) return 0;
-  std::vector<float> prod(size_t(rows * in));
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(rows), int(in), int(in), 1.0f, a, int(in), h,
-              int(in), 0.0f, prod.data(), int(in));
+  constexpr int64_t kChunk = 256;
+  std::vector<float> prod(size_t(std::min(rows, kChunk) * in));
   double s = 0;
-  for (int64_t i = 0; i < rows * in; ++i) s += double(prod[size_t(i)]) * a[i];
+  for (int64_t r0 = 0; r0 < rows; r0 += kChunk) {
+    const int64_t n = std::min(kChunk, rows - r0);
+    const float* ar = a + r0 * in;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(n), int(in), int(in), 1.0f, ar, int(in), h,
+                int(in), 0.0f, prod.data(), int(in));
+    for (int64_t i = 0; i < n * in; ++i) s += double(prod[size_t(i)]) * ar[i];
+  }
   return s;
+}
+
+// Codes of formats of at most 4 bits travel two to a byte (low nibble first): half the
+// results allgather. Every code of such a format is below 16.
+bool packs_codes(const QuantFormat& f) { return f.bits <= 4; }
+
+std::vector<uint8_t> pack_nibbles(const uint8_t* codes, int64_t n) {
+  std::vector<uint8_t> p(size_t((n + 1) / 2), 0);
+  for (int64_t i = 0; i < n; ++i) {
+    QS_ASSERT(codes[i] < 16, "code ", int(codes[i]), " of a <= 4-bit format");
+    p[size_t(i / 2)] |= uint8_t(codes[i] << (4 * (i % 2)));
+  }
+  return p;
+}
+
+void unpack_nibbles(const uint8_t* packed, int64_t n, uint8_t* codes) {
+  for (int64_t i = 0; i < n; ++i) codes[i] = uint8_t((packed[i / 2] >> (4 * (i % 2))) & 0xF);
+}
+
+// Every rank's codes gathered into q_codes (row blocks in rank order), packed on the wire
+// when the format allows.
+void allgather_codes(const std::vector<uint8_t>& mine, std::vector<uint8_t>& q_codes, int64_t out, int64_t in,
+                     const QuantFormat& format, Communicator& comm) {
+  const int n = comm.size();
+  std::vector<int64_t> bytes;
+  for (int k = 0; k < n; ++k) {
+    const int64_t c = row_range(out, n, k).size() * in;
+    bytes.push_back(packs_codes(format) ? (c + 1) / 2 : c);
+  }
+  if (!packs_codes(format)) {
+    comm.allgatherv(mine.data(), q_codes.data(), bytes, Traffic::Results);
+    return;
+  }
+  const std::vector<uint8_t> packed = pack_nibbles(mine.data(), int64_t(mine.size()));
+  int64_t total = 0;
+  for (int64_t b : bytes) total += b;
+  std::vector<uint8_t> all(static_cast<size_t>(total));
+  comm.allgatherv(packed.data(), all.data(), bytes, Traffic::Results);
+  int64_t at = 0;
+  for (int k = 0; k < n; ++k) {
+    const Range r = row_range(out, n, k);
+    unpack_nibbles(all.data() + at, r.size() * in, q_codes.data() + r.begin * in);
+    at += bytes[size_t(k)];
+  }
 }
 
 }  // namespace
@@ -60,7 +111,8 @@ Range row_range(int64_t out, int ranks, int rank) {
 uint64_t row_results_bytes(int64_t out, int64_t in, const QuantFormat& format) {
   const int64_t ng = format.n_groups(in);
   const bool zeros = format.stores_zeros();
-  return uint64_t(out * in) + uint64_t(out * ng) * 4 * (zeros ? 2 : 1) + uint64_t(in) * 4;
+  const uint64_t codes = packs_codes(format) ? uint64_t(out * in) / 2 : uint64_t(out * in);  // in is even
+  return codes + uint64_t(out * ng) * 4 * (zeros ? 2 : 1) + uint64_t(in) * 4;
 }
 
 RowParallelResult quantize_rows_parallel(const Tensor& weight, const Tensor* hessian,
@@ -86,11 +138,15 @@ RowParallelResult quantize_rows_parallel(const Tensor& weight, const Tensor* hes
 
   RowQuantized local;
   // Always the fixed scale, also alone: a caller may quantize its rows in chunks.
-  if (mine.size() > 0) local = quantize(weight.rows(mine.begin, mine.end), fixed);
+  if (mine.size() > 0) {
+    PhaseTimer timer(Phase::Fit);
+    local = quantize(weight.rows(mine.begin, mine.end), fixed);
+  }
 
   RowParallelResult r;
   QuantizedLinear& q = r.q;
   const int64_t ng = format.n_groups(in);
+  PhaseTimer comm_timer(Phase::Allreduce);  // the results allgather
   if (n == 1) {
     q = std::move(local.q);
   } else {
@@ -106,15 +162,11 @@ RowParallelResult quantize_rows_parallel(const Tensor& weight, const Tensor* hes
       QS_ASSERT(int64_t(local.q.scales.size()) == mine.size() * ng, "row block scales");
       QS_ASSERT(!has_zeros || int64_t(local.q.zeros.size()) == mine.size() * ng, "row block zeros");
     }
-    std::vector<int64_t> code_bytes, scale_bytes;
-    for (int k = 0; k < n; ++k) {
-      const int64_t rows = row_range(out, n, k).size();
-      code_bytes.push_back(rows * in);
-      scale_bytes.push_back(rows * ng * int64_t(sizeof(float)));
-    }
+    std::vector<int64_t> scale_bytes;
+    for (int k = 0; k < n; ++k) scale_bytes.push_back(row_range(out, n, k).size() * ng * int64_t(sizeof(float)));
     q.codes.resize(size_t(out * in));
     q.scales.resize(size_t(out * ng));
-    comm.allgatherv(local.q.codes.data(), q.codes.data(), code_bytes, Traffic::Results);
+    allgather_codes(local.q.codes, q.codes, out, in, format, comm);
     comm.allgatherv(local.q.scales.data(), q.scales.data(), scale_bytes, Traffic::Results);
     if (has_zeros) {
       q.zeros.resize(size_t(out * ng));
@@ -134,13 +186,23 @@ RowParallelResult quantize_rows_parallel(const Tensor& weight, const Tensor* hes
 
   // Quality terms over this rank's rows, summed.
   double terms[3] = {0, 0, local.loss};
-  r.w_hat = q.dequantize();
+  {
+    PhaseTimer timer(Phase::Fit);
+    r.w_hat = q.dequantize();
+  }
   if (hessian && mine.size() > 0) {
+    PhaseTimer timer(Phase::ErrorReport);
     const float* wh = r.w_hat.data<float>() + mine.begin * in;
-    std::vector<float> delta(size_t(mine.size() * in));
-    for (int64_t i = 0; i < mine.size() * in; ++i) delta[size_t(i)] = w[mine.begin * in + i] - wh[i];
-    terms[0] = quad(delta.data(), mine.size(), in, hessian->data<float>());
-    terms[1] = quad(w + mine.begin * in, mine.size(), in, hessian->data<float>());
+    const float* wm = w + mine.begin * in;
+    const float* hm = hessian->data<float>();
+    if (local.damp_abs >= 0) {  // GPTQ: its own error terms, no product with H
+      terms[0] = gptq_output_error(wm, wh, mine.size(), in, hm, in + 1, local.loss, local.damp_abs);
+    } else {
+      std::vector<float> delta(size_t(mine.size() * in));
+      for (int64_t i = 0; i < mine.size() * in; ++i) delta[size_t(i)] = wm[i] - wh[i];
+      terms[0] = quad(delta.data(), mine.size(), in, hm);
+    }
+    terms[1] = quad(wm, mine.size(), in, hm);
   }
   int64_t esc = local.escalations;
   if (n > 1) {

@@ -25,6 +25,9 @@ struct RowQuantized {
   QuantizedLinear q;
   double loss = 0;
   int escalations = 0;
+  // GPTQ's damping (GptqResult::damp_abs): the error report then comes from loss
+  // (quant/gptq_error.h). Negative for other methods: ΔW is multiplied by H.
+  double damp_abs = -1;
 };
 
 // Quantizes some rows of a weight with the given scheme (its tensor_scale() is the
@@ -45,7 +48,8 @@ RowParallelResult quantize_rows_parallel(const Tensor& weight, const Tensor* hes
                                          const QuantFormat& format, const RowQuantizer& quantize,
                                          Communicator& comm);
 
-// Bytes one module's results put on the wire in the allgather (codes u8, scales f32,
+// Bytes one module's results put on the wire in the allgather (codes u8, two to a byte
+// for formats of at most 4 bits, scales f32,
 // zeros f32 for asymmetric-capable Int, g_idx broadcast): the accounting formula the
 // benchmark's analytic 70B numbers use too.
 uint64_t row_results_bytes(int64_t out, int64_t in, const QuantFormat& format);

@@ -287,13 +287,23 @@ GptqResult gptq_quantize(const Tensor& weight_in, const Tensor& hessian_in, cons
   double mean_diag = 0;
   for (double v : hdiag) mean_diag += v;
   mean_diag /= double(d);
-  std::vector<float> U(static_cast<size_t>(d * d));  // column-major: U[r][c] = U[r + c·d]
   double damp = options.damp;
   const double t_f0 = wall_seconds();
   // Up to d = 1024 the factorisation is faster on one core than waking OpenBLAS's workers.
   std::optional<BlasSingleThread> small_guard;
   if (d <= 1024) small_guard.emplace();
-  for (;;) {
+  GptqFactorCache* cache = options.factor_cache;
+  const bool reuse = cache && cache->U && cache->hessian == h && cache->damp == options.damp &&
+                     cache->act_order == options.act_order && int64_t(cache->U->size()) == d * d;
+  std::shared_ptr<const std::vector<float>> u_shared =
+      reuse ? cache->U : std::make_shared<std::vector<float>>(static_cast<size_t>(d * d));
+  // column-major: U[r][c] = U[r + c·d]
+  std::vector<float>& U = const_cast<std::vector<float>&>(*u_shared);  // written only when not reused
+  if (reuse) {
+    damp = cache->damp_used;
+    res.damp_escalations = cache->escalations;
+  }
+  for (; !reuse;) {
     if (inverse_factor(h, perm, dead, d, damp * mean_diag, U)) break;
     if (damp >= 1.0)
       fail_input("GPTQ of ", name, ": Hessian is not positive definite even with damping ", damp,
@@ -305,6 +315,9 @@ GptqResult gptq_quantize(const Tensor& weight_in, const Tensor& hessian_in, cons
     ++res.damp_escalations;
   }
   res.damp_used = damp;
+  res.damp_abs = damp * mean_diag;
+  if (cache && !reuse)
+    *cache = GptqFactorCache{h, options.damp, options.act_order, u_shared, damp, res.damp_abs, res.damp_escalations};
   t_factor = wall_seconds() - t_f0;
 
   // Main loop (§1.5), codes written in permuted order first. Rows are independent through

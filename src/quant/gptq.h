@@ -51,6 +51,19 @@ enum class BlockGptq {
   Microblock,
 };
 
+// GPTQ's inverse factor U of one Hessian, kept for the next Linear that reads the same
+// input (q/k/v, gate/up, lm_head's row chunks): the O(in³) factorisation depends only on
+// H, the damping and the act-order permutation, so each later Linear reuses it — the
+// same U, the same bits. The owner keeps H alive and unchanged while the cache is used.
+struct GptqFactorCache {
+  const float* hessian = nullptr;  // the H it was computed from (its data)
+  double damp = -1;                // GptqOptions::damp it was asked with
+  bool act_order = false;
+  std::shared_ptr<const std::vector<float>> U;
+  double damp_used = 0, damp_abs = 0;
+  int escalations = 0;
+};
+
 struct GptqOptions {
   double damp = 0.01;          // percdamp × mean(diag H)
   int64_t block_size = 128;    // lazy batch
@@ -61,12 +74,17 @@ struct GptqOptions {
   // Group parameters fixed by an earlier fit ([out · n_groups], e.g. awq-joint's ranges):
   // used as static groups instead of fitting any (implies static groups).
   const std::vector<GroupParams>* fixed_groups = nullptr;
+  // Filled by the first call, reused by the next ones with the same H (CPU GPTQ only).
+  GptqFactorCache* factor_cache = nullptr;
 };
 
 struct GptqResult {
   QuantizedLinear q;
   double loss = 0;             // Σ (w − q)² / U_jj² / 2, as the reference reports
   double damp_used = 0;        // after escalation, relative
+  // The damping added to H's diagonal: damp_used · mean(diag H), dead diagonals as 1
+  // (quant/gptq_error.h turns loss into the undamped output error with it).
+  double damp_abs = 0;
   int damp_escalations = 0;    // times H + damp·I was not positive definite
 };
 

@@ -13,6 +13,7 @@
 
 #include "core/error.h"
 #include "quant/gptq.h"
+#include "quant/gptq_error.h"
 #include "quant/rtn.h"
 #include "quant/scheme.h"
 
@@ -574,4 +575,97 @@ INSTANTIATE_TEST_SUITE_P(Formats, GptqMx,
                          });
 
 }  // namespace
+}  // namespace qshard
+
+// ---------------------------------------------------------------- error report
+namespace qshard {
+namespace {
+
+// tr(ΔW H ΔWᵀ) in float64, the product the error report used to compute.
+double direct_output_error(const Layer& L, const Tensor& w_hat, const Tensor& h) {
+  double s = 0;
+  std::vector<double> d(size_t(L.in));
+  for (int64_t r = 0; r < L.out; ++r) {
+    for (int64_t j = 0; j < L.in; ++j) d[size_t(j)] = double(L.w[size_t(r * L.in + j)]) - w_hat.data<float>()[r * L.in + j];
+    for (int64_t i = 0; i < L.in; ++i) {
+      double hi = 0;
+      for (int64_t j = 0; j < L.in; ++j) hi += double(h.data<float>()[i * L.in + j]) * d[size_t(j)];
+      s += d[size_t(i)] * hi;
+    }
+  }
+  return s;
+}
+
+}  // namespace
+
+// GPTQ's own error terms give the report's tr(ΔW H ΔWᵀ) (quant/gptq_error.h) to 1e-4
+// relative: every GPTQ mode, a dead column, and a rank-deficient H whose damping escalated.
+TEST(GptqOutputError, MatchesTheProductWithH) {
+  struct Case {
+    const char* what;
+    QuantFormat format;
+    bool act_order, static_groups, microblock;
+    int dead;
+    int64_t tokens;
+    double damp;
+  };
+  const Case cases[] = {
+      {"int4 g32 sym", QuantFormat::parse("int4", 32, true), false, false, false, -1, 512, 0.01},
+      {"int4 g64 asym act-order, dead column", QuantFormat::parse("int4", 64, false), true, false, false, 5, 512, 0.01},
+      {"int3 g32 static groups", QuantFormat::parse("int3", 32, true), true, true, false, -1, 512, 0.01},
+      {"mxfp4", QuantFormat::parse("mxfp4", 32, true), false, false, false, -1, 512, 0.01},
+      {"nvfp4 microblock", QuantFormat::parse("nvfp4", 16, true), false, false, true, -1, 512, 0.01},
+      {"int4 g128, rank 48, escalated", QuantFormat::parse("int4", 128, true), false, false, false, -1, 48, 0.0},
+  };
+  for (const Case& c : cases) {
+    const Layer L = make_layer(48, 256, c.tokens, 31u, c.dead);
+    const Tensor h = hessian_of(L);
+    const auto scheme = Scheme::make(c.format);
+    GptqOptions opt;
+    opt.act_order = c.act_order;
+    opt.static_groups = c.static_groups;
+    opt.damp = c.damp;
+    opt.block_size = 64;
+    if (c.microblock) opt.block_gptq = BlockGptq::Microblock;
+    const GptqResult res = gptq_quantize(to_tensor(L.w, {L.out, L.in}), h, *scheme, opt, c.what);
+    const Tensor w_hat = res.q.dequantize();
+    const double want = direct_output_error(L, w_hat, h);
+    const double got = gptq_output_error(L.w.data(), w_hat.data<float>(), L.out, L.in, h.data<float>(),
+                                         L.in + 1, res.loss, res.damp_abs);
+    EXPECT_GT(want, 0.0) << c.what;
+    EXPECT_NEAR(got, want, 1e-4 * want) << c.what << " (relative " << (got - want) / want << ")";
+  }
+}
+
+}  // namespace qshard
+
+namespace qshard {
+
+// A Linear reusing another's inverse factor of the same H (q/k/v, gate/up, lm_head
+// chunks) gets the same bits as factoring it again, escalations included.
+TEST(GptqFactorCache, ReuseGivesTheSameResult) {
+  for (const double damp : {0.01, 0.0}) {  // 0 on a rank-48 H escalates
+    const Layer a = make_layer(40, 256, 48, 7u), b = make_layer(24, 256, 48, 7u);
+    const Tensor h = hessian_of(a);
+    const auto scheme = Scheme::make(QuantFormat::parse("int4", 64, false));
+    GptqOptions opt;
+    opt.damp = damp;
+    opt.act_order = true;
+    GptqFactorCache cache;
+    opt.factor_cache = &cache;
+    const GptqResult first = gptq_quantize(to_tensor(a.w, {a.out, a.in}), h, *scheme, opt, "a");
+    ASSERT_TRUE(cache.U);
+    const GptqResult reused = gptq_quantize(to_tensor(b.w, {b.out, b.in}), h, *scheme, opt, "b");
+    opt.factor_cache = nullptr;
+    const GptqResult fresh = gptq_quantize(to_tensor(b.w, {b.out, b.in}), h, *scheme, opt, "b");
+    EXPECT_EQ(reused.q.codes, fresh.q.codes);
+    EXPECT_EQ(reused.q.scales, fresh.q.scales);
+    EXPECT_EQ(reused.q.zeros, fresh.q.zeros);
+    EXPECT_EQ(reused.loss, fresh.loss);
+    EXPECT_EQ(reused.damp_escalations, fresh.damp_escalations);
+    EXPECT_EQ(reused.damp_abs, fresh.damp_abs);
+    EXPECT_EQ(first.damp_escalations, fresh.damp_escalations);
+  }
+}
+
 }  // namespace qshard

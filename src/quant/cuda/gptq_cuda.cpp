@@ -284,6 +284,7 @@ GptqResult gptq_quantize_cuda(CudaContext& ctx, const Tensor& weight_in, const T
     ++res.damp_escalations;
   }
   res.damp_used = damp;
+  res.damp_abs = damp * mean_diag;
   h = Tensor();  // only the retries above needed it
   const double t_factor = wall_seconds() - t_f0;
 
