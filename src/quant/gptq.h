@@ -61,6 +61,10 @@ struct GptqOptions {
   // Group parameters fixed by an earlier fit ([out · n_groups], e.g. awq-joint's ranges):
   // used as static groups instead of fitting any (implies static groups).
   const std::vector<GroupParams>* fixed_groups = nullptr;
+  // GGML 32-block types: [in] column importance (diag H); each block's d (and m) is fitted
+  // from the updated weights when the block starts by llama.cpp's imatrix-path fit
+  // (kquant.h ggml_block_weighted_fit_one) instead of the reference one.
+  const std::vector<float>* block_importance = nullptr;
 };
 
 struct GptqResult {
