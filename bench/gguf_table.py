@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Side by side in llama.cpp: llama-quantize (without and with an imatrix made by
-llama-imatrix from the same calibration text) against qshard's rtn / gptq / awq-joint+gptq
-written into the same llama.cpp mix (--format gguf:MIX --export gguf), each scored by
+llama-imatrix from the same calibration text) against qshard's rtn / gptq / awq-joint /
+awq-joint+gptq written into the same llama.cpp mix (--format gguf:MIX --export gguf), each scored by
 llama-perplexity with --kl-divergence against the unquantized model (qshard's F32 GGUF).
 
 Prints one markdown table: mix, method, file size, bits per weight (tensor data over all
@@ -101,7 +101,7 @@ def main():
             else:
                 try:
                     path = qshard(out, "--method", m, "--format", f"gguf:{mix}")
-                except SystemExit as e:  # e.g. awq-joint does not take K-quants yet
+                except SystemExit as e:  # a method that does not take the mix
                     print(f"# {mix} {m}: {str(e).splitlines()[-1]}", file=sys.stderr)
                     continue
             r = score(path, base_kld, a, out + ".ppl.log")

@@ -267,12 +267,15 @@ int run_quantize(const std::vector<std::string>& args, Communicator& comm) {
   const ActFormat act = parse_act_format(act_name);
   const bool scattered = opt.gptq.act_order && !opt.gptq.static_groups;
   check_export_supports_act(kind, act, format, scattered);
-  // K-quant scales are fitted per 256-element super-block (llama.cpp's reference fit);
-  // only rtn and gptq (which holds them fixed) take them so far.
+  // K-quant scales are fitted per 256-element super-block (llama.cpp's fit), which the
+  // per-group range searches of smoothquant and awq-dh cannot do.
   const auto check_method_format = [&](const QuantFormat& f) {
-    if (f.family == FormatFamily::GgmlK && opt.method != "rtn" && opt.method != "gptq")
-      fail_input("--method ", opt.method, " does not take --format ", f.name(), " yet (its scales are "
-                 "fitted per 256-element super-block): use --method rtn or gptq");
+    const bool k_ok = opt.method == "rtn" || opt.method == "gptq" || opt.method == "awq" ||
+                      opt.method == "awq+gptq" || opt.method == "awq-joint" || opt.method == "awq-joint+gptq";
+    if (f.family == FormatFamily::GgmlK && !k_ok)
+      fail_input("--method ", opt.method, " does not take --format ", f.name(), " (its scales are "
+                 "fitted per 256-element super-block): use --method rtn, gptq, awq, awq+gptq, awq-joint "
+                 "or awq-joint+gptq");
   };
   check_method_format(format);
   Recipe recipe(format);

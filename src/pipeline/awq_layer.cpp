@@ -14,6 +14,7 @@
 #include "core/log.h"
 #include "quant/gptq.h"
 #include "quant/heuristic_round.h"
+#include "quant/kquant.h"
 
 namespace qshard {
 
@@ -203,6 +204,20 @@ struct Ctx {
   }
 };
 
+// K-quants take no clamp ranges (their scales are fitted per 256-element super-block):
+// llama.cpp's imatrix-path fit of W·diag(s) with importance diag(H)_j / s_j², the squared
+// sums of the inputs that weight reads (kquant.h).
+QuantizedLinear kquant_fit(const Tensor& ws, const Tensor& h, const std::vector<float>& s, const QuantFormat& f,
+                           const std::string& name) {
+  const int64_t d = h.dim(0);
+  std::vector<float> importance(static_cast<size_t>(d));
+  for (int64_t j = 0; j < d; ++j) {
+    const float sj = s.empty() ? 1.0f : s[size_t(j)];
+    importance[size_t(j)] = std::max(0.0f, h.data<float>()[j * d + j]) / (sj * sj);
+  }
+  return kquant_rtn(ws, f, name, importance);
+}
+
 }  // namespace
 
 ScaledLayer scale_layer(CausalLM& lm, int64_t layer, LayerWeights& w, const Tensor& h,
@@ -286,6 +301,14 @@ ScaledLayer scale_layer(CausalLM& lm, int64_t layer, LayerWeights& w, const Tens
   };
   // Ŵ = Q(W·s)/s in original coordinates, for the slot's format; joint: J1 ranges.
   auto fake_quant = [&](size_t slot, const std::vector<float>& s, const Tensor& hs) {
+    if (formats[slot]->family == FormatFamily::GgmlK) {
+      Tensor ws = W[slot].to_f32();
+      scale_columns(ws, s);
+      const Tensor& H = stats[size_t(input_group_of(slot))].hessian.sum();
+      Tensor wh = dequantize_exported(kquant_fit(ws, H, s, *formats[slot], modules[slot]), numerics);
+      unscale_columns(wh, s);
+      return wh;
+    }
     const auto scheme = Scheme::make(*formats[slot]);
     GroupRanges ranges;
     if (plan.scaling == ScalingMethod::AwqJoint) {
@@ -405,7 +428,16 @@ ScaledLayer scale_layer(CausalLM& lm, int64_t layer, LayerWeights& w, const Tens
     const auto scheme = Scheme::make(*formats[i]);
     const Tensor& H = Hs[size_t(input_group_of(i))];
     ScaledModule sm;
-    if (plan.scaling == ScalingMethod::AwqJoint) {
+    if (formats[i]->family == FormatFamily::GgmlK) {
+      // +gptq fits the super-blocks the same way (on the scaled Hessian) and chooses the codes.
+      if (plan.gptq) continue;
+      sm.q = kquant_fit(W[i], H, {}, *formats[i], modules[i]);
+      if (plan.scaling == ScalingMethod::AwqJoint) {  // the rounding descent, super-block fit fixed
+        const Tensor Hd = damped_hessian(H, joint_damp(opt.joint, W[i].dim(1), tokens));
+        const double loss = refine_rounding(sm.q, W[i], Hd, numerics, opt.joint.rounding_sweeps);
+        log_debug(modules[i], ": joint rounding loss ", loss);
+      }
+    } else if (plan.scaling == ScalingMethod::AwqJoint) {
       const Tensor Hd = damped_hessian(H, joint_damp(opt.joint, W[i].dim(1), tokens));
       const GroupRanges start = joint_block_ranges(W[i], Hd, *scheme, numerics, opt.joint);
       JointResult jr = joint_refine(W[i], Hd, *scheme, numerics, &start, opt.joint, modules[i]);

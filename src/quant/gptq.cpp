@@ -132,16 +132,22 @@ class BlasSingleThread {
 
 GptqResult gptq_quantize(const Tensor& weight_in, const Tensor& hessian_in, const Scheme& scheme,
                          const GptqOptions& options, const std::string& name) {
-  // K-quants: the super-block scales fitted as llama-quantize does with an imatrix (the
-  // importance of column c = H_cc, the calibration inputs' squared sum), held fixed while
-  // GPTQ chooses the codes.
-  if (scheme.format().family == FormatFamily::GgmlK && !options.fixed_groups) {
-    const int64_t d = hessian_in.ndim() == 2 ? hessian_in.dim(0) : 0;
-    std::vector<float> importance;
-    if (hessian_in.device() == Device::Host && d == (weight_in.ndim() == 2 ? weight_in.dim(1) : -1)) {
-      const Tensor h = hessian_in.dtype() == DType::F32 ? hessian_in : hessian_in.to_f32();
-      importance.resize(size_t(d));
-      for (int64_t c = 0; c < d; ++c) importance[size_t(c)] = std::max(0.0f, h.data<float>()[c * d + c]);
+  // GGML types: scales fitted as llama-quantize does with an imatrix (the importance of
+  // column c = H_cc, the calibration inputs' squared sum). K-quants: the super-block fit,
+  // held fixed while GPTQ chooses the codes. 32-blocks: each block's fit from the updated
+  // weights when GPTQ reaches it (tiny model Q4_0 KLD 0.00535, against 0.00588 with the
+  // fit held fixed from the original weights and 0.00562 with the unweighted fit).
+  if (scheme.format().is_ggml() && !options.fixed_groups && !options.block_importance &&
+      hessian_in.device() == Device::Host && hessian_in.ndim() == 2 && weight_in.ndim() == 2 &&
+      hessian_in.dim(0) == weight_in.dim(1)) {
+    const int64_t d = hessian_in.dim(0);
+    const Tensor h = hessian_in.dtype() == DType::F32 ? hessian_in : hessian_in.to_f32();
+    std::vector<float> importance(static_cast<size_t>(d));
+    for (int64_t c = 0; c < d; ++c) importance[size_t(c)] = std::max(0.0f, h.data<float>()[c * d + c]);
+    GptqOptions with = options;
+    if (scheme.format().family == FormatFamily::GgmlBlock) {
+      with.block_importance = &importance;
+      return gptq_quantize(weight_in, hessian_in, scheme, with, name);
     }
     QuantizedLinear fit = kquant_rtn(weight_in, scheme.format(), name, importance);
     std::vector<GroupParams> fixed(fit.scales.size());
@@ -149,7 +155,6 @@ GptqResult gptq_quantize(const Tensor& weight_in, const Tensor& hessian_in, cons
       fixed[i].scale = fit.scales[i];
       if (!fit.zeros.empty()) fixed[i].zero = fit.zeros[i];
     }
-    GptqOptions with = options;
     with.fixed_groups = &fixed;
     with.static_groups = true;
     GptqResult r = gptq_quantize(weight_in, hessian_in, scheme, with, name);
@@ -260,6 +265,15 @@ GptqResult gptq_quantize(const Tensor& weight_in, const Tensor& hessian_in, cons
         for (int64_t g = 0; g < ng; ++g) store(r, g, fit_group(scheme, row.data() + g * G, G, 1, ts, clip));
       }
     }
+  }
+
+  // GGML 32-blocks' weighted fit: the importance and each row's mean square (the original row).
+  const std::vector<float>* imp = mode == Mode::BlockColumnwise ? options.block_importance : nullptr;
+  std::vector<float> sigma2(imp ? size_t(o) : 0);
+  for (int64_t r = 0; imp && r < o; ++r) {
+    float s2 = 0;
+    for (int64_t j = 0; j < d; ++j) s2 += w0[r * d + j] * w0[r * d + j];
+    sigma2[size_t(r)] = s2 / float(d);
   }
 
   // 4. Act-order permutation: descending diag H (dead diagonals count as 1), stable.
@@ -380,7 +394,8 @@ GptqResult gptq_quantize(const Tensor& weight_in, const Tensor& hessian_in, cons
                 pk = fit_group(scheme, W.data() + r * d + j, G, 1, ts, clip);
                 store(r, j / G, pk);
               } else if (mode == Mode::BlockColumnwise && t % G == 0) {  // updated W1
-                pk = fit_group(scheme, col + k, G, kTile, ts, clip);
+                pk = imp ? ggml_block_weighted_fit_one(fmt, col + k, kTile, imp->data() + j, sigma2[size_t(r)])
+                         : fit_group(scheme, col + k, G, kTile, ts, clip);
                 store(r, j / G, pk);
               } else if (mode == Mode::Static) {
                 const int64_t g = perm[size_t(j)] / G;

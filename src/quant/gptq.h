@@ -76,6 +76,10 @@ struct GptqOptions {
   const std::vector<GroupParams>* fixed_groups = nullptr;
   // Filled by the first call, reused by the next ones with the same H (CPU GPTQ only).
   GptqFactorCache* factor_cache = nullptr;
+  // GGML 32-block types: [in] column importance (diag H); each block's d (and m) is fitted
+  // from the updated weights when the block starts by llama.cpp's imatrix-path fit
+  // (kquant.h ggml_block_weighted_fit_one) instead of the reference one.
+  const std::vector<float>* block_importance = nullptr;
 };
 
 struct GptqResult {

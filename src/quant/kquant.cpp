@@ -101,8 +101,9 @@ float signed_absmax(int n, const float* x) {
 }
 
 // make_qx_quants with rmse_type 1 (Q6_K's sub-block fit): error weights qw, or x² when
-// qw is null. L gets codes + nmax.
-float make_qx_quants(int n, int nmax, const float* x, int8_t* L, const float* qw) {
+// qw is null. L gets codes + nmax (uint8_t for Q8_0, whose codes reach 255).
+template <typename LT>
+float make_qx_quants(int n, int nmax, const float* x, LT* L, const float* qw) {
   const float max = signed_absmax(n, x);
   if (std::fabs(max) < kGroupMaxEps) {
     for (int i = 0; i < n; ++i) L[i] = 0;
@@ -113,7 +114,7 @@ float make_qx_quants(int n, int nmax, const float* x, int8_t* L, const float* qw
   for (int i = 0; i < n; ++i) {
     int l = nearest_int(iscale * x[i]);
     l = std::max(-nmax, std::min(nmax - 1, l));
-    L[i] = int8_t(l + nmax);
+    L[i] = LT(l + nmax);
     const float w = qw ? qw[i] : x[i] * x[i];
     sumlx += w * x[i] * float(l);
     suml2 += w * float(l) * float(l);
@@ -134,7 +135,7 @@ float make_qx_quants(int n, int nmax, const float* x, int8_t* L, const float* qw
     if (suml2 > 0 && sumlx * sumlx > best * suml2) {
       for (int i = 0; i < n; ++i) {
         const int l = nearest_int(iscale * x[i]);
-        L[i] = int8_t(nmax + std::max(-nmax, std::min(nmax - 1, l)));
+        L[i] = LT(nmax + std::max(-nmax, std::min(nmax - 1, l)));
       }
       scale = sumlx / suml2;
       best = scale * sumlx;
@@ -363,6 +364,37 @@ void q3k_block(const float* x, const SuperBlock& out) {
   }
 }
 
+// quantize_row_q3_K_impl with importance weights qw (256 values): sub-block fits weighted
+// by qw·sqrt(σ² + x²), then the 6-bit signed scale codes fitted to the sub-blocks' scales
+// weighted by their total weight (make_qx_quants with nmax 32).
+void q3k_block_weighted(const float* x, const float* qw, const SuperBlock& out) {
+  float scales[16], weight[16], sw[16];
+  int8_t L[256], Ls[16];
+  float sumx2 = 0;
+  for (int j = 0; j < 256; ++j) sumx2 += x[j] * x[j];
+  const float sigma2 = 2 * sumx2 / 256;
+  for (int j = 0; j < 16; ++j) {
+    for (int l = 0; l < 16; ++l) weight[l] = qw[16 * j + l] * std::sqrt(sigma2 + x[16 * j + l] * x[16 * j + l]);
+    float sumw = 0;
+    for (int l = 0; l < 16; ++l) sumw += weight[l];
+    sw[j] = sumw;
+    scales[j] = make_qx_quants(16, 4, x + 16 * j, L + 16 * j, weight);
+  }
+  const float d = fp16_round(make_qx_quants(16, 32, scales, Ls, sw));
+  out.d_dmin[0] = d, out.d_dmin[1] = 0.0f;
+  for (int j = 0; j < 16; ++j) {
+    const float dj = d * float(int(Ls[j]) - 32);
+    out.scales[j] = dj;
+    if (dj) {
+      for (int ii = 0; ii < 16; ++ii) {
+        const int l = std::max(-4, std::min(3, nearest_int(x[16 * j + ii] / dj)));
+        L[16 * j + ii] = int8_t(l + 4);
+      }
+    }
+    for (int ii = 0; ii < 16; ++ii) out.codes[16 * j + ii] = uint8_t(L[16 * j + ii]);
+  }
+}
+
 // quantize_row_q6_K_ref (qw null) / q6_K_impl (importance weights qw) for one super-block.
 void q6k_block(const float* x, const float* qw, const SuperBlock& out) {
   float scales[16];
@@ -435,12 +467,37 @@ QuantizedLinear kquant_rtn(const Tensor& weight_in, const QuantFormat& fmt, cons
       const float* x = w + r * in + b * kQK_K;
       const float* qw = importance.empty() ? nullptr : importance.data() + b * kQK_K;
       if (fmt.bits == 6) q6k_block(x, qw, sb);
-      else if (fmt.bits == 3) q3k_block(x, sb);  // the reference fit, with or without importance
+      else if (fmt.bits == 3) qw ? q3k_block_weighted(x, qw, sb) : q3k_block(x, sb);
       else if (qw) q45k_block_weighted(x, fmt.bits == 5 ? 31 : 15, qw, sb);
       else if (fmt.bits == 5) q45k_block(x, 31, -0.5f, 15, sb);
       else q45k_block(x, 15, -1.f, 20, sb);
     }
   return q;
+}
+
+}  // namespace qshard
+
+namespace qshard {
+
+GroupParams ggml_block_weighted_fit_one(const QuantFormat& fmt, const float* x, int64_t stride, const float* qw,
+                                        float sigma2) {
+  float xb[32], weights[32];
+  uint8_t L[32], Laux[32];
+  for (int j = 0; j < 32; ++j) {
+    xb[j] = x[j * stride];
+    if (!std::isfinite(xb[j])) fail_input("weight contains NaN/Inf");
+    weights[j] = qw[j] * std::sqrt(sigma2 + xb[j] * xb[j]);
+  }
+  GroupParams p;
+  if (fmt.symmetric) {  // Q4_0, Q5_0: make_qx_quants with nmax 8 / 16; Q8_0 the same with 128
+    p.scale = fp16_round(make_qx_quants(32, 1 << (fmt.bits - 1), xb, L, weights));
+  } else {  // Q4_1, Q5_1: make_qkx3_quants(-0.9, 0.05, 36)
+    float the_min = 0;
+    const float d = make_qkx3_quants(32, (1 << fmt.bits) - 1, xb, weights, L, &the_min, Laux, -0.9f, 0.05f, 36);
+    p.scale = fp16_round(d);
+    p.zero = fp16_round(-the_min);
+  }
+  return p;
 }
 
 }  // namespace qshard

@@ -314,7 +314,8 @@ class GgmlKScheme final : public Scheme {
 
   GroupParams fit(const float*, int64_t, int64_t, float, float) const override {
     fail_input("--format ", f_.name(), ": its scales are fitted per 256-element super-block, "
-               "which this method's per-group fit cannot do; use --method rtn or gptq");
+               "which this method's per-group fit cannot do; use --method rtn, gptq, awq or "
+               "awq-joint (with or without +gptq)");
   }
 
   uint8_t quantize(float x, const GroupParams& p, float) const override {

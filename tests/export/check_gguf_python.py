@@ -2,7 +2,7 @@
 """--export gguf read by the `gguf` package (gguf-py, llama.cpp's own reader), tiny model.
 
 For each llama.cpp block type (q8_0, q4_0, q4_1, q5_0, q5_1, q3_k, q4_k, q5_k, q6_k) with rtn,
-and q4_0, q4_1, q4_k, q6_k with gptq:
+q4_0, q4_1, q8_0, q3_k, q4_k, q6_k with gptq:
 quantize once into --export gguf and once into --export fakequant; every tensor that
 GGUFReader dequantizes (gguf.quants.dequantize), with llama.cpp's q/k row permutation
 undone, equals the fake-quant checkpoint's tensor bit for bit (the fake-quant export
@@ -10,7 +10,7 @@ stores the model's BF16, so the GGUF's F32 values are rounded to BF16 the same w
 round-to-nearest-even, before comparing). Also: the metadata llama.cpp needs is there
 (architecture, hyperparameters, a sentencepiece vocabulary of vocab_size tokens), the
 quantized tensors carry the requested type, and a format the GGUF file cannot hold, an
-unknown mix, a K-quant with awq and a bad --gguf-dense are refused with exit code 2.
+unknown mix, a K-quant with smoothquant and a bad --gguf-dense are refused with exit code 2.
 Env: QSHARD_BIN, QSHARD_TEST_MODEL, QSHARD_PYTHON. Exit 0 pass, 1 fail.
 """
 import json
@@ -120,7 +120,8 @@ def main():
              "q5_1": gguf.GGMLQuantizationType.Q5_1, "q3_k": gguf.GGMLQuantizationType.Q3_K,
              "q4_k": gguf.GGMLQuantizationType.Q4_K,
              "q5_k": gguf.GGMLQuantizationType.Q5_K, "q6_k": gguf.GGMLQuantizationType.Q6_K}
-    runs = [(f, "rtn") for f in types] + [("q4_0", "gptq"), ("q4_1", "gptq"), ("q4_k", "gptq"), ("q6_k", "gptq")]
+    runs = [(f, "rtn") for f in types] + [("q4_0", "gptq"), ("q4_1", "gptq"), ("q8_0", "gptq"), ("q3_k", "gptq"),
+                                          ("q4_k", "gptq"), ("q6_k", "gptq")]
     for fmt, method in runs:
         tag = f"{method} {fmt}"
         out_g, out_f = (os.path.join(tmp.name, f"{method}-{fmt}-{k}") for k in ("gguf", "fq"))
@@ -130,12 +131,25 @@ def main():
               + ("" if pg.returncode == 0 and pf.returncode == 0 else f" ({pg.stderr.strip()} {pf.stderr.strip()})"))
         if pg.returncode == 0 and pf.returncode == 0:
             compare(tag, os.path.join(out_g, "model.gguf"), out_f, types[fmt], config)
+    # awq-joint into a K-quant: its search scores the weights the export stores (F32 here,
+    # BF16 in a fake-quant export), so the two exports may choose other scales; the GGUF
+    # is checked on its own: read back, every matrix of the K type, finite values.
+    out_a = os.path.join(tmp.name, "awq-joint-q4_k")
+    p = quantize(out_a, "--method", "awq-joint", "--format", "q4_k", "--export", "gguf")
+    check(p.returncode == 0, f"awq-joint q4_k: quantize into gguf {p.stderr.strip()}")
+    if p.returncode == 0:
+        reader = gguf.GGUFReader(os.path.join(out_a, "model.gguf"))
+        mats = [t for t in reader.tensors if t.name.startswith("blk.") and "norm" not in t.name]
+        check(mats and all(t.tensor_type == gguf.GGMLQuantizationType.Q4_K for t in mats)
+              and all(np.isfinite(quants.dequantize(t.data, t.tensor_type)).all() for t in mats),
+              f"awq-joint q4_k: {len(mats)} Q4_K matrices read back, finite")
     p = quantize(os.path.join(tmp.name, "refused"), "--method", "rtn", "--format", "int4", "--export", "gguf")
     check(p.returncode == 2 and "--export gguf holds llama.cpp's block types" in p.stderr
           and len(p.stderr.strip().splitlines()) == 1, f"int4 into --export gguf refused with one line: {p.stderr.strip()}")
     refused = [  # docs/errors.md rows 49, 51, 55
         ("unknown mix", ["--method", "rtn", "--format", "gguf:IQ2_XS"], "not a llama.cpp mix qshard writes"),
-        ("k-quant with awq", ["--method", "awq", "--format", "q4_k"], "--method awq does not take --format q4_k"),
+        ("k-quant with smoothquant", ["--method", "smoothquant", "--format", "q4_k"],
+         "--method smoothquant does not take --format q4_k"),
         ("bad --gguf-dense", ["--method", "rtn", "--format", "q4_0", "--gguf-dense", "f8"], "--gguf-dense 'f8' is not valid"),
     ]
     for what, args, want in refused:

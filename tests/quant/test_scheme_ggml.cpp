@@ -78,3 +78,73 @@ TEST(GgmlFormats, KQuantScalesAreExactMultiplesOfTheSuperBlockScale) {
     EXPECT_LT(err / ref, f.bits == 4 ? 0.02 : 0.006) << name;  // ~4.5/5.5/6.6 bits per weight
   }
 }
+
+namespace {
+
+// Σ qw·(x − value an engine computes)² of one 32-block with parameters p (stored values).
+double weighted_block_error(const Scheme& s, const float* x, const float* qw, GroupParams p) {
+  p.inv = 0.0f;
+  double e = 0;
+  for (int j = 0; j < 32; ++j) {
+    const double d = double(x[j]) - s.dequantize(s.quantize(x[j], p, 1.0f), p, 1.0f);
+    e += qw[j] * d * d;
+  }
+  return e;
+}
+
+}  // namespace
+
+TEST(GgmlFormats, ImatrixBlockFitLowersTheWeightedError) {
+  // llama.cpp's imatrix path (quantize_row_q4_0_impl ...): fitted to the importance, it
+  // must beat the reference fit on the importance-weighted error over many blocks.
+  std::mt19937 rng(5);
+  std::normal_distribution<float> n(0.0f, 0.02f);
+  std::exponential_distribution<float> imp(1.0f);
+  for (const char* name : {"q4_0", "q4_1", "q5_0", "q5_1", "q8_0"}) {
+    const QuantFormat f = QuantFormat::parse(name, 0, true);
+    const auto s = Scheme::make(f);
+    double e_ref = 0, e_fit = 0;
+    for (int b = 0; b < 300; ++b) {
+      float x[32], qw[32];
+      float s2 = 0;
+      for (int j = 0; j < 32; ++j) x[j] = n(rng), qw[j] = imp(rng) * imp(rng), s2 += x[j] * x[j];
+      const GroupParams p = ggml_block_weighted_fit_one(f, x, 1, qw, s2 / 32);
+      EXPECT_EQ(p.scale, f16_to_f32(f32_to_f16(p.scale))) << name;
+      EXPECT_EQ(p.zero, f16_to_f32(f32_to_f16(p.zero))) << name;
+      e_ref += weighted_block_error(*s, x, qw, s->fit(x, 32, 1, 1.0f, 1.0f));
+      e_fit += weighted_block_error(*s, x, qw, p);
+    }
+    EXPECT_LT(e_fit, 0.95 * e_ref) << name;
+  }
+}
+
+TEST(GgmlFormats, Q3KImatrixFitKeepsSixBitSignedScaleCodes) {
+  std::mt19937 rng(7);
+  std::normal_distribution<float> n(0.0f, 0.02f);
+  std::exponential_distribution<float> imp(1.0f);
+  const QuantFormat f = QuantFormat::parse("q3_k", 0, true);
+  Tensor w = Tensor::zeros(DType::F32, {16, 512});
+  for (int64_t i = 0; i < w.numel(); ++i) w.data<float>()[i] = n(rng);
+  std::vector<float> qw(512);
+  for (float& v : qw) v = imp(rng) * imp(rng);
+  const QuantizedLinear ref = kquant_rtn(w, f, "t");
+  const QuantizedLinear fit = kquant_rtn(w, f, "t", qw);
+  for (int64_t r = 0; r < 16; ++r)
+    for (int64_t g = 0; g < fit.n_groups(); ++g) {
+      const float d = fit.super_scales[size_t((r * 2 + g / 16) * 2)];
+      const float c = d != 0.0f ? fit.scales[size_t(r * fit.n_groups() + g)] / d : 0.0f;
+      EXPECT_EQ(c, std::nearbyint(c));
+      EXPECT_GE(c, -32.0f);
+      EXPECT_LE(c, 31.0f);
+    }
+  auto werr = [&](const QuantizedLinear& q) {
+    const Tensor dq = q.dequantize();
+    double e = 0;
+    for (int64_t i = 0; i < w.numel(); ++i) {
+      const double d = dq.data<float>()[i] - w.data<float>()[i];
+      e += qw[size_t(i % 512)] * d * d;
+    }
+    return e;
+  };
+  EXPECT_LT(werr(fit), 0.95 * werr(ref));
+}
