@@ -62,7 +62,9 @@ constexpr const char* kUsage =
     "matching rule wins; --skip REGEX rules apply after the recipe.\n"
     "Mixed precision (--target-bpw B): a first calibration pass measures, for every quantized\n"
     "Linear and every format of --bpw-formats, the output error tr(dW H dW^T) of RTN to that\n"
-    "format; each module then gets the format that minimises the summed error with the mean\n"
+    "format, scaled by the model's KLD per unit of it (that module alone quantized, on\n"
+    "--bpw-kld-windows windows); each module then gets the format that minimises the summed\n"
+    "predicted KLD with the mean\n"
     "bits per weight (scales and zeros counted) at most B. The plan is printed and written to\n"
     "the report; --recipe / --skip decide which modules are quantized, the plan their formats\n"
     "(docs/mixed-precision.md).\n"
@@ -155,6 +157,7 @@ BpwPlan bpw_plan_inputs(const po::variables_map& vm, ExportKind kind, const Quan
                "; use --export gptq, compressed-tensors, hdf5 or fakequant");
   if (opt.quantize_lm_head)
     fail_input("--target-bpw plans the decoder layers' Linears, not lm_head yet: drop --quantize-lm-head");
+  if (vm["bpw-kld-windows"].as<int64_t>() < 0) fail_input("--bpw-kld-windows must not be negative");
   if (!(target > 0)) fail_input("--target-bpw ", target, " must be a positive number of bits per weight");
   const bool sym = vm.count("asym") == 0;
   std::vector<QuantFormat> formats;
@@ -203,6 +206,7 @@ int run_quantize(const std::vector<std::string>& args, Communicator& comm) {
   double max_shard_gb = 5.0;
   std::vector<std::string> skips;
   double target_bpw = 0;
+  int64_t bpw_kld_windows = 2;
   std::string bpw_formats;
   QuantizeOptions opt;
   CalibrationOptions calib;
@@ -268,6 +272,9 @@ int run_quantize(const std::vector<std::string>& args, Communicator& comm) {
       ("bpw-formats", po::value(&bpw_formats),
        "--target-bpw candidates, NAME[:gGROUP][:sym|:asym] comma-separated (default "
        "int3:g64,int4:g64,int4:g32,int8:g128, --sym/--asym, less those --export cannot hold)")
+      ("bpw-kld-windows", po::value(&bpw_kld_windows)->default_value(2),
+       "--target-bpw: calibration windows on which each module's effect on the output (KLD per unit of "
+       "its output error) is measured; 0: plan on the output errors alone")
       ("quantize-lm-head", "quantize lm_head too (in row chunks)")
       ("no-true-sequential", "collect every group's Hessian from the unquantized layer (one pass)")
       ("batch-tokens", po::value(&opt.batch_tokens)->default_value(2048), "calibration tokens per forward")
@@ -404,7 +411,7 @@ int run_quantize(const std::vector<std::string>& args, Communicator& comm) {
   }
   opt.checkpoint = checkpoint.get();
   if (bpw) {  // deterministic, so a resumed run plans the same again
-    measure_and_choose(*bpw, lm, store, set, opt.batch_tokens, comm);
+    measure_and_choose(*bpw, lm, store, set, opt.batch_tokens, bpw_kld_windows, comm);
     bpw->apply(recipe);
     log_info("--target-bpw ", target_bpw, ": ", bpw->bits(), " bits per weight planned over ",
              bpw->modules.size(), " modules");

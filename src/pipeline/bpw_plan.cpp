@@ -23,15 +23,19 @@ namespace {
 struct SlotShape {
   const char* suffix;  // "self_attn.q_proj"
   LinearGroup group;
+  LinearWeights LayerWeights::*member;
 };
 
 // The pipeline's order (pipeline/quantize.cpp): the report and the plan list modules alike.
 const std::vector<SlotShape>& slots() {
   static const std::vector<SlotShape> s = {
-      {"self_attn.q_proj", LinearGroup::QKV}, {"self_attn.k_proj", LinearGroup::QKV},
-      {"self_attn.v_proj", LinearGroup::QKV}, {"self_attn.o_proj", LinearGroup::O},
-      {"mlp.gate_proj", LinearGroup::GateUp},  {"mlp.up_proj", LinearGroup::GateUp},
-      {"mlp.down_proj", LinearGroup::Down}};
+      {"self_attn.q_proj", LinearGroup::QKV, &LayerWeights::q},
+      {"self_attn.k_proj", LinearGroup::QKV, &LayerWeights::k},
+      {"self_attn.v_proj", LinearGroup::QKV, &LayerWeights::v},
+      {"self_attn.o_proj", LinearGroup::O, &LayerWeights::o},
+      {"mlp.gate_proj", LinearGroup::GateUp, &LayerWeights::gate},
+      {"mlp.up_proj", LinearGroup::GateUp, &LayerWeights::up},
+      {"mlp.down_proj", LinearGroup::Down, &LayerWeights::down}};
   return s;
 }
 
@@ -112,6 +116,61 @@ void improve(BpwPlan& plan, double budget, double used) {
     used += best.extra;
   }
 }
+
+// How much of a module's output error reaches the model's output: with only that module
+// quantized (RTN, candidate `ref`), the mean KL divergence of the logits from the
+// unquantized model's on the first `windows` calibration windows, per unit of its output
+// error. Every rank runs the same windows; each module is measured on one rank.
+class GainProbe {
+ public:
+  GainProbe(CausalLM& lm, const TensorSource& source, const CalibrationSet& calib, int64_t windows)
+      : lm_(lm), be_(lm.backend()), B_(std::min(windows, calib.n_samples)), S_(calib.seqlen) {
+    Tensor tokens = Tensor::zeros(DType::I32, {B_ * S_});
+    std::copy_n(calib.tokens.data(), B_ * S_, tokens.data<int32_t>());
+    norm_ = be_.upload(source.get("model.norm.weight"));
+    Tensor h = lm_.embed(tokens);
+    for (int64_t l = 0; l < lm_.spec().num_layers; ++l) {
+      inputs_.push_back(be_.download(h));
+      lm_.layer_forward(l, lm_.load_layer(l), h, B_, S_);
+    }
+    ref_ = log_probs(h);
+  }
+
+  // Mean KL(reference || model) with `w_hat` in place of layer l's `member`.
+  double kld(int64_t l, LinearWeights LayerWeights::*member, const Tensor& w_hat) {
+    Tensor h = be_.upload(inputs_[size_t(l)]);
+    LayerWeights w = lm_.load_layer(l);
+    (w.*member).weight = be_.upload(w_hat);
+    lm_.layer_forward(l, w, h, B_, S_);
+    for (int64_t k = l + 1; k < lm_.spec().num_layers; ++k) lm_.layer_forward(k, lm_.load_layer(k), h, B_, S_);
+    const Tensor lp = log_probs(h);
+    const int64_t rows = lp.dim(0), V = lp.dim(1);
+    double total = 0;
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* p = ref_.data<float>() + r * V;
+      const float* q = lp.data<float>() + r * V;
+      double kl = 0;
+      for (int64_t v = 0; v < V; ++v) kl += std::exp(double(p[v])) * (double(p[v]) - double(q[v]));
+      total += std::max(kl, 0.0);
+    }
+    return total / double(rows);
+  }
+
+ private:
+  Tensor log_probs(const Tensor& h) {  // host F32 [B·S, vocab]
+    Tensor x = be_.zeros(DType::F32, h.shape());
+    be_.rmsnorm(h, norm_, float(lm_.spec().rms_norm_eps), x);
+    Tensor lp = lm_.logits(x);
+    be_.log_softmax(lp, lp);
+    return be_.download(lp);
+  }
+
+  CausalLM& lm_;
+  Backend& be_;
+  int64_t B_, S_;
+  Tensor norm_, ref_;
+  std::vector<Tensor> inputs_;  // host: each layer's unquantized input
+};
 
 }  // namespace
 
@@ -213,12 +272,13 @@ nlohmann::json BpwPlan::to_json() const {
   nlohmann::json cands = nlohmann::json::array();
   for (const auto& f : formats) cands.push_back(f.describe());
   return {{"target_bpw", target}, {"bits_per_weight", bits()}, {"predicted_error", predicted_error()},
+          {"error_kind", kld_scaled ? "kld" : "output_error"},
           {"candidates", cands}, {"modules", mods}};
 }
 
 void BpwPlan::print_table(std::FILE* out) const {
-  std::fprintf(out, "# --target-bpw %.4g: %.4f bits per weight planned; predicted error (sum of "
-               "tr(dW H dW^T), RTN) %.6g\n", target, bits(), predicted_error());
+  std::fprintf(out, "# --target-bpw %.4g: %.4f bits per weight planned; predicted %s %.6g\n", target, bits(),
+               kld_scaled ? "KLD (sum over modules, RTN)" : "error (sum of tr(dW H dW^T), RTN)", predicted_error());
   std::fprintf(out, "%-40s %-16s %8s %14s\n", "module", "format", "bits", "pred_error");
   for (const auto& m : modules)
     std::fprintf(out, "%-40s %-16s %8.4f %14.6g\n", m.module.c_str(), formats[size_t(m.choice)].describe().c_str(),
@@ -246,9 +306,11 @@ BpwPlan plan_modules(const ModelSpec& spec, const Recipe& recipe, const std::vec
     }
   if (plan.modules.empty()) fail_input("--target-bpw: the recipe leaves no Linear quantized, nothing to plan");
   const double floor = plan.min_bits();
+  const auto& b0 = plan.modules.front().bits;
+  const QuantFormat& cheapest = formats[size_t(std::min_element(b0.begin(), b0.end()) - b0.begin())];
   if (!(target >= floor - 1e-12))
     fail_input("--target-bpw ", target, " is below ", floor, " bits per weight, what the cheapest of --bpw-formats (",
-               formats.front().describe(), ", ...) costs with its scales and zeros: raise --target-bpw or add a "
+               cheapest.describe(), ", ...) costs with its scales and zeros: raise --target-bpw or add a "
                "cheaper format");
   return plan;
 }
@@ -297,7 +359,7 @@ void choose_formats(BpwPlan& plan) {
 }
 
 void measure_and_choose(BpwPlan& plan, CausalLM& lm, const TensorSource& source, const CalibrationSet& calib,
-                        int64_t batch_tokens, Communicator& comm) {
+                        int64_t batch_tokens, int64_t gain_windows, Communicator& comm) {
   const ModelSpec& spec = lm.spec();
   Backend& be = lm.backend();
   const Range mine = split_range(calib.n_samples, comm.size(), comm.rank());
@@ -311,6 +373,14 @@ void measure_and_choose(BpwPlan& plan, CausalLM& lm, const TensorSource& source,
   for (size_t i = 0; i < plan.modules.size(); ++i) index[plan.modules[i].module] = i;
   const size_t nf = plan.formats.size();
   std::vector<double> errors(plan.modules.size() * nf, 0.0);
+  std::vector<double> gains(plan.modules.size(), 0.0);
+  // The gains' reference candidate: the one nearest the budget (the plan's own regime).
+  size_t ref = 0;
+  for (size_t j = 0; j < nf; ++j)
+    if (std::abs(plan.modules.front().bits[j] - plan.target) < std::abs(plan.modules.front().bits[ref] - plan.target))
+      ref = j;
+  std::unique_ptr<GainProbe> probe;
+  if (gain_windows > 0) probe = std::make_unique<GainProbe>(lm, source, calib, gain_windows);
   std::vector<std::unique_ptr<Scheme>> schemes;
   for (const auto& f : plan.formats) schemes.push_back(Scheme::make(f));
 
@@ -344,7 +414,12 @@ void measure_and_choose(BpwPlan& plan, CausalLM& lm, const TensorSource& source,
       const Tensor weight = src->get(module + ".weight").to_f32();
       for (size_t j = 0; j < nf; ++j) {
         const QuantizedLinear q = rtn_quantize(weight, *schemes[j], ClipSearch{}, module + ".weight");
-        errors[it->second * nf + j] = output_error(weight, q.dequantize(), acc.at(s.group).sum());
+        const Tensor w_hat = q.dequantize();
+        errors[it->second * nf + j] = output_error(weight, w_hat, acc.at(s.group).sum());
+        if (probe && j == ref) {
+          const double e = errors[it->second * nf + j];
+          gains[it->second] = e > 0 ? probe->kld(l, s.member, w_hat) / e : 0.0;
+        }
       }
     }
     progress.update(l + 1);
@@ -352,8 +427,13 @@ void measure_and_choose(BpwPlan& plan, CausalLM& lm, const TensorSource& source,
   progress.finish();
   // Each module's errors come from one rank, zeros from the others: the sum is exact.
   comm.allreduce_sum(errors.data(), int64_t(errors.size()));
-  for (size_t i = 0; i < plan.modules.size(); ++i)
+  if (probe) comm.allreduce_sum(gains.data(), int64_t(gains.size()));
+  for (size_t i = 0; i < plan.modules.size(); ++i) {
     plan.modules[i].errors.assign(errors.begin() + int64_t(i * nf), errors.begin() + int64_t((i + 1) * nf));
+    if (probe)  // predicted KLD: the output errors scaled by what reaches the logits
+      for (double& e : plan.modules[i].errors) e *= gains[i];
+  }
+  plan.kld_scaled = probe != nullptr;
   choose_formats(plan);
 }
 

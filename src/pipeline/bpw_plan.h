@@ -2,8 +2,11 @@
 // A first calibration pass over the unquantized model collects each decoder layer's
 // Hessians H = Σ xxᵀ (inputs of q/k/v, o, gate/up, down) and, for every quantized Linear
 // and every candidate format, the output error tr((W − Q)H(W − Q)ᵀ) of an RTN quantization
-// to that format. A multiple-choice knapsack (dynamic programming over the budget) then
-// picks the formats with the least summed error within the budget. The plan becomes exact
+// to that format. Output errors of different modules do not hurt the model alike, so each
+// module's are scaled by its gain: the model's KL divergence per unit of its output error,
+// measured with only that module quantized on a few calibration windows. A multiple-choice
+// knapsack (dynamic programming over the budget) then picks the formats with the least
+// summed predicted KLD within the budget. The plan becomes exact
 // per-module recipe rules, so the normal pipeline and every export see it as they see a
 // --recipe.
 #pragma once
@@ -40,7 +43,9 @@ struct PlannedModule {
   std::string module;  // "model.layers.3.mlp.down_proj"
   int64_t out = 0, in = 0;
   std::vector<double> bits;    // per candidate format
-  std::vector<double> errors;  // per candidate: tr(ΔW H ΔWᵀ) of RTN, calibration inputs
+  // Per candidate: tr(ΔW H ΔWᵀ) of RTN on the calibration inputs, times the module's gain
+  // when measured (measure_and_choose).
+  std::vector<double> errors;
   int choice = 0;              // index into the candidates
 };
 
@@ -48,6 +53,7 @@ struct BpwPlan {
   double target = 0;
   std::vector<QuantFormat> formats;  // the candidates
   std::vector<PlannedModule> modules;
+  bool kld_scaled = false;  // errors are predicted KLDs (gain-scaled), not output errors
 
   double bits() const;             // mean over every planned weight
   double min_bits() const;         // every module at its cheapest candidate
@@ -70,8 +76,12 @@ BpwPlan plan_modules(const ModelSpec& spec, const Recipe& recipe, const std::vec
 // Collective: fills every module's errors (the calibration pass above, windows split
 // over ranks, Hessians summed as the pipeline sums them, modules' errors computed on one
 // rank each and summed), then choose_formats. Same plan on every rank and rank count.
+// gain_windows > 0: each module's errors are scaled by its gain, the model's KL
+// divergence per unit of that module's output error, measured with only that module
+// quantized (to the candidate nearest the budget) on the first gain_windows calibration
+// windows; the errors are then predicted KLDs. 0: the output errors as they are.
 void measure_and_choose(BpwPlan& plan, CausalLM& lm, const TensorSource& source, const CalibrationSet& calib,
-                        int64_t batch_tokens, Communicator& comm);
+                        int64_t batch_tokens, int64_t gain_windows, Communicator& comm);
 
 // The knapsack: deterministic (ties go to the earlier format in the list).
 void choose_formats(BpwPlan& plan);
