@@ -11,7 +11,7 @@ quantize_report.json. Rows at the uniform formats' own bits compare at equal bit
 Usage: bench/mixed_bpw_table.py [--qshard build/qshard] [--model DIR | --set smollm2]
                                 [--method gptq] [--n-calib 128] [--windows 128]
                                 [--targets 3.0,3.2969,3.5,4.0,4.3125,4.5] [--formats LIST]
-                                [--kld-windows 2] [--no-uniform]
+                                [--kld-windows 2] [--uniform int3:64,int4:64] [--no-uniform]
 Prints a markdown table (for docs/results.md).
 """
 import argparse
@@ -27,7 +27,6 @@ SMOLLM2_DIR = os.path.join(os.environ.get("QSHARD_CACHE", os.path.expanduser("~/
                            "smollm2-135m-instruct")
 # int2 g64 makes 3.0 reachable (int3 g64 asym alone costs 3.297 bits).
 DEFAULT_FORMATS = "int2:g64,int3:g128,int3:g64,int4:g128,int4:g64,int4:g32,int8:g128"
-UNIFORM = [("int3", "64"), ("int4", "64")]
 
 
 def bits_int(bits, group, asym=True):
@@ -49,6 +48,7 @@ def main():
     ap.add_argument("--targets", default="3.0,3.2969,3.5,4.0,4.3125,4.5")
     ap.add_argument("--formats", default=DEFAULT_FORMATS)
     ap.add_argument("--kld-windows", default="2", help="--bpw-kld-windows of the --target-bpw rows")
+    ap.add_argument("--uniform", default="int3:64,int4:64", help="uniform rows FORMAT:GROUP (empty: none)")
     ap.add_argument("--no-uniform", action="store_true", help="only the --target-bpw rows")
     a = ap.parse_args()
     if a.set == "smollm2" and a.model == ap.get_default("model"):
@@ -68,10 +68,10 @@ def main():
     print("| config | bits/weight | ppl | KLD mean | KLD p99 | top-1 | quantize s |")
     print("|---|---|---|---|---|---|---|")
     rows = [(f"uniform {f} g{g} asym", ["--format", f, "--group-size", g], bits_int(int(f[3:]), int(g)))
-            for f, g in UNIFORM if not a.no_uniform]
+            for f, g in (u.split(":") for u in a.uniform.split(",") if u) if not a.no_uniform]
     rows += [(f"--target-bpw {t}", ["--target-bpw", t, "--bpw-formats", a.formats, "--bpw-kld-windows", a.kld_windows],
               None)
-             for t in a.targets.split(",")]
+             for t in a.targets.split(",") if t]
     for i, (name, extra, bpw) in enumerate(rows):
         out = os.path.join(work, f"o{i}")
         t0 = time.perf_counter()
