@@ -74,7 +74,7 @@ TEST(BpwPlan, MatchesExhaustiveOnAFixedCase) {
   plan.formats = formats;
   const double err[3][3] = {{100, 10, 1}, {50, 40, 0.5}, {8, 1, 0.1}};
   for (int i = 0; i < 3; ++i) {
-    PlannedModule m{"m" + std::to_string(i), 64, 64, {}, {}, 0};
+    PlannedModule m{str_cat("m", i), 64, 64, {}, {}, 0};
     for (int j = 0; j < 3; ++j) {
       m.bits.push_back(bits_per_weight(formats[size_t(j)], 64));
       m.errors.push_back(err[i][j]);
@@ -143,7 +143,7 @@ TEST(BpwPlan, MatchesExhaustiveOnRandomSmallCases) {
     BpwPlan plan;
     plan.formats = formats;
     for (int i = 0; i < 4; ++i) {
-      PlannedModule m{"m" + std::to_string(i), 64 * (1 + int(rnd() * 4)), 128, {}, {}, 0};
+      PlannedModule m{str_cat("m", i), 64 * (1 + int(rnd() * 4)), 128, {}, {}, 0};
       const double scale = 0.1 + 10 * rnd();
       for (const auto& f : formats) {
         m.bits.push_back(bits_per_weight(f, 128));
