@@ -378,13 +378,17 @@ int run_quantize(const std::vector<std::string>& args, Communicator& comm) {
     }
   }
   CausalLM lm(std::move(spec), store, *backend);  // checks every tensor's shape
-  check_quantize_inputs(lm.spec(), store, recipe, opt);
   std::optional<BpwPlan> bpw;  // --target-bpw: formats chosen once the output is opened
   if (vm.count("target-bpw"))
     bpw = bpw_plan_inputs(vm, kind, opt, mix.has_value(), bpw_formats, target_bpw, lm.spec(), recipe,
                           act, scattered);
   else if (vm.count("bpw-formats"))
     fail_input("--bpw-formats lists the candidates of --target-bpw: add --target-bpw B or drop it");
+  {  // with a plan, --format's group size matters for no module: check as planned (any choice)
+    Recipe checked = recipe;
+    if (bpw) bpw->apply(checked);
+    check_quantize_inputs(lm.spec(), store, checked, opt);
+  }
   if (act != ActFormat::None)  // calibration sees what the quantized Linears will read
     lm.set_activation_quant([&recipe, act, lm_head = opt.quantize_lm_head](const std::string& m) {
       if (m == "lm_head" && !lm_head) return ActFormat::None;
@@ -411,7 +415,12 @@ int run_quantize(const std::vector<std::string>& args, Communicator& comm) {
   }
   opt.checkpoint = checkpoint.get();
   if (bpw) {  // deterministic, so a resumed run plans the same again
-    measure_and_choose(*bpw, lm, store, set, opt.batch_tokens, bpw_kld_windows, comm);
+    try {
+      measure_and_choose(*bpw, lm, store, set, opt.batch_tokens, bpw_kld_windows, comm);
+    } catch (const Stopped& s) {  // before any layer: nothing to resume
+      throw Stopped(s.signal(), str_cat("stopped by ", signal_name(s.signal()), " while planning --target-bpw: "
+                                        "nothing to keep yet: run the same command again to start"));
+    }
     bpw->apply(recipe);
     log_info("--target-bpw ", target_bpw, ": ", bpw->bits(), " bits per weight planned over ",
              bpw->modules.size(), " modules");

@@ -10,6 +10,7 @@
 
 #include "core/error.h"
 #include "core/log.h"
+#include "core/stop.h"
 #include "dist/partition.h"
 #include "pipeline/hessian_sum.h"
 #include "pipeline/layer_owner.h"
@@ -391,6 +392,10 @@ void measure_and_choose(BpwPlan& plan, CausalLM& lm, const TensorSource& source,
   fetcher.prefetch(0);
   Progress progress("bpw plan", spec.num_layers, "layers");
   for (int64_t l = 0; l < spec.num_layers; ++l) {
+    // A safe point as the pipeline's (SIGTERM / SIGINT): every rank, the same place.
+    int64_t sig = stop_signal();
+    comm.allreduce_max(&sig, 1);
+    if (sig) throw Stopped(int(sig), "stopped at a safe point");
     const std::shared_ptr<const LayerTensors> src = fetcher.fetch(l);
     fetcher.prefetch(l + 1);
     const LayerWeights w = lm.load_layer(l, *src);
