@@ -27,6 +27,8 @@ SMOLLM2_DIR = os.path.join(os.environ.get("QSHARD_CACHE", os.path.expanduser("~/
                            "smollm2-135m-instruct")
 # int2 g64 makes 3.0 reachable (int3 g64 asym alone costs 3.297 bits).
 DEFAULT_FORMATS = "int2:g64,int3:g128,int3:g64,int4:g128,int4:g64,int4:g32,int8:g128"
+# SmolLM2's 576 input features take no g128: g192 instead (576 = 3 x 192, 1536 = 8 x 192).
+SMOLLM2_FORMATS = "int2:g64,int3:g192,int3:g64,int4:g192,int4:g64,int4:g32,int8:g192"
 
 
 def bits_int(bits, group, asym=True):
@@ -46,13 +48,14 @@ def main():
     ap.add_argument("--n-calib", type=int, default=128)
     ap.add_argument("--windows", type=int, default=128)
     ap.add_argument("--targets", default="3.0,3.2969,3.5,4.0,4.3125,4.5")
-    ap.add_argument("--formats", default=DEFAULT_FORMATS)
+    ap.add_argument("--formats", help=f"--bpw-formats (default {DEFAULT_FORMATS}; --set smollm2: {SMOLLM2_FORMATS})")
     ap.add_argument("--kld-windows", default="2", help="--bpw-kld-windows of the --target-bpw rows")
     ap.add_argument("--uniform", default="int3:64,int4:64", help="uniform rows FORMAT:GROUP (empty: none)")
     ap.add_argument("--no-uniform", action="store_true", help="only the --target-bpw rows")
     a = ap.parse_args()
     if a.set == "smollm2" and a.model == ap.get_default("model"):
         a.model = SMOLLM2_DIR
+    a.formats = a.formats or (SMOLLM2_FORMATS if a.set == "smollm2" else DEFAULT_FORMATS)
     work = tempfile.mkdtemp(prefix="mixed_bpw_")
     text_dir = os.path.join(ROOT, "models", "tiny-llama-gcide", "text")
     tok = {}
