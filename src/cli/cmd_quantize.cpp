@@ -14,6 +14,7 @@
 #include "core/log.h"
 #include "core/stop.h"
 #include "export/exporter.h"
+#include "pipeline/bpw_plan.h"
 #include "pipeline/gguf_mix.h"
 #include "io/json_file.h"
 #include "io/safetensors.h"
@@ -30,7 +31,7 @@ constexpr const char* kUsage =
     "                       [--format int4] [--group-size 128] [--sym|--asym] [--act-order]\n"
     "                       [--static-groups] [--damp 0.01] [--n-calib 128] [--calib-seqlen 2048]\n"
     "                       [--export gptq|compressed-tensors|awq|gguf|fakequant|hdf5] [--skip REGEX]...\n"
-    "                       [--act-format none|int8|mxint8]\n\n"
+    "                       [--act-format none|int8|mxint8] [--target-bpw B [--bpw-formats LIST]]\n\n"
     "Quantizes the Linear layers of a Hugging Face checkpoint layer by layer (true-sequential:\n"
     "q/k/v, then o, then gate/up, then down, each calibrated on the outputs of the already\n"
     "quantized ones) and writes a checkpoint that engines load. lm_head and embeddings stay\n"
@@ -60,6 +61,14 @@ constexpr const char* kUsage =
     "Recipe file (--recipe): {\"rules\": [{\"match\": REGEX, \"skip\": true} or\n"
     "{\"match\": REGEX, \"format\": \"int8\", \"group_size\": 128, \"sym\": true}]}; the last\n"
     "matching rule wins; --skip REGEX rules apply after the recipe.\n"
+    "Mixed precision (--target-bpw B): a first calibration pass measures, for every quantized\n"
+    "Linear and every format of --bpw-formats, the output error tr(dW H dW^T) of RTN to that\n"
+    "format, scaled by the model's KLD per unit of it (that module alone quantized, on\n"
+    "--bpw-kld-windows windows); each module then gets the format that minimises the summed\n"
+    "predicted KLD with the mean\n"
+    "bits per weight (scales and zeros counted) at most B. The plan is printed and written to\n"
+    "the report; --recipe / --skip decide which modules are quantized, the plan their formats\n"
+    "(docs/mixed-precision.md).\n"
     "Resume: OUT/.qshard/ records every finished layer; if the run is killed, the same\n"
     "command again continues at the first unfinished layer and writes the same bytes. A\n"
     "different command on that OUT is refused (naming the option and both values) unless\n"
@@ -136,6 +145,55 @@ void prepare_out_dir(const std::string& out, const std::string& model_dir) {
     fail_input("--out ", out, ": cannot create the directory (", ec.message(), "): choose a directory you can write to");
 }
 
+// --target-bpw's candidates and modules, refused like --format and --recipe before any
+// work: formats the export, --act-format or --method cannot take, groups that do not
+// divide a module, a budget below the cheapest candidates.
+BpwPlan bpw_plan_inputs(const po::variables_map& vm, ExportKind kind, const QuantizeOptions& opt, bool gguf_mix,
+                        const std::string& list, double target, const ModelSpec& spec, const Recipe& recipe,
+                        ActFormat act, bool scattered) {
+  if (kind == ExportKind::Awq || kind == ExportKind::Gguf || gguf_mix)
+    fail_input("--target-bpw with --export ", export_kind_name(kind), ": ",
+               kind == ExportKind::Awq ? "an AWQ checkpoint holds one format (int4, one group size)"
+                                       : "GGUF per-tensor types are not planned yet",
+               "; use --export gptq, compressed-tensors, hdf5 or fakequant");
+  if (opt.quantize_lm_head)
+    fail_input("--target-bpw plans the decoder layers' Linears, not lm_head yet: drop --quantize-lm-head");
+  if (vm["bpw-kld-windows"].as<int64_t>() < 0) fail_input("--bpw-kld-windows must not be negative");
+  if (!(target > 0)) fail_input("--target-bpw ", target, " must be a positive number of bits per weight");
+  const bool sym = vm.count("asym") == 0;
+  std::vector<QuantFormat> formats;
+  const auto fits = [&](const QuantFormat& f) {
+    check_export_supports(kind, f, opt.gptq.act_order);
+    check_export_supports_act(kind, act, f, scattered);
+    if (f.family == FormatFamily::GgmlK && opt.method != "rtn" && opt.method != "gptq")
+      fail_input("--method ", opt.method, " does not take ", f.name(), " yet: use --method rtn or gptq");
+  };
+  if (vm.count("bpw-formats")) {
+    formats = parse_bpw_formats(list, sym);
+    for (const auto& f : formats) {
+      try {
+        fits(f);
+      } catch (const InputError& e) {
+        fail_input("--bpw-formats ", f.describe(), ": ", e.what());
+      }
+    }
+  } else {
+    for (const auto& f : default_bpw_formats(sym)) {
+      try {
+        fits(f);
+        formats.push_back(f);
+      } catch (const InputError&) {
+        log_info("--target-bpw: the default candidate ", f.describe(), " is left out (--export ",
+                 export_kind_name(kind), " cannot hold it)");
+      }
+    }
+    if (formats.empty())
+      fail_input("--target-bpw: --export ", export_kind_name(kind), " holds none of the default candidates: "
+                 "give --bpw-formats");
+  }
+  return plan_modules(spec, recipe, formats, target);
+}
+
 }  // namespace
 
 int run_quantize(const std::vector<std::string>& args, Communicator& comm) {
@@ -148,6 +206,9 @@ int run_quantize(const std::vector<std::string>& args, Communicator& comm) {
   uint64_t shuffle_seed = 0;
   double max_shard_gb = 5.0;
   std::vector<std::string> skips;
+  double target_bpw = 0;
+  int64_t bpw_kld_windows = 2;
+  std::string bpw_formats;
   QuantizeOptions opt;
   CalibrationOptions calib;
   desc.add_options()
@@ -206,6 +267,15 @@ int run_quantize(const std::vector<std::string>& args, Communicator& comm) {
        "quantize the quantized Linears' inputs: none, int8 (per token, W8A8), mxint8 (blocks of 32)")
       ("skip", po::value(&skips)->composing(), "leave modules matching this regex unquantized (repeatable)")
       ("recipe", po::value(&recipe_path), "JSON recipe of per-module rules (see above)")
+      ("target-bpw", po::value(&target_bpw),
+       "mixed precision: choose each quantized Linear's format from --bpw-formats to minimise the "
+       "measured error at this mean bits per weight (scales and zeros counted)")
+      ("bpw-formats", po::value(&bpw_formats),
+       "--target-bpw candidates, NAME[:gGROUP][:sym|:asym] comma-separated (default "
+       "int3:g64,int4:g64,int4:g32,int8:g128, --sym/--asym, less those --export cannot hold)")
+      ("bpw-kld-windows", po::value(&bpw_kld_windows)->default_value(2),
+       "--target-bpw: calibration windows on which each module's effect on the output (KLD per unit of "
+       "its output error) is measured; 0: plan on the output errors alone")
       ("quantize-lm-head", "quantize lm_head too (in row chunks)")
       ("no-true-sequential", "collect every group's Hessian from the unquantized layer (one pass)")
       ("batch-tokens", po::value(&opt.batch_tokens)->default_value(2048), "calibration tokens per forward")
@@ -315,7 +385,17 @@ int run_quantize(const std::vector<std::string>& args, Communicator& comm) {
     }
   }
   CausalLM lm(std::move(spec), store, *backend);  // checks every tensor's shape
-  check_quantize_inputs(lm.spec(), store, recipe, opt);
+  std::optional<BpwPlan> bpw;  // --target-bpw: formats chosen once the output is opened
+  if (vm.count("target-bpw"))
+    bpw = bpw_plan_inputs(vm, kind, opt, mix.has_value(), bpw_formats, target_bpw, lm.spec(), recipe,
+                          act, scattered);
+  else if (vm.count("bpw-formats"))
+    fail_input("--bpw-formats lists the candidates of --target-bpw: add --target-bpw B or drop it");
+  {  // with a plan, --format's group size matters for no module: check as planned (any choice)
+    Recipe checked = recipe;
+    if (bpw) bpw->apply(checked);
+    check_quantize_inputs(lm.spec(), store, checked, opt);
+  }
   if (act != ActFormat::None)  // calibration sees what the quantized Linears will read
     lm.set_activation_quant([&recipe, act, lm_head = opt.quantize_lm_head](const std::string& m) {
       if (m == "lm_head" && !lm_head) return ActFormat::None;
@@ -341,6 +421,17 @@ int run_quantize(const std::vector<std::string>& args, Communicator& comm) {
     return 0;
   }
   opt.checkpoint = checkpoint.get();
+  if (bpw) {  // deterministic, so a resumed run plans the same again
+    try {
+      measure_and_choose(*bpw, lm, store, set, opt.batch_tokens, bpw_kld_windows, comm);
+    } catch (const Stopped& s) {  // before any layer: nothing to resume
+      throw Stopped(s.signal(), str_cat("stopped by ", signal_name(s.signal()), " while planning --target-bpw: "
+                                        "nothing to keep yet: run the same command again to start"));
+    }
+    bpw->apply(recipe);
+    log_info("--target-bpw ", target_bpw, ": ", bpw->bits(), " bits per weight planned over ",
+             bpw->modules.size(), " modules");
+  }
   log_info("model: ", model_dir, " (", lm.spec().describe(), ")");
   log_info("quantize: ", opt.method, " ", format.describe(),
            act != ActFormat::None ? std::string(" + ") + act_format_name(act) + " activations" : "",
@@ -367,12 +458,16 @@ int run_quantize(const std::vector<std::string>& args, Communicator& comm) {
   }
   report.model_dir = model_dir;
   report.export_kind = export_kind_name(kind);
-  if (comm.is_root()) std::ofstream(out_dir + "/quantize_report.json") << report.to_json() << "\n";
+  if (comm.is_root()) {
+    nlohmann::json rj = nlohmann::json::parse(report.to_json());
+    if (bpw) rj["bpw_plan"] = bpw->to_json();
+    std::ofstream(out_dir + "/quantize_report.json") << rj.dump(2) << "\n";
+  }
   {
     ExportInfo info;
     info.source_model_dir = model_dir;
     info.method = opt.method;
-    info.format = format;
+    info.format = bpw ? bpw->main_format() : format;  // the base of quantization_config
     info.act_order = opt.gptq.act_order;
     info.static_groups = opt.gptq.static_groups;
     info.damp = opt.gptq.damp;
@@ -388,6 +483,7 @@ int run_quantize(const std::vector<std::string>& args, Communicator& comm) {
   }
   if (comm.is_root()) {
     report.print_table(stdout);
+    if (bpw) bpw->print_table(stdout);
     std::printf("wrote %s (%s)\n", out_dir.c_str(), export_kind_name(kind));
     std::fflush(stdout);
   }

@@ -39,6 +39,11 @@ void Recipe::prepend_exact(const std::string& module, const std::optional<QuantF
   rules_.insert(rules_.begin(), ModuleRule{pattern, compile(pattern, "gguf mix"), !format, format});
 }
 
+void Recipe::append_exact(const std::string& module, const QuantFormat& format) {
+  const std::string pattern = str_cat("^", escape_regex(module), "$");
+  rules_.push_back(ModuleRule{pattern, compile(pattern, "--target-bpw plan"), false, format});
+}
+
 void Recipe::load_file(const std::string& path) {
   const auto j = read_json_file(path);
   const bool has_rules = j.is_object() && j.contains("rules");

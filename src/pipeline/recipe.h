@@ -32,6 +32,8 @@ class Recipe {
   // A rule for exactly this module (nullopt: skip), placed before every other rule so
   // that --recipe and --skip still override it (llama.cpp mixes, pipeline/gguf_mix.h).
   void prepend_exact(const std::string& module, const std::optional<QuantFormat>& format);
+  // The same placed after every rule, so that it wins (the --target-bpw plan, bpw_plan.h).
+  void append_exact(const std::string& module, const QuantFormat& format);
   void load_file(const std::string& path);  // appends its rules
   // nullopt: leave the module unquantized.
   std::optional<QuantFormat> format_for(const std::string& module) const;

@@ -291,6 +291,19 @@ def main():
         group_size_suggestions(t, out)
         expect("unknown format", r"--format", quantize(MODEL, out("q2"), "--format", "int9"), out("q2"))
         expect("format the export cannot hold", r"--export gptq", quantize(MODEL, out("q3"), "--format", "mxfp4"), out("q3"))
+        # ---- --target-bpw (mixed precision)
+        expect("--target-bpw below the cheapest candidates", r"--target-bpw 3 is below 3\.25 bits per weight",
+               quantize(MODEL, out("bpw1"), "--target-bpw", "3"), out("bpw1"))
+        expect("a --bpw-formats group that does not divide a module",
+               r"--bpw-formats: int4 g96 sym does not divide model\.layers\.0\.self_attn\.q_proj\.weight \(256",
+               quantize(MODEL, out("bpw2"), "--target-bpw", "5", "--bpw-formats", "int4:g64,int4:g96"), out("bpw2"))
+        expect("--target-bpw with an export of one format", r"--target-bpw with --export awq: .*--export gptq",
+               quantize(MODEL, out("bpw3"), "--target-bpw", "4.5", "--asym", "--export", "awq"), out("bpw3"))
+        expect("a --bpw-formats candidate the export cannot hold", r"--bpw-formats int3 g64 sym: --export compressed-tensors",
+               quantize(MODEL, out("bpw4"), "--target-bpw", "4.5", "--bpw-formats", "int3:g64,int4:g64",
+                        "--export", "compressed-tensors"), out("bpw4"))
+        expect("--bpw-formats without --target-bpw", r"--bpw-formats lists the candidates of --target-bpw",
+               quantize(MODEL, out("bpw5"), "--bpw-formats", "int4:g64"), out("bpw5"))
         expect("--device cuda without a GPU or CUDA build", r"--device cuda",
                quantize(MODEL, out("r"), "--device", "cuda"), out("r"))
         expect("--device cuda without a GPU (eval)", r"--device cuda",

@@ -95,6 +95,11 @@ def changes(t):
         value("batch-tokens", "1024"),
         value("max-shard-size", "0.004"),
         value("gguf-dense", "f16"),
+        value("target-bpw", "4.5"),
+        value("bpw-kld-windows", "3"),
+        # --bpw-formats needs --target-bpw; the plan's first difference is --bpw-formats.
+        ("bpw-formats", (["--bpw-formats", "int4:g64,int8:g128", "--target-bpw", "5"], "--bpw-formats",
+                         "int4:g64,int8:g128")),
     ])
 
 

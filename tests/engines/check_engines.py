@@ -14,6 +14,8 @@ a refused load or a mismatch fails.
          awq                 GPTQModel.load, BACKEND.AWQ_TORCH (AWQ GEMM layout)
          fakequant           transformers directly
          tied                the tiny model with tied embeddings into each export, each loader
+         mixed               a --target-bpw plan (per-module formats): compressed-tensors
+                             config_groups in transformers, GPTQModel `dynamic` (int3/int4/int8)
 Run with the engines venv's python (launch/engines_venv.sh; tests/engines/run.sh finds it).
 Env: QSHARD_BIN, QSHARD_TEST_MODEL, QSHARD_SOURCE_DIR. Exit 0 pass, 1 fail.
 """
@@ -72,6 +74,11 @@ CASES = {
         ("gptq", GPTQ, ["--method", "rtn"] + INT4_G128 + ["--sym"], "gptqmodel"),
         ("awq", AWQ, ["--method", "awq"] + INT4_G128 + ["--asym"], "gptqmodel-awq"),
         ("fakequant", FQ, ["--method", "rtn"] + INT4_G128, "transformers"),
+    ],
+    # Mixed precision (docs/mixed-precision.md): one format per module from the plan.
+    "mixed": [
+        ("compressed-tensors", CT, ["--target-bpw", "4.6"], "transformers"),
+        ("gptq", GPTQ, ["--target-bpw", "4.0", "--asym"], "gptqmodel"),
     ],
 }
 
