@@ -2,7 +2,7 @@
 # OpenBLAS kernels side by side: Debian 12's OpenBLAS 0.3.21 falls back to its SSE3
 # "Prescott" kernels on CPUs it does not know (Sapphire Rapids), and qshard re-executes
 # itself with OPENBLAS_CORETYPE set (kernels/cpu/blas_core.cpp). This prints, in one run,
-# single-core sgemm GFLOP/s (1024^3, through ctypes) and the wall time of one tiny-model
+# single-thread sgemm GFLOP/s (1024^3, through ctypes) and the wall time of one tiny-model
 # gptq quantize for each core, with the ratio against Prescott.
 #   bench/blas_core.sh [QSHARD_BIN]      (default build/qshard)
 set -euo pipefail
@@ -37,7 +37,7 @@ quantize() {
   printf '%.1f' "$(echo "$t1 - $t0" | bc)"
 }
 echo "# $(nproc) cores, load $(cut -d' ' -f1 /proc/loadavg); $lib"
-echo "| OPENBLAS_CORETYPE | sgemm GFLOP/s (1 core) | tiny gptq quantize s | quantize time / Prescott |"
+echo "| OPENBLAS_CORETYPE | sgemm GFLOP/s (1 thread) | tiny gptq quantize s | quantize time / Prescott |"
 echo "|---|---|---|---|"
 base=""
 for core in Prescott Haswell SkylakeX; do
