@@ -297,20 +297,31 @@ void q45k_block(const float* x, int nmax, float rmin, int nstep, const SuperBloc
   }
 }
 
+// llama.cpp's imatrix paths weight each value by importance · sqrt(σ² + x²), with σ² twice
+// the super-block's mean square; these keep its summation order (the bytes must match).
+float superblock_sigma2(const float* x) {
+  float sum_x2 = 0;
+  for (int l = 0; l < 256; ++l) sum_x2 += x[l] * x[l];
+  return 2 * sum_x2 / 256;
+}
+
+// One sub-block's weights into `weights`; returns their sum.
+float subblock_weights(const float* x, const float* qw, int n, float sigma2, float* weights) {
+  float sumw = 0;
+  for (int l = 0; l < n; ++l) weights[l] = qw[l] * std::sqrt(sigma2 + x[l] * x[l]);
+  for (int l = 0; l < n; ++l) sumw += weights[l];
+  return sumw;
+}
+
 // quantize_row_q4_K_impl / q5_K_impl with importance weights qw (256 values): sub-block
 // fits weighted by qw·sqrt(σ² + x²), then the 6-bit scale and min codes fitted to the
 // sub-blocks' values weighted by their total weight (make_qp_quants).
 void q45k_block_weighted(const float* x, int nmax, const float* qw, const SuperBlock& out) {
   float mins[8], scales[8], weights[32], sw[8];
   uint8_t Laux[32], Ls[8], Lm[8];
-  float sum_x2 = 0;
-  for (int l = 0; l < 256; ++l) sum_x2 += x[l] * x[l];
-  const float sigma2 = 2 * sum_x2 / 256;
+  const float sigma2 = superblock_sigma2(x);
   for (int j = 0; j < 8; ++j) {
-    for (int l = 0; l < 32; ++l) weights[l] = qw[32 * j + l] * std::sqrt(sigma2 + x[32 * j + l] * x[32 * j + l]);
-    float sumw = 0;
-    for (int l = 0; l < 32; ++l) sumw += weights[l];
-    sw[j] = sumw;
+    sw[j] = subblock_weights(x + 32 * j, qw + 32 * j, 32, sigma2, weights);
     scales[j] = make_qkx3_quants(32, nmax, x + 32 * j, weights, out.codes + 32 * j, &mins[j], Laux, -0.9f,
                                  0.05f, 36);
   }
@@ -370,14 +381,9 @@ void q3k_block(const float* x, const SuperBlock& out) {
 void q3k_block_weighted(const float* x, const float* qw, const SuperBlock& out) {
   float scales[16], weight[16], sw[16];
   int8_t L[256], Ls[16];
-  float sumx2 = 0;
-  for (int j = 0; j < 256; ++j) sumx2 += x[j] * x[j];
-  const float sigma2 = 2 * sumx2 / 256;
+  const float sigma2 = superblock_sigma2(x);
   for (int j = 0; j < 16; ++j) {
-    for (int l = 0; l < 16; ++l) weight[l] = qw[16 * j + l] * std::sqrt(sigma2 + x[16 * j + l] * x[16 * j + l]);
-    float sumw = 0;
-    for (int l = 0; l < 16; ++l) sumw += weight[l];
-    sw[j] = sumw;
+    sw[j] = subblock_weights(x + 16 * j, qw + 16 * j, 16, sigma2, weight);
     scales[j] = make_qx_quants(16, 4, x + 16 * j, L + 16 * j, weight);
   }
   const float d = fp16_round(make_qx_quants(16, 32, scales, Ls, sw));
