@@ -341,6 +341,23 @@ void q45k_block_weighted(const float* x, int nmax, const float* qw, const SuperB
   }
 }
 
+// Q3_K's super-block scale d and signed 6-bit sub-block codes sc: each sub-block's values
+// rounded again on d·sc (3 bits, offset 4); a zero scale keeps the codes of the fit in L.
+void q3k_store(const float* x, float d, const int* sc, int8_t* L, const SuperBlock& out) {
+  out.d_dmin[0] = d, out.d_dmin[1] = 0.0f;
+  for (int j = 0; j < 16; ++j) {
+    const float dj = d * float(sc[j]);
+    out.scales[j] = dj;
+    if (dj) {
+      for (int ii = 0; ii < 16; ++ii) {
+        const int l = std::max(-4, std::min(3, nearest_int(x[16 * j + ii] / dj)));
+        L[16 * j + ii] = int8_t(l + 4);
+      }
+    }
+    for (int ii = 0; ii < 16; ++ii) out.codes[16 * j + ii] = uint8_t(L[16 * j + ii]);
+  }
+}
+
 // quantize_row_q3_K_ref for one super-block (6-bit signed sub-block scales).
 void q3k_block(const float* x, const SuperBlock& out) {
   float scales[16];
@@ -361,18 +378,7 @@ void q3k_block(const float* x, const SuperBlock& out) {
     }
     d = fp16_round(1 / iscale);
   }
-  out.d_dmin[0] = d, out.d_dmin[1] = 0.0f;
-  for (int j = 0; j < 16; ++j) {
-    const float dj = d * float(sc[j]);
-    out.scales[j] = dj;
-    if (dj) {
-      for (int ii = 0; ii < 16; ++ii) {
-        const int l = std::max(-4, std::min(3, nearest_int(x[16 * j + ii] / dj)));
-        L[16 * j + ii] = int8_t(l + 4);
-      }
-    }
-    for (int ii = 0; ii < 16; ++ii) out.codes[16 * j + ii] = uint8_t(L[16 * j + ii]);
-  }
+  q3k_store(x, d, sc, L, out);
 }
 
 // quantize_row_q3_K_impl with importance weights qw (256 values): sub-block fits weighted
@@ -387,18 +393,9 @@ void q3k_block_weighted(const float* x, const float* qw, const SuperBlock& out) 
     scales[j] = make_qx_quants(16, 4, x + 16 * j, L + 16 * j, weight);
   }
   const float d = fp16_round(make_qx_quants(16, 32, scales, Ls, sw));
-  out.d_dmin[0] = d, out.d_dmin[1] = 0.0f;
-  for (int j = 0; j < 16; ++j) {
-    const float dj = d * float(int(Ls[j]) - 32);
-    out.scales[j] = dj;
-    if (dj) {
-      for (int ii = 0; ii < 16; ++ii) {
-        const int l = std::max(-4, std::min(3, nearest_int(x[16 * j + ii] / dj)));
-        L[16 * j + ii] = int8_t(l + 4);
-      }
-    }
-    for (int ii = 0; ii < 16; ++ii) out.codes[16 * j + ii] = uint8_t(L[16 * j + ii]);
-  }
+  int sc[16];
+  for (int j = 0; j < 16; ++j) sc[j] = int(Ls[j]) - 32;
+  q3k_store(x, d, sc, L, out);
 }
 
 // quantize_row_q6_K_ref (qw null) / q6_K_impl (importance weights qw) for one super-block.
