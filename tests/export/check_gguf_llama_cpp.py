@@ -30,21 +30,14 @@ import tempfile
 import numpy as np
 import gguf
 
-QBIN = os.environ["QSHARD_BIN"]
-MODEL = os.environ["QSHARD_TEST_MODEL"]
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from checklib import MODEL, QBIN, check, verdict  # noqa: E402
 # The build sits beside the test data in the cache (QSHARD_VOCAB_DIR = CACHE/llama-vocab-0.3.36).
 CACHE = os.path.dirname(os.environ.get("QSHARD_VOCAB_DIR", os.path.expanduser("~/.cache/qshard/llama-vocab-0.3.36")))
 LBIN = os.environ.get("QSHARD_LLAMA_CPP_BIN", os.path.join(CACHE, "llama-cpp-build-0.3.36", "bin"))
 CALIB = ["--calib", os.path.join(MODEL, "text", "calib.txt"), "--n-calib", "16", "--calib-seqlen", "128"]
 TEXT = os.path.join(MODEL, "text", "eval.txt")
 CTX, CHUNKS = 128, 16
-failures = []
-
-
-def check(cond, what):
-    print(("ok:   " if cond else "FAIL: ") + what, flush=True)
-    if not cond:
-        failures.append(what)
 
 
 def run(cmd):
@@ -161,10 +154,7 @@ def main():
               "(within 0.01)")
         ratio = lq["kld"] / max(qq["kld_mean"], 1e-12)
         check(1 / 1.25 < ratio < 1.25, f"{method} {fmt}: KLD within a factor 1.25 of qshard eval's ({ratio:.3f})")
-    if failures:
-        print(f"{len(failures)} check(s) failed")
-        return 1
-    return 0
+    return verdict()
 
 
 if __name__ == "__main__":

@@ -30,16 +30,9 @@ except ImportError:
     print("FAIL: the gguf package is missing from the test venv; run launch/fetch_testdata.sh")
     sys.exit(1)
 
-QBIN = os.environ["QSHARD_BIN"]
-MODEL = os.environ["QSHARD_TEST_MODEL"]
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from checklib import MODEL, QBIN, check, verdict  # noqa: E402
 CALIB = ["--calib", os.path.join(MODEL, "text", "calib.txt"), "--n-calib", "4", "--calib-seqlen", "64"]
-failures = []
-
-
-def check(cond, what):
-    print(("ok:   " if cond else "FAIL: ") + what)
-    if not cond:
-        failures.append(what)
 
 
 def quantize(out, *args):
@@ -156,10 +149,7 @@ def main():
         p = quantize(os.path.join(tmp.name, "refused-" + what.replace(" ", "-")), *args, "--export", "gguf")
         check(p.returncode == 2 and want in p.stderr and len(p.stderr.strip().splitlines()) == 1,
               f"{what} refused with one line: {p.stderr.strip()}")
-    if failures:
-        print(f"{len(failures)} check(s) failed")
-        return 1
-    return 0
+    return verdict()
 
 
 if __name__ == "__main__":
