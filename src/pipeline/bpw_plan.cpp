@@ -1,7 +1,5 @@
 #include "pipeline/bpw_plan.h"
 
-#include <cblas.h>
-
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -14,6 +12,7 @@
 #include "dist/partition.h"
 #include "pipeline/hessian_sum.h"
 #include "pipeline/layer_owner.h"
+#include "quant/awq.h"  // output_error: tr(ΔW H ΔWᵀ)
 #include "quant/rtn.h"
 #include "quant/scheme.h"
 
@@ -55,18 +54,6 @@ double ggml_k_bits(int bits) {  // block bytes · 8 / 256 (ggml-common.h)
     case 5: return 176.0 * 8 / 256;  // Q5_K 5.5
     default: return 210.0 * 8 / 256;  // Q6_K 6.5625
   }
-}
-
-// Σ (Δ H) ∘ Δ = tr(Δ H Δᵀ), Δ = w − ŵ; host F32, accumulated in double.
-double output_error(const Tensor& w, const Tensor& w_hat, const Tensor& h) {
-  const int64_t out = w.dim(0), in = w.dim(1);
-  std::vector<float> delta(size_t(out * in)), prod(size_t(out * in));
-  for (int64_t i = 0; i < out * in; ++i) delta[size_t(i)] = w.data<float>()[i] - w_hat.data<float>()[i];
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(out), int(in), int(in), 1.0f, delta.data(), int(in),
-              h.data<float>(), int(in), 0.0f, prod.data(), int(in));
-  double s = 0;
-  for (int64_t i = 0; i < out * in; ++i) s += double(prod[size_t(i)]) * delta[size_t(i)];
-  return s;
 }
 
 class AllInputs final : public LayerObserver {
