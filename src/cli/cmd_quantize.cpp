@@ -145,6 +145,17 @@ void prepare_out_dir(const std::string& out, const std::string& model_dir) {
     fail_input("--out ", out, ": cannot create the directory (", ec.message(), "): choose a directory you can write to");
 }
 
+// K-quant scales are fitted per 256-element super-block (llama.cpp's fit), which the
+// per-group range searches of smoothquant and awq-dh cannot do.
+void check_method_takes(const std::string& method, const QuantFormat& f) {
+  const bool k_ok = method == "rtn" || method == "gptq" || method == "awq" || method == "awq+gptq" ||
+                    method == "awq-joint" || method == "awq-joint+gptq";
+  if (f.family == FormatFamily::GgmlK && !k_ok)
+    fail_input("--method ", method, " does not take --format ", f.name(), " (its scales are "
+               "fitted per 256-element super-block): use --method rtn, gptq, awq, awq+gptq, awq-joint "
+               "or awq-joint+gptq");
+}
+
 // --target-bpw's candidates and modules, refused like --format and --recipe before any
 // work: formats the export, --act-format or --method cannot take, groups that do not
 // divide a module, a budget below the cheapest candidates.
@@ -165,8 +176,7 @@ BpwPlan bpw_plan_inputs(const po::variables_map& vm, ExportKind kind, const Quan
   const auto fits = [&](const QuantFormat& f) {
     check_export_supports(kind, f, opt.gptq.act_order);
     check_export_supports_act(kind, act, f, scattered);
-    if (f.family == FormatFamily::GgmlK && opt.method != "rtn" && opt.method != "gptq")
-      fail_input("--method ", opt.method, " does not take ", f.name(), " yet: use --method rtn or gptq");
+    check_method_takes(opt.method, f);
   };
   if (vm.count("bpw-formats")) {
     formats = parse_bpw_formats(list, sym);
@@ -337,17 +347,7 @@ int run_quantize(const std::vector<std::string>& args, Communicator& comm) {
   const ActFormat act = parse_act_format(act_name);
   const bool scattered = opt.gptq.act_order && !opt.gptq.static_groups;
   check_export_supports_act(kind, act, format, scattered);
-  // K-quant scales are fitted per 256-element super-block (llama.cpp's fit), which the
-  // per-group range searches of smoothquant and awq-dh cannot do.
-  const auto check_method_format = [&](const QuantFormat& f) {
-    const bool k_ok = opt.method == "rtn" || opt.method == "gptq" || opt.method == "awq" ||
-                      opt.method == "awq+gptq" || opt.method == "awq-joint" || opt.method == "awq-joint+gptq";
-    if (f.family == FormatFamily::GgmlK && !k_ok)
-      fail_input("--method ", opt.method, " does not take --format ", f.name(), " (its scales are "
-                 "fitted per 256-element super-block): use --method rtn, gptq, awq, awq+gptq, awq-joint "
-                 "or awq-joint+gptq");
-  };
-  check_method_format(format);
+  check_method_takes(opt.method, format);
   Recipe recipe(format);
   if (!recipe_path.empty()) recipe.load_file(recipe_path);
   for (const auto& s : skips) recipe.add_skip(s);
@@ -355,7 +355,7 @@ int run_quantize(const std::vector<std::string>& args, Communicator& comm) {
     if (r.format) {
       check_export_supports(kind, *r.format, opt.gptq.act_order);
       check_export_supports_act(kind, act, *r.format, scattered);
-      check_method_format(*r.format);
+      check_method_takes(opt.method, *r.format);
     }
 
   // Everything that can be refused is checked before --out is touched.
@@ -366,7 +366,7 @@ int run_quantize(const std::vector<std::string>& args, Communicator& comm) {
   if (mix || format.family == FormatFamily::GgmlK) {
     gguf_plan = plan_gguf(spec, format, mix ? &*mix : nullptr);
     for (const auto& [module, f] : gguf_plan.modules) {
-      if (f) check_method_format(*f);
+      if (f) check_method_takes(opt.method, *f);
       recipe.prepend_exact(module, f);
     }
     if (comm.is_root())
