@@ -7,16 +7,6 @@
 
 namespace qshard {
 
-const char* linear_group_name(LinearGroup g) {
-  switch (g) {
-    case LinearGroup::QKV: return "qkv";
-    case LinearGroup::O: return "o";
-    case LinearGroup::GateUp: return "gate_up";
-    case LinearGroup::Down: return "down";
-  }
-  return "?";
-}
-
 namespace {
 
 struct ExpectedTensor {
@@ -79,27 +69,14 @@ void CausalLM::check_shapes() const {
   else if (!s.tie_word_embeddings)
     fail_input("lm_head.weight is missing and config.json does not set tie_word_embeddings: "
                "the checkpoint is incomplete");
+  const Architecture& a = arch();
   for (int64_t l = 0; l < s.num_layers; ++l) {
-    auto add = [&](const char* suffix, Shape shape) { expect.push_back({layer_tensor(l, suffix), shape}); };
-    add("input_layernorm.weight", {s.hidden_size});
-    add("post_attention_layernorm.weight", {s.hidden_size});
-    add("self_attn.q_proj.weight", {s.q_dim(), s.hidden_size});
-    add("self_attn.k_proj.weight", {s.kv_dim(), s.hidden_size});
-    add("self_attn.v_proj.weight", {s.kv_dim(), s.hidden_size});
-    add("self_attn.o_proj.weight", {s.hidden_size, s.q_dim()});
-    add("mlp.gate_proj.weight", {s.intermediate_size, s.hidden_size});
-    add("mlp.up_proj.weight", {s.intermediate_size, s.hidden_size});
-    add("mlp.down_proj.weight", {s.hidden_size, s.intermediate_size});
-    if (s.qkv_bias) {
-      add("self_attn.q_proj.bias", {s.q_dim()});
-      add("self_attn.k_proj.bias", {s.kv_dim()});
-      add("self_attn.v_proj.bias", {s.kv_dim()});
-    }
-    if (s.o_bias) add("self_attn.o_proj.bias", {s.hidden_size});
-    if (s.mlp_bias) {
-      add("mlp.gate_proj.bias", {s.intermediate_size});
-      add("mlp.up_proj.bias", {s.intermediate_size});
-      add("mlp.down_proj.bias", {s.hidden_size});
+    auto add = [&](const std::string& suffix, Shape shape) { expect.push_back({layer_tensor(l, suffix.c_str()), shape}); };
+    for (const NormSlot& n : a.norms) add(str_cat(n.name, ".weight"), {dim_size(s, n.size)});
+    for (const LinearSlot& lin : layer_linears(a)) {
+      const Shape shape = linear_shape(s, lin);
+      add(str_cat(lin.name, ".weight"), shape);
+      if (has_bias(s, lin)) add(str_cat(lin.name, ".bias"), {shape[0]});
     }
   }
   for (const auto& e : expect) check_tensor(weights_, e);
@@ -116,15 +93,8 @@ LayerWeights CausalLM::load_layer(int64_t layer, const TensorSource& from) const
     return lw;
   };
   LayerWeights w;
-  w.input_norm = up("input_layernorm.weight");
-  w.post_attention_norm = up("post_attention_layernorm.weight");
-  w.q = linear("self_attn.q_proj", spec_.qkv_bias);
-  w.k = linear("self_attn.k_proj", spec_.qkv_bias);
-  w.v = linear("self_attn.v_proj", spec_.qkv_bias);
-  w.o = linear("self_attn.o_proj", spec_.o_bias);
-  w.gate = linear("mlp.gate_proj", spec_.mlp_bias);
-  w.up = linear("mlp.up_proj", spec_.mlp_bias);
-  w.down = linear("mlp.down_proj", spec_.mlp_bias);
+  for (const NormSlot& n : arch().norms) w.*(n.member) = up(str_cat(n.name, ".weight").c_str());
+  for (const LinearSlot& lin : layer_linears(arch())) w.*(lin.member) = linear(lin.name, has_bias(spec_, lin));
   return w;
 }
 
@@ -186,6 +156,11 @@ Tensor CausalLM::attention_heads(const LayerWeights& w, const GroupInput& in, in
   be.linear(input_of(w.q, in.x, in.xq), w.q.weight, bias_of(w.q), q);
   be.linear(input_of(w.k, in.x, in.xq), w.k.weight, bias_of(w.k), k);
   be.linear(input_of(w.v, in.x, in.xq), w.v.weight, bias_of(w.v), v);
+  if (w.q_norm.defined()) {  // qwen3: RMSNorm over each head's head_dim, before RoPE
+    Tensor qh = q.reshape({T * s.n_heads, s.head_dim}), kh = k.reshape({T * s.n_kv_heads, s.head_dim});
+    be.rmsnorm(qh, w.q_norm, float(s.rms_norm_eps), qh);
+    be.rmsnorm(kh, w.k_norm, float(s.rms_norm_eps), kh);
+  }
   be.rope(q, s.n_heads, s.head_dim, rope_cos_, rope_sin_, pos);
   be.rope(k, s.n_kv_heads, s.head_dim, rope_cos_, rope_sin_, pos);
   Tensor attn = be.zeros(DType::F32, {T, s.q_dim()});

@@ -9,31 +9,15 @@
 
 #include "core/tensor.h"
 #include "kernels/backend.h"
+#include "model/architecture.h"
 #include "model/model_spec.h"
 #include "model/rope.h"
 
 namespace qshard {
 
-struct LinearWeights {
-  Tensor weight;  // backend F32 [out, in]
-  Tensor bias;    // backend F32 [out], or undefined
-  ActFormat act = ActFormat::None;  // the input is fake-quantized to this before the GEMM
-};
-
 // The activation format of a Linear's input by module name ("model.layers.0.mlp.up_proj",
 // "lm_head"): W8A8-style runs quantize the inputs of the quantized Linears only.
 using ActFormatFor = std::function<ActFormat(const std::string& module)>;
-
-struct LayerWeights {
-  Tensor input_norm;  // [hidden]
-  Tensor post_attention_norm;
-  LinearWeights q, k, v, o, gate, up, down;
-};
-
-// Linears that read the same input, in true-sequential order: what GPTQ and AWQ
-// collect statistics over.
-enum class LinearGroup { QKV, O, GateUp, Down };
-const char* linear_group_name(LinearGroup g);
 
 // Sees the input of every linear group during a layer forward (the calibration
 // pipeline's hook for Hessians and activation statistics).
@@ -59,6 +43,7 @@ class CausalLM {
   CausalLM(ModelSpec spec, const TensorSource& weights, Backend& backend);
 
   const ModelSpec& spec() const { return spec_; }
+  const Architecture& arch() const { return architecture(spec_.arch); }
   Backend& backend() { return backend_; }
 
   // Checkpoint tensor names (e.g. "model.layers.3.self_attn.q_proj.weight").

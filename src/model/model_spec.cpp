@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "model/architecture.h"
 
 namespace qshard {
 
@@ -90,17 +91,13 @@ ModelSpec ModelSpec::from_json(const json& config, const std::string& where) {
   const ConfigReader r(config, where);
   ModelSpec s;
   s.model_type = r.string_or("model_type", "");
-  if (s.model_type == "llama")
-    s.arch = Arch::Llama;
-  else if (s.model_type == "mistral")
-    s.arch = Arch::Mistral;
-  else if (s.model_type == "qwen2")
-    s.arch = Arch::Qwen2;
-  else if (s.model_type.empty())
+  if (s.model_type.empty())
     fail_input(where, ": no \"model_type\"; is this a Hugging Face config.json?");
-  else
-    fail_input(where, ": model_type \"", s.model_type,
-               "\" is not supported (supported: llama, mistral, qwen2)");
+  const Architecture* family = find_architecture(s.model_type);
+  if (!family)
+    fail_input(where, ": model_type \"", s.model_type, "\" is not supported (supported: ",
+               supported_model_types(), ")");
+  s.arch = family->arch;
 
   const std::string act = r.string_or("hidden_act", "silu");
   if (act != "silu")
@@ -143,9 +140,13 @@ ModelSpec ModelSpec::from_json(const json& config, const std::string& where) {
     case Arch::Qwen2:
       s.qkv_bias = true;  // Qwen2Attention hard-codes bias on q/k/v, none on o_proj
       break;
+    case Arch::Qwen3:
+      s.qkv_bias = s.o_bias = r.bool_or("attention_bias", false);
+      break;
   }
   // Qwen2 configs carry sliding_window even when use_sliding_window is false.
-  const bool sliding = s.arch == Arch::Mistral || (s.arch == Arch::Qwen2 && r.bool_or("use_sliding_window", false));
+  const bool qwen = s.arch == Arch::Qwen2 || s.arch == Arch::Qwen3;
+  const bool sliding = s.arch == Arch::Mistral || (qwen && r.bool_or("use_sliding_window", false));
   if (sliding && config.contains("sliding_window") && !config["sliding_window"].is_null())
     s.sliding_window = r.required_int("sliding_window");
   return s;
@@ -183,6 +184,7 @@ std::string ModelSpec::describe() const {
   if (rope_scaling.type == RopeScaling::Type::Linear) os << " (linear scaling x" << rope_scaling.factor << ")";
   if (tie_word_embeddings) os << ", tied embeddings";
   if (qkv_bias) os << ", qkv bias";
+  if (architecture(arch).qk_norm) os << ", q/k norm";
   return os.str();
 }
 

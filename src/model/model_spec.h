@@ -10,7 +10,7 @@
 
 namespace qshard {
 
-enum class Arch { Llama, Mistral, Qwen2 };
+enum class Arch { Llama, Mistral, Qwen2, Qwen3 };  // rows of model/architecture.h
 
 struct RopeScaling {
   enum class Type { None, Linear, Llama3 };
@@ -22,7 +22,7 @@ struct RopeScaling {
 };
 
 struct ModelSpec {
-  std::string model_type;  // as in config.json: "llama", "mistral", "qwen2"
+  std::string model_type;  // as in config.json: "llama", "mistral", "qwen2", "qwen3"
   Arch arch = Arch::Llama;
   int64_t hidden_size = 0;
   int64_t intermediate_size = 0;
@@ -36,8 +36,8 @@ struct ModelSpec {
   double rope_theta = 10000.0;
   RopeScaling rope_scaling;
   bool tie_word_embeddings = false;
-  bool qkv_bias = false;  // qwen2 always; llama with attention_bias
-  bool o_bias = false;    // llama with attention_bias
+  bool qkv_bias = false;  // qwen2 always; llama, qwen3 with attention_bias
+  bool o_bias = false;    // llama, qwen3 with attention_bias
   bool mlp_bias = false;  // llama with mlp_bias
   std::optional<int64_t> sliding_window;  // mistral v0.1; none means full attention
   int32_t bos_token_id = -1;

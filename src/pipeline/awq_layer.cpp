@@ -54,22 +54,10 @@ MethodPlan parse_method(const std::string& method) {
 
 namespace {
 
-struct Slot {
-  const char* name;
-  LinearWeights LayerWeights::*member;
-};
+// The scaling groups below index the Llama layer's Linears and groups in the table's
+// order (model/architecture.h): q, k, v, o, gate, up, down; qkv, o, gate_up, down.
 constexpr int kQKV = 0, kO = 1, kGateUp = 2, kDown = 3;
-const LinearGroup kGroups[4] = {LinearGroup::QKV, LinearGroup::O, LinearGroup::GateUp, LinearGroup::Down};
-
-const std::vector<Slot>& all_slots() {
-  static const std::vector<Slot> s = {
-      {"self_attn.q_proj", &LayerWeights::q}, {"self_attn.k_proj", &LayerWeights::k},
-      {"self_attn.v_proj", &LayerWeights::v}, {"self_attn.o_proj", &LayerWeights::o},
-      {"mlp.gate_proj", &LayerWeights::gate}, {"mlp.up_proj", &LayerWeights::up},
-      {"mlp.down_proj", &LayerWeights::down}};
-  return s;
-}
-int input_group_of(size_t slot) { return slot < 3 ? kQKV : slot == 3 ? kO : slot < 6 ? kGateUp : kDown; }
+int input_group_of(const LinearSlot& s) { return int(s.group); }
 
 // Per-channel statistics and the Gram matrix of one linear group's input.
 struct InputStats {
@@ -228,13 +216,14 @@ ScaledLayer scale_layer(CausalLM& lm, int64_t layer, LayerWeights& w, const Tens
   const int64_t S = cal.seqlen;
   Ctx ctx{lm, layer, w, h, cal, numerics, comm, be, {}, {}, {}, 0};
   ScaledLayer out;
-  const auto& slots = all_slots();
+  const std::vector<LinearSlot> slots = layer_linears(lm.arch());
+  QS_ASSERT(slots.size() == 7 && lm.arch().groups.size() == 4, "scale_layer: a Llama-shaped layer");
 
   // Formats and host copies of the weights.
   std::vector<std::optional<QuantFormat>> formats;
   std::vector<Tensor> W;  // host F32, updated by folding
   std::vector<std::string> modules;
-  for (const Slot& s : slots) {
+  for (const LinearSlot& s : slots) {
     modules.push_back(lm.layer_tensor(layer, s.name));
     formats.push_back(recipe.format_for(modules.back()));
     W.push_back(be.download((w.*(s.member)).weight));
@@ -248,8 +237,9 @@ ScaledLayer scale_layer(CausalLM& lm, int64_t layer, LayerWeights& w, const Tens
   };
   // 1. Statistics of the FP layer (and its output, for AutoAWQ-style propagation).
   std::vector<InputStats> stats;
-  const int64_t in_dims[4] = {spec.hidden_size, spec.q_dim(), spec.hidden_size, spec.intermediate_size};
-  for (int g = 0; g < 4; ++g) stats.emplace_back(in_dims[g]);
+  std::vector<int64_t> in_dims;
+  for (const GroupSlot& g : lm.arch().groups) in_dims.push_back(group_in_features(spec, g));
+  for (int64_t d : in_dims) stats.emplace_back(d);
   if (opt.propagate_fp) out.fp_output = be.zeros(DType::F32, {h.dim(0), h.dim(1)});
   {
     CaptureObserver cap(be, stats, ctx.mlp_inputs);
@@ -304,7 +294,7 @@ ScaledLayer scale_layer(CausalLM& lm, int64_t layer, LayerWeights& w, const Tens
     if (formats[slot]->family == FormatFamily::GgmlK) {
       Tensor ws = W[slot].to_f32();
       scale_columns(ws, s);
-      const Tensor& H = stats[size_t(input_group_of(slot))].hessian.sum();
+      const Tensor& H = stats[size_t(input_group_of(slots[slot]))].hessian.sum();
       Tensor wh = dequantize_exported(kquant_fit(ws, H, s, *formats[slot], modules[slot]), numerics);
       unscale_columns(wh, s);
       return wh;
@@ -333,7 +323,7 @@ ScaledLayer scale_layer(CausalLM& lm, int64_t layer, LayerWeights& w, const Tens
       log_debug("layer ", layer, " ", m.what, ": a module is left unquantized, group not scaled");
       continue;
     }
-    const int64_t d = in_dims[m.input];
+    const int64_t d = in_dims[size_t(m.input)];
     if (plan.scaling == ScalingMethod::SmoothQuant) {
       std::vector<float> wmax(size_t(d), 0.0f);
       for (size_t b : m.balance) {
@@ -426,7 +416,7 @@ ScaledLayer scale_layer(CausalLM& lm, int64_t layer, LayerWeights& w, const Tens
   for (size_t i = 0; i < slots.size(); ++i) {
     if (!formats[i]) continue;
     const auto scheme = Scheme::make(*formats[i]);
-    const Tensor& H = Hs[size_t(input_group_of(i))];
+    const Tensor& H = Hs[size_t(input_group_of(slots[i]))];
     ScaledModule sm;
     if (formats[i]->family == FormatFamily::GgmlK) {
       // +gptq fits the super-blocks the same way (on the scaled Hessian) and chooses the codes.
@@ -460,7 +450,7 @@ ScaledLayer scale_layer(CausalLM& lm, int64_t layer, LayerWeights& w, const Tens
         ranges = awq_clip_search(W[i], H, *scheme, numerics, opt.clip_grid, opt.clip_max_shrink);
       sm.q = quantize_ranged(W[i], *scheme, ranges.empty() ? nullptr : &ranges, numerics, modules[i]);
       if (plan.scaling == ScalingMethod::AwqDh) {
-        const std::vector<float>& mu = mean_s[size_t(input_group_of(i))];
+        const std::vector<float>& mu = mean_s[size_t(input_group_of(slots[i]))];
         const std::vector<uint8_t> outl = kneedle_outliers(mu, opt.knee_tolerance);
         const FlipStats fs = heuristic_flip(sm.q, W[i], mu, outl, opt.max_flip_percent, numerics);
         int64_t n_out = 0;

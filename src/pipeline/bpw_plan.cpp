@@ -20,33 +20,6 @@ namespace qshard {
 
 namespace {
 
-struct SlotShape {
-  const char* suffix;  // "self_attn.q_proj"
-  LinearGroup group;
-  LinearWeights LayerWeights::*member;
-};
-
-// The pipeline's order (pipeline/quantize.cpp): the report and the plan list modules alike.
-const std::vector<SlotShape>& slots() {
-  static const std::vector<SlotShape> s = {
-      {"self_attn.q_proj", LinearGroup::QKV, &LayerWeights::q},
-      {"self_attn.k_proj", LinearGroup::QKV, &LayerWeights::k},
-      {"self_attn.v_proj", LinearGroup::QKV, &LayerWeights::v},
-      {"self_attn.o_proj", LinearGroup::O, &LayerWeights::o},
-      {"mlp.gate_proj", LinearGroup::GateUp, &LayerWeights::gate},
-      {"mlp.up_proj", LinearGroup::GateUp, &LayerWeights::up},
-      {"mlp.down_proj", LinearGroup::Down, &LayerWeights::down}};
-  return s;
-}
-
-std::pair<int64_t, int64_t> slot_shape(const ModelSpec& spec, const std::string& suffix) {
-  if (suffix == "self_attn.q_proj") return {spec.q_dim(), spec.hidden_size};
-  if (suffix == "self_attn.k_proj" || suffix == "self_attn.v_proj") return {spec.kv_dim(), spec.hidden_size};
-  if (suffix == "self_attn.o_proj") return {spec.hidden_size, spec.q_dim()};
-  if (suffix == "mlp.down_proj") return {spec.hidden_size, spec.intermediate_size};
-  return {spec.intermediate_size, spec.hidden_size};  // gate, up
-}
-
 double ggml_k_bits(int bits) {  // block bytes · 8 / 256 (ggml-common.h)
   switch (bits) {
     case 3: return 110.0 * 8 / 256;  // Q3_K 3.4375
@@ -279,10 +252,10 @@ BpwPlan plan_modules(const ModelSpec& spec, const Recipe& recipe, const std::vec
   plan.target = target;
   plan.formats = formats;
   for (int64_t l = 0; l < spec.num_layers; ++l)
-    for (const auto& s : slots()) {
-      const std::string module = spec.layer_prefix(l) + s.suffix;
+    for (const LinearSlot& s : layer_linears(architecture(spec.arch))) {
+      const std::string module = spec.layer_prefix(l) + s.name;
       if (!recipe.format_for(module)) continue;
-      const auto [out, in] = slot_shape(spec, s.suffix);
+      const int64_t out = dim_size(spec, s.out), in = dim_size(spec, s.in);
       PlannedModule m{module, out, in, {}, {}, 0};
       for (const auto& f : formats) {
         if (f.group_size > 0 && in % f.group_size != 0)
@@ -387,10 +360,7 @@ void measure_and_choose(BpwPlan& plan, CausalLM& lm, const TensorSource& source,
     fetcher.prefetch(l + 1);
     const LayerWeights w = lm.load_layer(l, *src);
     std::map<LinearGroup, HessianSum> acc;
-    acc.emplace(LinearGroup::QKV, HessianSum(spec.hidden_size, S));
-    acc.emplace(LinearGroup::O, HessianSum(spec.q_dim(), S));
-    acc.emplace(LinearGroup::GateUp, HessianSum(spec.hidden_size, S));
-    acc.emplace(LinearGroup::Down, HessianSum(spec.intermediate_size, S));
+    for (const GroupSlot& g : lm.arch().groups) acc.emplace(g.group, HessianSum(group_in_features(spec, g), S));
     AllInputs observer(be, acc);
     // The unquantized layer: h moves on to its outputs as it goes.
     for (int64_t w0 = 0; w0 < mine.size(); w0 += per_batch) {
@@ -399,8 +369,8 @@ void measure_and_choose(BpwPlan& plan, CausalLM& lm, const TensorSource& source,
       lm.layer_forward(l, w, rows, B, S, &observer);
     }
     for (auto& [g, a] : acc) a.allreduce(comm);
-    for (const auto& s : slots()) {
-      const std::string module = spec.layer_prefix(l) + s.suffix;
+    for (const LinearSlot& s : layer_linears(lm.arch())) {
+      const std::string module = spec.layer_prefix(l) + s.name;
       const auto it = index.find(module);
       if (it == index.end() || int64_t(it->second) % comm.size() != comm.rank()) continue;
       const Tensor weight = src->get(module + ".weight").to_f32();

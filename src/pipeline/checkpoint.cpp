@@ -51,30 +51,18 @@ std::vector<T> tensor_vector(const Tensor& t) {
 // rest of a segment (embeddings, anything a method adds) only goes to the exporter.
 void assign_layer_weight(CausalLM& lm, int64_t layer, const std::string& name, const Tensor& host,
                          LayerWeights& w) {
-  struct Slot {
-    const char* suffix;
-    Tensor LayerWeights::*tensor;
-    LinearWeights LayerWeights::*linear;
-  };
-  static const Slot slots[] = {
-      {"input_layernorm", &LayerWeights::input_norm, nullptr},
-      {"post_attention_layernorm", &LayerWeights::post_attention_norm, nullptr},
-      {"self_attn.q_proj", nullptr, &LayerWeights::q},
-      {"self_attn.k_proj", nullptr, &LayerWeights::k},
-      {"self_attn.v_proj", nullptr, &LayerWeights::v},
-      {"self_attn.o_proj", nullptr, &LayerWeights::o},
-      {"mlp.gate_proj", nullptr, &LayerWeights::gate},
-      {"mlp.up_proj", nullptr, &LayerWeights::up},
-      {"mlp.down_proj", nullptr, &LayerWeights::down},
-  };
-  for (const Slot& s : slots) {
-    const std::string base = lm.layer_tensor(layer, s.suffix);
-    if (name == base + ".weight") {
-      (s.tensor ? w.*s.tensor : (w.*s.linear).weight) = lm.backend().upload(host);
+  const Architecture& a = lm.arch();
+  for (const NormSlot& n : a.norms)
+    if (name == lm.layer_tensor(layer, n.name) + ".weight") {
+      w.*(n.member) = lm.backend().upload(host);
       return;
     }
-    if (s.linear && name == base + ".bias") {
-      (w.*s.linear).bias = lm.backend().upload(host);
+  for (const LinearSlot& s : layer_linears(a)) {
+    const std::string base = lm.layer_tensor(layer, s.name);
+    const bool weight = name == base + ".weight";
+    if (weight || name == base + ".bias") {
+      LinearWeights& lw = w.*(s.member);
+      (weight ? lw.weight : lw.bias) = lm.backend().upload(host);
       return;
     }
   }

@@ -30,27 +30,6 @@ void stop_point(Communicator& comm) {
   if (sig) throw Stopped(int(sig), "stopped at a safe point");
 }
 
-struct LinearSlot {
-  const char* name;  // "self_attn.q_proj"
-  LinearWeights LayerWeights::*member;
-};
-
-struct GroupSpec {
-  LinearGroup group;
-  std::vector<LinearSlot> linears;
-};
-
-const std::vector<GroupSpec>& layer_groups() {
-  static const std::vector<GroupSpec> groups = {
-      {LinearGroup::QKV, {{"self_attn.q_proj", &LayerWeights::q}, {"self_attn.k_proj", &LayerWeights::k},
-                          {"self_attn.v_proj", &LayerWeights::v}}},
-      {LinearGroup::O, {{"self_attn.o_proj", &LayerWeights::o}}},
-      {LinearGroup::GateUp, {{"mlp.gate_proj", &LayerWeights::gate}, {"mlp.up_proj", &LayerWeights::up}}},
-      {LinearGroup::Down, {{"mlp.down_proj", &LayerWeights::down}}},
-  };
-  return groups;
-}
-
 // Accumulates the Hessian of the linear groups it is asked to watch.
 class HessianObserver final : public LayerObserver {
  public:
@@ -163,14 +142,11 @@ void check_group_sizes(const ModelSpec& spec, const Recipe& recipe, bool quantiz
   };
   std::vector<Matrix> quantized;
   for (int64_t l = 0; l < spec.num_layers; ++l)
-    for (const auto& g : layer_groups())
-      for (const LinearSlot& slot : g.linears) {
-        const std::string module = spec.layer_prefix(l) + slot.name;
-        const int64_t in = g.group == LinearGroup::O      ? spec.q_dim()
-                           : g.group == LinearGroup::Down ? spec.intermediate_size
-                                                          : spec.hidden_size;
-        if (const auto f = recipe.format_for(module)) quantized.push_back({module, in, *f, f->describe()});
-      }
+    for (const LinearSlot& slot : layer_linears(architecture(spec.arch))) {
+      const std::string module = spec.layer_prefix(l) + slot.name;
+      const int64_t in = dim_size(spec, slot.in);
+      if (const auto f = recipe.format_for(module)) quantized.push_back({module, in, *f, f->describe()});
+    }
   if (quantize_lm_head)
     if (const auto f = recipe.format_for("lm_head")) quantized.push_back({"lm_head", spec.hidden_size, *f, f->describe()});
   // The suggested sizes must fit every matrix of that format, not just the one refused.
@@ -275,7 +251,7 @@ QuantizeReport quantize_model(CausalLM& lm, const TensorSource& source, const Ca
     const bool self_quantized = plan.scaling != ScalingMethod::None && !plan.gptq;
     // Quantizes group g's Linears with its Hessian (null when self-quantized); later
     // groups then see their quantized outputs.
-    auto quantize_group = [&](const GroupSpec* g, HessianSum* acc) {
+    auto quantize_group = [&](const GroupSlot* g, HessianSum* acc) {
       if (acc) allreduce_hessian(*acc, comm);
       GptqFactorCache factor;  // one inverse factor for the group's Linears (same H)
       for (const LinearSlot& slot : g->linears) {
@@ -331,15 +307,13 @@ QuantizeReport quantize_model(CausalLM& lm, const TensorSource& source, const Ca
         report.modules.push_back(std::move(mr));
       }
     };
-    auto hessian_for = [&](const GroupSpec* g) {
-      return HessianSum((w.*(g->linears[0].member)).weight.dim(1), S);
-    };
-    const auto& groups = layer_groups();
+    auto hessian_for = [&](const GroupSlot* g) { return HessianSum(group_in_features(spec, *g), S); };
+    const auto& groups = lm.arch().groups;
     bool h_advanced = false;  // h already holds the layer's (quantized) output
     if (o.true_sequential && !self_quantized && !o.sequential_rerun) {
       // Each group's inputs once, from the already-quantized earlier groups (staged_layer.h).
       StagedLayer staged(lm, mine.size(), S, per_batch, o.sequential_cache_bytes);
-      for (const GroupSpec& g : groups) {
+      for (const GroupSlot& g : groups) {
         stop_point(comm);  // a stop inside a layer drops it: it is redone on resume
         HessianSum acc = hessian_for(&g);
         {
@@ -359,36 +333,36 @@ QuantizeReport quantize_model(CausalLM& lm, const TensorSource& source, const Ca
     } else {
       // Without true-sequential every group sees the unquantized layer: one pass. The
       // rerun path (o.sequential_rerun) re-runs the layer from its input for each group.
-      std::vector<std::vector<const GroupSpec*>> passes;
-      if (o.true_sequential && !self_quantized)
-        for (const auto& g : groups) passes.push_back({&g});
-      else
-        passes.push_back({&groups[0], &groups[1], &groups[2], &groups[3]});
+      std::vector<std::vector<const GroupSlot*>> passes;
+      for (const auto& g : groups)
+        if ((o.true_sequential && !self_quantized) || passes.empty())
+          passes.push_back({&g});
+        else
+          passes.back().push_back(&g);
       for (const auto& pass : passes) {
         stop_point(comm);  // a stop inside a layer drops it: it is redone on resume
         std::map<LinearGroup, HessianSum> hessians;
         HessianObserver observer(be);
         if (!self_quantized) {
-          for (const GroupSpec* g : pass) {
+          for (const GroupSlot* g : pass) {
             auto [it, _] = hessians.emplace(g->group, hessian_for(g));
             observer.watch(g->group, &it->second);
           }
           run_layer(lm, l, w, h, mine.size(), S, per_batch, &observer);
         }
-        for (const GroupSpec* g : pass) quantize_group(g, self_quantized ? nullptr : &hessians.at(g->group));
+        for (const GroupSlot* g : pass) quantize_group(g, self_quantized ? nullptr : &hessians.at(g->group));
       }
     }
     if (scaled.fp_output.defined())
       h = scaled.fp_output;  // AutoAWQ: the next layer sees the unquantized layer's output
     else if (!h_advanced)
       run_layer(lm, l, w, h, mine.size(), S, per_batch, nullptr);  // quantized outputs onward
-    for (const auto& [name, t] : {std::pair{"input_layernorm.weight", &w.input_norm},
-                                  std::pair{"post_attention_layernorm.weight", &w.post_attention_norm}}) {
-      const std::string full = lm.layer_tensor(l, name);
+    for (const NormSlot& n : lm.arch().norms) {
+      const std::string full = lm.layer_tensor(l, n.name) + ".weight";
       if (plan.scaling == ScalingMethod::None || !exporter)
         export_dense_if_present(exporter, *layer_src, full);
       else  // folded norms, already rounded to the source dtype
-        exporter->add_dense(full, to_dtype(be.download(*t), layer_src->get(full).dtype()));
+        exporter->add_dense(full, to_dtype(be.download(w.*(n.member)), layer_src->get(full).dtype()));
     }
     report.layers.push_back(layer_report(l, wall_seconds() - layer_t0, layer_src->bytes(),
                                          comm.traffic() - traffic0));
