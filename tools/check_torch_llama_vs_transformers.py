@@ -51,6 +51,9 @@ def main():
         cdir = os.path.join(args.golden, case)
         if not os.path.isdir(cdir):
             continue
+        if os.path.exists(os.path.join(cdir, "source.txt")):  # tools/make_arch_golden.py
+            print(f"  {case:14s} golden made by transformers itself (source.txt), not torch_llama")
+            continue
         g = torch_llama.read_safetensors(os.path.join(cdir, "golden.safetensors"))
         tokens, golden = g["tokens"].long(), g["logits"]
         mdir = case_model_dir(cdir)

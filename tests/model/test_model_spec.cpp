@@ -1,6 +1,7 @@
 #include <gtest/gtest.h>
 
 #include "core/error.h"
+#include "model/architecture.h"
 #include "model/model_spec.h"
 
 using namespace qshard;
@@ -56,6 +57,49 @@ TEST(ModelSpec, Qwen2HasQkvBiasAndIgnoresUnusedSlidingWindow) {
   EXPECT_TRUE(s.tie_word_embeddings);
   EXPECT_EQ(s.head_dim, 64);
   EXPECT_FALSE(s.sliding_window.has_value());
+}
+
+TEST(ModelSpec, Qwen3HeadDimFromConfigQkNormAndNoBias) {
+  // Qwen3-0.6B's config.json (the fields qshard reads).
+  const json j = json::parse(R"({"model_type": "qwen3", "hidden_size": 1024,
+    "intermediate_size": 3072, "num_hidden_layers": 28, "num_attention_heads": 16,
+    "num_key_value_heads": 8, "head_dim": 128, "vocab_size": 151936, "attention_bias": false,
+    "tie_word_embeddings": true, "rope_theta": 1000000, "sliding_window": null,
+    "use_sliding_window": false, "hidden_act": "silu", "rms_norm_eps": 1e-06})");
+  const ModelSpec s = ModelSpec::from_json(j, "config.json");
+  EXPECT_EQ(s.arch, Arch::Qwen3);
+  EXPECT_EQ(s.head_dim, 128);  // not hidden/heads = 64
+  EXPECT_EQ(s.q_dim(), 2048);
+  EXPECT_FALSE(s.qkv_bias);
+  EXPECT_FALSE(s.o_bias);
+  const Architecture& a = architecture(s.arch);
+  EXPECT_TRUE(a.qk_norm);
+  ASSERT_EQ(a.norms.size(), 4u);
+  EXPECT_STREQ(a.norms[2].name, "self_attn.q_norm");
+  EXPECT_EQ(dim_size(s, a.norms[2].size), 128);
+}
+
+TEST(ArchitectureTable, EveryFamilyListsItsLinearsInTrueSequentialOrder) {
+  const json j = json::parse(R"({"model_type": "llama", "hidden_size": 64,
+    "intermediate_size": 160, "num_hidden_layers": 2, "num_attention_heads": 4,
+    "num_key_value_heads": 2, "vocab_size": 100})");
+  const ModelSpec s = ModelSpec::from_json(j, "config.json");
+  std::vector<std::string> names;
+  for (const LinearSlot& l : layer_linears(architecture(s.arch))) names.push_back(l.name);
+  EXPECT_EQ(names, (std::vector<std::string>{"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
+                                             "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj",
+                                             "mlp.down_proj"}));
+  const auto linears = layer_linears(architecture(s.arch));
+  EXPECT_EQ(linear_shape(s, linears[1]), (Shape{32, 64}));   // k: kv_dim x hidden
+  EXPECT_EQ(linear_shape(s, linears[3]), (Shape{64, 64}));   // o: hidden x q_dim
+  EXPECT_EQ(linear_shape(s, linears[6]), (Shape{64, 160}));  // down: hidden x intermediate
+  for (const char* t : {"llama", "mistral", "qwen2", "qwen3"}) {
+    const Architecture* a = find_architecture(t);
+    ASSERT_NE(a, nullptr) << t;
+    EXPECT_EQ(a->groups.size(), 4u) << t;
+    EXPECT_EQ(supported_model_types().find(t) != std::string::npos, true) << t;
+  }
+  EXPECT_EQ(find_architecture("gpt_neox"), nullptr);
 }
 
 TEST(ModelSpec, MistralExplicitHeadDimAndSlidingWindow) {
