@@ -477,6 +477,10 @@ int run_quantize(const std::vector<std::string>& args, Communicator& comm) {
     if (mix) info.gguf_file_type = mix->file_type;
     for (const auto& m : report.modules)
       if (m.format == "skipped") info.ignored_modules.push_back(m.module);
+    // MoE routers (and qwen2_moe's shared-expert gate) stay unquantized: engines must not
+    // look for packed weights there.
+    for (int64_t l = 0; l < lm.spec().num_layers; ++l)
+      for (const DenseLinearSlot& d : dense_linears(lm.spec())) info.ignored_modules.push_back(lm.layer_tensor(l, d.name));
     if (!opt.quantize_lm_head) info.ignored_modules.push_back("lm_head");
     recorded->finish(info);  // collective; rank 0 finishes the directory
     checkpoint->mark_complete();

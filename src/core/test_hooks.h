@@ -8,7 +8,8 @@
 //                              for signal and time-limit tests; a stop request ends the wait)
 // Names: "layer-N" (segment N committed to the manifest), "layer-N-file" (its file
 // written, manifest not yet updated), "export" (final shards renamed, config.json not yet
-// written), "finished" (export complete, manifest not yet marked complete).
+// written), "finished" (export complete, manifest not yet marked complete),
+// "layer-N-GROUP" (GROUP of layer N quantized, e.g. "layer-1-gate_up[expert 2]": mid-layer).
 #pragma once
 
 #include <string>

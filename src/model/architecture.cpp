@@ -21,8 +21,29 @@ int64_t dim_size(const ModelSpec& s, Dim d) {
     case Dim::KV: return s.kv_dim();
     case Dim::Intermediate: return s.intermediate_size;
     case Dim::HeadDim: return s.head_dim;
+    case Dim::Experts: return s.num_experts;
+    case Dim::MoeIntermediate: return s.moe_intermediate_size;
+    case Dim::SharedIntermediate: return s.shared_expert_intermediate_size;
+    case Dim::One: return 1;
   }
   return 0;
+}
+
+std::string group_id_name(const GroupId& g) {
+  if (g.expert == kNoExpert) return linear_group_name(g.group);
+  if (g.expert == kSharedExpert) return str_cat(linear_group_name(g.group), "[shared expert]");
+  return str_cat(linear_group_name(g.group), "[expert ", g.expert, "]");
+}
+
+LinearWeights& linear_of(LayerWeights& w, const LinearSlot& s) {
+  if (!s.expert_member) return w.*(s.member);
+  if (s.expert == kSharedExpert) return w.shared.*(s.expert_member);
+  QS_ASSERT(size_t(s.expert) < w.experts.size(), "expert ", s.expert, " of ", w.experts.size());
+  return w.experts[size_t(s.expert)].*(s.expert_member);
+}
+
+const LinearWeights& linear_of(const LayerWeights& w, const LinearSlot& s) {
+  return linear_of(const_cast<LayerWeights&>(w), s);
 }
 
 namespace {
@@ -52,10 +73,24 @@ std::vector<NormSlot> llama_norms() {
           {"post_attention_layernorm", &LW::post_attention_norm, Dim::Hidden}};
 }
 
-Architecture qwen3() {
-  Architecture a{Arch::Qwen3, "qwen3", llama_norms(), llama_groups(), true};
-  a.norms.push_back({"self_attn.q_norm", &LW::q_norm, Dim::HeadDim});
-  a.norms.push_back({"self_attn.k_norm", &LW::k_norm, Dim::HeadDim});
+std::vector<NormSlot> qk_norms() {
+  std::vector<NormSlot> n = llama_norms();
+  n.push_back({"self_attn.q_norm", &LW::q_norm, Dim::HeadDim});
+  n.push_back({"self_attn.k_norm", &LW::k_norm, Dim::HeadDim});
+  return n;
+}
+
+std::vector<GroupSlot> attention_groups() {
+  std::vector<GroupSlot> g = llama_groups();
+  g.resize(2);  // qkv, o: an MoE layer's MLP half is expanded per expert by layer_groups
+  return g;
+}
+
+// Mixtral (block_sparse_moe, w1/w3/w2), Qwen2-MoE (mlp, gate/up/down_proj + shared
+// expert), Qwen3-MoE (as Qwen2-MoE without the shared expert, with q/k norm).
+Architecture moe(Arch arch, const char* type, std::vector<NormSlot> norms, bool qk_norm, MoeNames names) {
+  Architecture a{arch, type, std::move(norms), attention_groups(), qk_norm};
+  a.moe = names;
   return a;
 }
 
@@ -65,7 +100,10 @@ const std::vector<Architecture>& table() {
       {Arch::Llama, "llama", llama_norms(), llama_groups()},
       {Arch::Mistral, "mistral", llama_norms(), llama_groups()},
       {Arch::Qwen2, "qwen2", llama_norms(), llama_groups()},
-      qwen3(),
+      {Arch::Qwen3, "qwen3", qk_norms(), llama_groups(), true},
+      moe(Arch::Mixtral, "mixtral", llama_norms(), false, {"block_sparse_moe", "w1", "w3", "w2", false}),
+      moe(Arch::Qwen2Moe, "qwen2_moe", llama_norms(), false, {"mlp", "gate_proj", "up_proj", "down_proj", true}),
+      moe(Arch::Qwen3Moe, "qwen3_moe", qk_norms(), true, {"mlp", "gate_proj", "up_proj", "down_proj", false}),
   };
   return rows;
 }
@@ -91,17 +129,52 @@ std::string supported_model_types() {
   return s;
 }
 
-std::vector<LinearSlot> layer_linears(const Architecture& a) {
-  std::vector<LinearSlot> out;
-  for (const GroupSlot& g : a.groups) out.insert(out.end(), g.linears.begin(), g.linears.end());
+namespace {
+
+// One expert's group of `kind`: gate/up on the routed (normed) rows, or down.
+GroupSlot expert_group(const MoeNames& m, const std::string& prefix, int expert, Dim inter, LinearGroup kind) {
+  auto slot = [&](const char* n, LinearWeights ExpertWeights::*member, Dim o, Dim i) {
+    return LinearSlot{prefix + n, kind, nullptr, o, i, &ModelSpec::mlp_bias, member, expert};
+  };
+  if (kind == LinearGroup::GateUp)
+    return {kind, "the routed rows of post_attention_layernorm(h + o)",
+            {slot(m.gate, &ExpertWeights::gate, inter, Dim::Hidden), slot(m.up, &ExpertWeights::up, inter, Dim::Hidden)},
+            expert};
+  return {kind, "silu(gate) * up of the routed rows", {slot(m.down, &ExpertWeights::down, Dim::Hidden, inter)}, expert};
+}
+
+}  // namespace
+
+std::vector<GroupSlot> layer_groups(const ModelSpec& s) {
+  const Architecture& a = architecture(s.arch);
+  std::vector<GroupSlot> out = a.groups;
+  if (!a.is_moe()) return out;
+  const MoeNames& m = *a.moe;
+  for (LinearGroup kind : {LinearGroup::GateUp, LinearGroup::Down}) {
+    for (int e = 0; e < int(s.num_experts); ++e)
+      out.push_back(expert_group(m, str_cat(m.block, ".experts.", e, "."), e, Dim::MoeIntermediate, kind));
+    if (m.shared_expert)
+      out.push_back(expert_group(m, str_cat(m.block, ".shared_expert."), kSharedExpert, Dim::SharedIntermediate, kind));
+  }
   return out;
 }
 
-const GroupSlot& group_slot(const Architecture& a, LinearGroup g) {
-  for (const GroupSlot& s : a.groups)
-    if (s.group == g) return s;
-  QS_ASSERT(false, "architecture ", a.model_type, " has no group ", linear_group_name(g));
-  return a.groups.front();
+std::vector<LinearSlot> layer_linears(const ModelSpec& s) {
+  std::vector<LinearSlot> out;
+  for (const GroupSlot& g : layer_groups(s)) out.insert(out.end(), g.linears.begin(), g.linears.end());
+  return out;
+}
+
+std::vector<DenseLinearSlot> dense_linears(const ModelSpec& s) {
+  const Architecture& a = architecture(s.arch);
+  if (!a.is_moe()) return {};
+  // Kept at full precision, as GPTQModel and llm-compressor do: the router decides which
+  // expert runs, and a flipped choice costs more than its bits save.
+  static const std::string mixtral_gate = "block_sparse_moe.gate", qwen_gate = "mlp.gate";
+  std::vector<DenseLinearSlot> out = {
+      {a.arch == Arch::Mixtral ? mixtral_gate.c_str() : qwen_gate.c_str(), &LW::router, Dim::Experts, Dim::Hidden}};
+  if (a.moe->shared_expert) out.push_back({"mlp.shared_expert_gate", &LW::shared_gate, Dim::One, Dim::Hidden});
+  return out;
 }
 
 int64_t group_in_features(const ModelSpec& s, const GroupSlot& g) { return dim_size(s, g.linears.front().in); }

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -22,11 +23,22 @@ struct LinearWeights {
   ActFormat act = ActFormat::None;  // the input is fake-quantized to this before the GEMM
 };
 
+// One expert of a Mixture-of-Experts layer: a SwiGLU MLP.
+struct ExpertWeights {
+  LinearWeights gate, up, down;
+};
+
 struct LayerWeights {
   Tensor input_norm;  // [hidden]
   Tensor post_attention_norm;
   Tensor q_norm, k_norm;  // [head_dim], qwen3's per-head RMSNorm on q and k; else undefined
-  LinearWeights q, k, v, o, gate, up, down;
+  LinearWeights q, k, v, o, gate, up, down;  // gate/up/down: dense MLP layers only
+  // Mixture of experts: the router [experts, hidden] (never quantized), the experts, and
+  // qwen2_moe's shared expert with its sigmoid gate [1, hidden]; empty/undefined otherwise.
+  LinearWeights router;
+  std::vector<ExpertWeights> experts;
+  ExpertWeights shared;
+  LinearWeights shared_gate;
 };
 
 // Linears that read the same input, in true-sequential order: what GPTQ and AWQ
@@ -34,16 +46,43 @@ struct LayerWeights {
 enum class LinearGroup { QKV, O, GateUp, Down };
 const char* linear_group_name(LinearGroup g);
 
+// Which group of a layer: the kind, and for an MoE layer's experts which one.
+constexpr int kNoExpert = -1;
+constexpr int kSharedExpert = 1 << 20;  // after every routed expert, as transformers runs it
+struct GroupId {
+  LinearGroup group;
+  int expert = kNoExpert;
+  GroupId(LinearGroup g, int e = kNoExpert) : group(g), expert(e) {}  // NOLINT: a LinearGroup is one
+  // True-sequential order: by kind (qkv, o, gate_up, down), experts in index order within
+  // a kind. An expert's down reads only its own gate/up, so every expert's gate_up can be
+  // quantized before any down.
+  bool operator<(const GroupId& o) const { return group != o.group ? group < o.group : expert < o.expert; }
+  bool operator==(const GroupId& o) const { return group == o.group && expert == o.expert; }
+};
+std::string group_id_name(const GroupId& g);  // "gate_up", "gate_up[expert 3]"
+
 // A size of the config that a tensor dimension is.
-enum class Dim { Hidden, Q, KV, Intermediate, HeadDim };
+enum class Dim { Hidden, Q, KV, Intermediate, HeadDim, Experts, MoeIntermediate, SharedIntermediate, One };
 int64_t dim_size(const ModelSpec& spec, Dim d);
 
 struct LinearSlot {
-  const char* name;  // under the layer prefix, without ".weight": "self_attn.q_proj"
+  std::string name;  // under the layer prefix, without ".weight": "self_attn.q_proj"
   LinearGroup group;
-  LinearWeights LayerWeights::*member;
+  LinearWeights LayerWeights::*member;  // a layer's own Linear; null for an expert's
   Dim out, in;
   bool ModelSpec::*bias;  // the config flag that says whether it has a bias
+  LinearWeights ExpertWeights::*expert_member = nullptr;  // an expert's Linear
+  int expert = kNoExpert;  // which expert (index, or kSharedExpert)
+};
+LinearWeights& linear_of(LayerWeights& w, const LinearSlot& s);
+const LinearWeights& linear_of(const LayerWeights& w, const LinearSlot& s);
+
+// A Linear that is read and run but never quantized (an MoE router, the shared expert's
+// gate): exported as stored.
+struct DenseLinearSlot {
+  const char* name;
+  LinearWeights LayerWeights::*member;
+  Dim out, in;
 };
 
 struct NormSlot {
@@ -56,23 +95,39 @@ struct GroupSlot {
   LinearGroup group;
   const char* input;  // what the group reads, for documentation and logs
   std::vector<LinearSlot> linears;
+  int expert = kNoExpert;
+  GroupId id() const { return {group, expert}; }
+};
+
+// The MLP half of an MoE family: names under the layer prefix, and the routing.
+struct MoeNames {
+  const char* block;   // "block_sparse_moe" (mixtral), "mlp" (qwen)
+  const char* gate;    // expert Linears: "w1" / "gate_proj"
+  const char* up;      // "w3" / "up_proj"
+  const char* down;    // "w2" / "down_proj"
+  bool shared_expert;  // qwen2_moe: shared_expert.{gate,up,down}_proj + shared_expert_gate
 };
 
 struct Architecture {
   Arch arch;
   const char* model_type;  // config.json's
   std::vector<NormSlot> norms;
-  std::vector<GroupSlot> groups;  // true-sequential order
+  std::vector<GroupSlot> groups;  // true-sequential order; an MoE row: the attention half only
   bool qk_norm = false;  // q_norm/k_norm per head before RoPE (qwen3)
+  std::optional<MoeNames> moe;  // the MLP is a mixture of experts: expanded by layer_groups
+  bool is_moe() const { return moe.has_value(); }
 };
 
 const Architecture& architecture(Arch arch);
 const Architecture* find_architecture(const std::string& model_type);  // null: unsupported
 std::string supported_model_types();  // "llama, mistral, qwen2, qwen3"
 
-// Every Linear of a layer in true-sequential order (the report's and the plan's order).
-std::vector<LinearSlot> layer_linears(const Architecture& a);
-const GroupSlot& group_slot(const Architecture& a, LinearGroup g);
+// A layer's groups in true-sequential order (GroupId's), an MoE layer's experts expanded:
+// qkv, o, gate_up of expert 0, 1, ..., of the shared expert, then their downs.
+std::vector<GroupSlot> layer_groups(const ModelSpec& s);
+// Every quantizable Linear of a layer in that order (the report's and the plan's order).
+std::vector<LinearSlot> layer_linears(const ModelSpec& s);
+std::vector<DenseLinearSlot> dense_linears(const ModelSpec& s);  // router, shared gate
 
 inline Shape linear_shape(const ModelSpec& s, const LinearSlot& l) {
   return {dim_size(s, l.out), dim_size(s, l.in)};

@@ -4,6 +4,7 @@
 
 #include "core/error.h"
 #include "core/log.h"
+#include "model/moe.h"
 
 namespace qshard {
 
@@ -54,7 +55,7 @@ CausalLM::CausalLM(ModelSpec spec, const TensorSource& weights, Backend& backend
   check_shapes();
 }
 
-std::string CausalLM::layer_tensor(int64_t layer, const char* suffix) const {
+std::string CausalLM::layer_tensor(int64_t layer, const std::string& suffix) const {
   return spec_.layer_prefix(layer) + suffix;
 }
 
@@ -70,10 +71,12 @@ void CausalLM::check_shapes() const {
     fail_input("lm_head.weight is missing and config.json does not set tie_word_embeddings: "
                "the checkpoint is incomplete");
   const Architecture& a = arch();
+  const std::vector<LinearSlot> linears = layer_linears(s);
   for (int64_t l = 0; l < s.num_layers; ++l) {
-    auto add = [&](const std::string& suffix, Shape shape) { expect.push_back({layer_tensor(l, suffix.c_str()), shape}); };
+    auto add = [&](const std::string& suffix, Shape shape) { expect.push_back({layer_tensor(l, suffix), shape}); };
     for (const NormSlot& n : a.norms) add(str_cat(n.name, ".weight"), {dim_size(s, n.size)});
-    for (const LinearSlot& lin : layer_linears(a)) {
+    for (const DenseLinearSlot& d : dense_linears(s)) add(str_cat(d.name, ".weight"), {dim_size(s, d.out), dim_size(s, d.in)});
+    for (const LinearSlot& lin : linears) {
       const Shape shape = linear_shape(s, lin);
       add(str_cat(lin.name, ".weight"), shape);
       if (has_bias(s, lin)) add(str_cat(lin.name, ".bias"), {shape[0]});
@@ -85,16 +88,18 @@ void CausalLM::check_shapes() const {
 LayerWeights CausalLM::load_layer(int64_t layer) const { return load_layer(layer, weights_); }
 
 LayerWeights CausalLM::load_layer(int64_t layer, const TensorSource& from) const {
-  auto up = [&](const char* suffix) { return backend_.upload(from.get(layer_tensor(layer, suffix))); };
-  auto linear = [&](const char* name, bool has_bias) {
-    LinearWeights lw{up(str_cat(name, ".weight").c_str()), {}};
-    if (has_bias) lw.bias = up(str_cat(name, ".bias").c_str());
+  auto up = [&](const std::string& suffix) { return backend_.upload(from.get(layer_tensor(layer, suffix))); };
+  auto linear = [&](const std::string& name, bool has_bias) {
+    LinearWeights lw{up(name + ".weight"), {}};
+    if (has_bias) lw.bias = up(name + ".bias");
     lw.act = act_format_for(layer_tensor(layer, name));
     return lw;
   };
   LayerWeights w;
-  for (const NormSlot& n : arch().norms) w.*(n.member) = up(str_cat(n.name, ".weight").c_str());
-  for (const LinearSlot& lin : layer_linears(arch())) w.*(lin.member) = linear(lin.name, has_bias(spec_, lin));
+  w.experts.resize(size_t(spec_.num_experts));
+  for (const NormSlot& n : arch().norms) w.*(n.member) = up(str_cat(n.name, ".weight"));
+  for (const DenseLinearSlot& d : dense_linears(spec_)) w.*(d.member) = linear(d.name, false);
+  for (const LinearSlot& lin : layer_linears(spec_)) linear_of(w, lin) = linear(lin.name, has_bias(spec_, lin));
   return w;
 }
 
@@ -217,10 +222,88 @@ void CausalLM::layer_forward(int64_t layer, const LayerWeights& w, Tensor& h, in
   if (observe(LinearGroup::O, attn)) return;
   add_attention_output(w, attn, h);
   const GroupInput m = mlp_input(w, h);
+  if (!w.experts.empty()) {
+    add_moe_output(layer, w, m, h, observer);
+    return;
+  }
   if (observe(LinearGroup::GateUp, m.seen())) return;
   const Tensor act = mlp_activation(w, m);
   if (observe(LinearGroup::Down, act)) return;
   add_mlp_output(w, act, h);
+}
+
+Tensor CausalLM::expert_activation(const ExpertWeights& e, const GroupInput& in, int64_t inter) {
+  Backend& be = backend_;
+  const int64_t T = in.x.dim(0);
+  Tensor gate = be.zeros(DType::F32, {T, inter});
+  Tensor up = be.zeros(DType::F32, {T, inter});
+  be.linear(input_of(e.gate, in.x, in.xq), e.gate.weight, bias_of(e.gate), gate);
+  be.linear(input_of(e.up, in.x, in.xq), e.up.weight, bias_of(e.up), up);
+  be.silu_mul(gate, up, gate);
+  if (e.down.act != ActFormat::None) be.fake_quant_activations(gate, e.down.act, gate);
+  return gate;
+}
+
+// As transformers' sparse MoE blocks: each expert on the rows routed to it, its output
+// scaled by the routing weight and added in expert order, then qwen2_moe's shared expert
+// times sigmoid(shared_expert_gate(x)). Routing and the scatter run on the host.
+bool CausalLM::add_moe_output(int64_t layer, const LayerWeights& w, const GroupInput& in, Tensor& h,
+                              LayerObserver* observer) {
+  Backend& be = backend_;
+  const ModelSpec& s = spec_;
+  const int64_t T = in.x.dim(0), H = s.hidden_size;
+  Tensor logits = be.zeros(DType::F32, {T, s.num_experts});
+  be.linear(in.x, w.router.weight, bias_of(w.router), logits);
+  const Routing r = route_tokens(be.download(logits), s.experts_per_token, s.norm_topk_prob);
+  const Tensor x_host = be.download(in.x);
+  Tensor out = Tensor::zeros(DType::F32, {T, H});
+  auto observe = [&](GroupId g, const Tensor& rows_in, const std::vector<int64_t>* rows) {
+    if (!observer) return false;
+    const Tensor host = rows ? be.download(rows_in) : Tensor();
+    observer->on_linear_input(layer, g, rows ? be.upload(scatter_rows(host, *rows, T)) : rows_in);
+    return observer->stop_after(g);
+  };
+  auto accumulate = [&](const Tensor& y, const std::vector<int64_t>& rows, const std::vector<float>& wt) {
+    const Tensor yh = be.download(y);
+    for (size_t i = 0; i < rows.size(); ++i)
+      for (int64_t j = 0; j < H; ++j) out.data<float>()[rows[i] * H + j] += wt[i] * yh.data<float>()[int64_t(i) * H + j];
+  };
+  for (int e = 0; e < int(s.num_experts); ++e) {
+    const ExpertWeights& ex = w.experts[size_t(e)];
+    const std::vector<int64_t>& rows = r.rows[size_t(e)];
+    if (observer) observer->on_routed(layer, e, int64_t(rows.size()));
+    GroupInput gi;
+    gi.x = be.upload(gather_rows(x_host, rows));
+    if (!rows.empty()) gi.xq = quantized_input(be, gi.x, {&ex.gate, &ex.up});
+    if (observe({LinearGroup::GateUp, e}, gi.seen(), &rows)) return false;
+    const Tensor act = rows.empty() ? be.zeros(DType::F32, {0, s.moe_intermediate_size})
+                                    : expert_activation(ex, gi, s.moe_intermediate_size);
+    if (observe({LinearGroup::Down, e}, act, &rows)) return false;
+    if (rows.empty()) continue;
+    Tensor y = be.zeros(DType::F32, {int64_t(rows.size()), H});
+    be.linear(act, ex.down.weight, bias_of(ex.down), y);
+    accumulate(y, rows, r.weights[size_t(e)]);
+  }
+  if (s.shared_expert_intermediate_size > 0) {
+    const ExpertWeights& ex = w.shared;
+    GroupInput gi{in.x, quantized_input(be, in.x, {&ex.gate, &ex.up})};
+    if (observe({LinearGroup::GateUp, kSharedExpert}, gi.seen(), nullptr)) return false;
+    const Tensor act = expert_activation(ex, gi, s.shared_expert_intermediate_size);
+    if (observe({LinearGroup::Down, kSharedExpert}, act, nullptr)) return false;
+    Tensor y = be.zeros(DType::F32, {T, H}), g = be.zeros(DType::F32, {T, 1});
+    be.linear(act, ex.down.weight, bias_of(ex.down), y);
+    be.linear(in.x, w.shared_gate.weight, nullptr, g);
+    const Tensor gh = be.download(g);
+    std::vector<float> sig(static_cast<size_t>(T));
+    std::vector<int64_t> all(static_cast<size_t>(T));
+    for (int64_t t = 0; t < T; ++t) {
+      sig[size_t(t)] = 1.0f / (1.0f + std::exp(-gh.data<float>()[t]));
+      all[size_t(t)] = t;
+    }
+    accumulate(y, all, sig);
+  }
+  backend_.add_inplace(h, be.upload(out));
+  return true;
 }
 
 Tensor CausalLM::forward_hidden(const Tensor& tokens, int64_t batch, int64_t seqlen,

@@ -24,10 +24,14 @@ using ActFormatFor = std::function<ActFormat(const std::string& module)>;
 class LayerObserver {
  public:
   virtual ~LayerObserver() = default;
-  virtual void on_linear_input(int64_t layer, LinearGroup group, const Tensor& x) = 0;
+  // An expert's group (MoE) sees every token's row, zero where the token is not routed to
+  // it, so per-window sums (pipeline/hessian_sum.h) see the windows as they are.
+  virtual void on_linear_input(int64_t layer, GroupId group, const Tensor& x) = 0;
   // True when nothing after this group's input is needed: the forward stops there
   // (statistics passes need not finish the layer; h is then left partly updated).
-  virtual bool stop_after(LinearGroup) const { return false; }
+  virtual bool stop_after(GroupId) const { return false; }
+  // MoE: how many of this batch's tokens the router sent to `expert`.
+  virtual void on_routed(int64_t /*layer*/, int /*expert*/, int64_t /*tokens*/) {}
 };
 
 // A linear group's input: the normed rows, and their fake-quantized copy when a Linear
@@ -47,7 +51,7 @@ class CausalLM {
   Backend& backend() { return backend_; }
 
   // Checkpoint tensor names (e.g. "model.layers.3.self_attn.q_proj.weight").
-  std::string layer_tensor(int64_t layer, const char* suffix) const;
+  std::string layer_tensor(int64_t layer, const std::string& suffix) const;
   LayerWeights load_layer(int64_t layer) const;
   // The same from another source of this layer's tensors (e.g. weights broadcast by the
   // rank that read them).
@@ -76,6 +80,10 @@ class CausalLM {
   GroupInput mlp_input(const LayerWeights& w, const Tensor& h);  // gate/up's input
   Tensor mlp_activation(const LayerWeights& w, const GroupInput& in);  // down's input
   void add_mlp_output(const LayerWeights& w, const Tensor& act, Tensor& h);  // h += down(act)
+  // MoE layers: h += the experts' (and shared expert's) output on the normed rows `in`;
+  // false when the observer stopped the forward.
+  bool add_moe_output(int64_t layer, const LayerWeights& w, const GroupInput& in, Tensor& h,
+                      LayerObserver* observer);
   // Embedding, every layer, final norm: backend F32 [B*S, hidden].
   Tensor forward_hidden(const Tensor& tokens, int64_t batch, int64_t seqlen,
                         LayerObserver* observer = nullptr);
@@ -84,6 +92,8 @@ class CausalLM {
 
  private:
   void check_shapes() const;
+  // An expert's silu(gate)·up on its rows (x, and xq when it quantizes its input).
+  Tensor expert_activation(const ExpertWeights& e, const GroupInput& in, int64_t inter);
   const Tensor& positions(int64_t batch, int64_t seqlen);
 
   ModelSpec spec_;

@@ -84,6 +84,33 @@ RopeScaling parse_rope_scaling(const json& config, const std::string& where) {
   return rs;
 }
 
+// The experts and their routing. Mixtral: num_local_experts of intermediate_size, top-k
+// weights always renormalized; Qwen-MoE: num_experts of moe_intermediate_size, renormalized
+// when norm_topk_prob, Qwen2-MoE with a shared expert.
+void parse_moe(const ConfigReader& r, const json& config, ModelSpec& s) {
+  const std::string& where = r.where();
+  if (s.arch == Arch::Mixtral) {
+    s.num_experts = r.required_int("num_local_experts");
+    s.moe_intermediate_size = s.intermediate_size;
+    s.norm_topk_prob = true;
+  } else {
+    s.num_experts = r.required_int("num_experts");
+    s.moe_intermediate_size = r.required_int("moe_intermediate_size");
+    s.norm_topk_prob = r.bool_or("norm_topk_prob", false);
+    if (s.arch == Arch::Qwen2Moe) s.shared_expert_intermediate_size = r.required_int("shared_expert_intermediate_size");
+    // Dense MLP layers between sparse ones are not in the table (no released checkpoint has them).
+    const bool dense_layers = r.int_or("decoder_sparse_step", 1) != 1 ||
+                              (config.contains("mlp_only_layers") && config["mlp_only_layers"].is_array() &&
+                               !config["mlp_only_layers"].empty());
+    if (dense_layers)
+      fail_input(where, ": decoder_sparse_step != 1 or a non-empty mlp_only_layers (dense MLP layers "
+                 "among the MoE layers) is not supported: every layer must be a mixture of experts");
+  }
+  s.experts_per_token = r.required_int("num_experts_per_tok");
+  if (s.experts_per_token > s.num_experts)
+    fail_input(where, ": num_experts_per_tok ", s.experts_per_token, " exceeds the ", s.num_experts, " experts");
+}
+
 }  // namespace
 
 ModelSpec ModelSpec::from_json(const json& config, const std::string& where) {
@@ -141,12 +168,20 @@ ModelSpec ModelSpec::from_json(const json& config, const std::string& where) {
       s.qkv_bias = true;  // Qwen2Attention hard-codes bias on q/k/v, none on o_proj
       break;
     case Arch::Qwen3:
+    case Arch::Qwen3Moe:
       s.qkv_bias = s.o_bias = r.bool_or("attention_bias", false);
       break;
+    case Arch::Mixtral:
+      break;
+    case Arch::Qwen2Moe:
+      s.qkv_bias = true;  // as Qwen2
+      break;
   }
+  if (architecture(s.arch).is_moe()) parse_moe(r, config, s);
   // Qwen2 configs carry sliding_window even when use_sliding_window is false.
-  const bool qwen = s.arch == Arch::Qwen2 || s.arch == Arch::Qwen3;
-  const bool sliding = s.arch == Arch::Mistral || (qwen && r.bool_or("use_sliding_window", false));
+  const bool qwen = s.arch != Arch::Llama && s.arch != Arch::Mistral && s.arch != Arch::Mixtral;
+  const bool sliding = s.arch == Arch::Mistral || s.arch == Arch::Mixtral ||
+                       (qwen && r.bool_or("use_sliding_window", false));
   if (sliding && config.contains("sliding_window") && !config["sliding_window"].is_null())
     s.sliding_window = r.required_int("sliding_window");
   return s;
@@ -185,6 +220,10 @@ std::string ModelSpec::describe() const {
   if (tie_word_embeddings) os << ", tied embeddings";
   if (qkv_bias) os << ", qkv bias";
   if (architecture(arch).qk_norm) os << ", q/k norm";
+  if (num_experts)
+    os << ", " << num_experts << " experts of " << moe_intermediate_size << " (top " << experts_per_token
+       << (norm_topk_prob ? ", renormalized" : "") << ")";
+  if (shared_expert_intermediate_size) os << " + shared expert of " << shared_expert_intermediate_size;
   return os.str();
 }
 

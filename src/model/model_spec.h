@@ -10,7 +10,7 @@
 
 namespace qshard {
 
-enum class Arch { Llama, Mistral, Qwen2, Qwen3 };  // rows of model/architecture.h
+enum class Arch { Llama, Mistral, Qwen2, Qwen3, Mixtral, Qwen2Moe, Qwen3Moe };  // rows of model/architecture.h
 
 struct RopeScaling {
   enum class Type { None, Linear, Llama3 };
@@ -39,6 +39,12 @@ struct ModelSpec {
   bool qkv_bias = false;  // qwen2 always; llama, qwen3 with attention_bias
   bool o_bias = false;    // llama, qwen3 with attention_bias
   bool mlp_bias = false;  // llama with mlp_bias
+  // Mixture of experts (mixtral, qwen2_moe, qwen3_moe); num_experts 0: a dense MLP.
+  int64_t num_experts = 0;
+  int64_t experts_per_token = 0;
+  int64_t moe_intermediate_size = 0;            // each routed expert's
+  int64_t shared_expert_intermediate_size = 0;  // qwen2_moe's shared expert; 0: none
+  bool norm_topk_prob = false;  // the top-k routing weights renormalized to sum to 1
   std::optional<int64_t> sliding_window;  // mistral v0.1; none means full attention
   int32_t bos_token_id = -1;
 

@@ -84,10 +84,10 @@ class CaptureObserver final : public LayerObserver {
  public:
   CaptureObserver(Backend& be, std::vector<InputStats>& stats, std::vector<Tensor>& mlp_inputs)
       : be_(be), stats_(stats), mlp_inputs_(mlp_inputs) {}
-  void on_linear_input(int64_t, LinearGroup g, const Tensor& x) override {
+  void on_linear_input(int64_t, GroupId g, const Tensor& x) override {
     const Tensor host = be_.download(x);
-    stats_[size_t(int(g))].add(host);
-    if (g == LinearGroup::GateUp) mlp_inputs_.push_back(be_.upload(host));
+    stats_[size_t(int(g.group))].add(host);
+    if (g.group == LinearGroup::GateUp) mlp_inputs_.push_back(be_.upload(host));
   }
 
  private:
@@ -100,10 +100,10 @@ class CaptureObserver final : public LayerObserver {
 class StopObserver final : public LayerObserver {
  public:
   explicit StopObserver(LinearGroup g) : g_(g) {}
-  void on_linear_input(int64_t, LinearGroup g, const Tensor& x) override {
-    if (g == g_) captured = x;
+  void on_linear_input(int64_t, GroupId g, const Tensor& x) override {
+    if (g == GroupId(g_)) captured = x;
   }
-  bool stop_after(LinearGroup g) const override { return g == g_; }
+  bool stop_after(GroupId g) const override { return g == GroupId(g_); }
   Tensor captured;
 
  private:
@@ -216,7 +216,10 @@ ScaledLayer scale_layer(CausalLM& lm, int64_t layer, LayerWeights& w, const Tens
   const int64_t S = cal.seqlen;
   Ctx ctx{lm, layer, w, h, cal, numerics, comm, be, {}, {}, {}, 0};
   ScaledLayer out;
-  const std::vector<LinearSlot> slots = layer_linears(lm.arch());
+  if (lm.arch().is_moe())
+    fail_input("--method: the AWQ family and SmoothQuant do not handle mixture-of-experts "
+               "layers (", spec.model_type, ") yet: use --method gptq or rtn");
+  const std::vector<LinearSlot> slots = layer_linears(spec);
   QS_ASSERT(slots.size() == 7 && lm.arch().groups.size() == 4, "scale_layer: a Llama-shaped layer");
 
   // Formats and host copies of the weights.

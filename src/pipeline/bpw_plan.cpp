@@ -31,12 +31,12 @@ double ggml_k_bits(int bits) {  // block bytes · 8 / 256 (ggml-common.h)
 
 class AllInputs final : public LayerObserver {
  public:
-  AllInputs(Backend& be, std::map<LinearGroup, HessianSum>& acc) : be_(be), acc_(acc) {}
-  void on_linear_input(int64_t, LinearGroup g, const Tensor& x) override { acc_.at(g).add(be_.download(x)); }
+  AllInputs(Backend& be, std::map<GroupId, HessianSum>& acc) : be_(be), acc_(acc) {}
+  void on_linear_input(int64_t, GroupId g, const Tensor& x) override { acc_.at(g).add(be_.download(x)); }
 
  private:
   Backend& be_;
-  std::map<LinearGroup, HessianSum>& acc_;
+  std::map<GroupId, HessianSum>& acc_;
 };
 
 // The knapsack's rounded steps can strand budget or miss a trade (one module down a format
@@ -98,10 +98,10 @@ class GainProbe {
   }
 
   // Mean KL(reference || model) with `w_hat` in place of layer l's `member`.
-  double kld(int64_t l, LinearWeights LayerWeights::*member, const Tensor& w_hat) {
+  double kld(int64_t l, const LinearSlot& slot, const Tensor& w_hat) {
     Tensor h = be_.upload(inputs_[size_t(l)]);
     LayerWeights w = lm_.load_layer(l);
-    (w.*member).weight = be_.upload(w_hat);
+    linear_of(w, slot).weight = be_.upload(w_hat);
     lm_.layer_forward(l, w, h, B_, S_);
     for (int64_t k = l + 1; k < lm_.spec().num_layers; ++k) lm_.layer_forward(k, lm_.load_layer(k), h, B_, S_);
     const Tensor lp = log_probs(h);
@@ -252,7 +252,7 @@ BpwPlan plan_modules(const ModelSpec& spec, const Recipe& recipe, const std::vec
   plan.target = target;
   plan.formats = formats;
   for (int64_t l = 0; l < spec.num_layers; ++l)
-    for (const LinearSlot& s : layer_linears(architecture(spec.arch))) {
+    for (const LinearSlot& s : layer_linears(spec)) {
       const std::string module = spec.layer_prefix(l) + s.name;
       if (!recipe.format_for(module)) continue;
       const int64_t out = dim_size(spec, s.out), in = dim_size(spec, s.in);
@@ -359,8 +359,8 @@ void measure_and_choose(BpwPlan& plan, CausalLM& lm, const TensorSource& source,
     const std::shared_ptr<const LayerTensors> src = fetcher.fetch(l);
     fetcher.prefetch(l + 1);
     const LayerWeights w = lm.load_layer(l, *src);
-    std::map<LinearGroup, HessianSum> acc;
-    for (const GroupSlot& g : lm.arch().groups) acc.emplace(g.group, HessianSum(group_in_features(spec, g), S));
+    std::map<GroupId, HessianSum> acc;
+    for (const GroupSlot& g : layer_groups(spec)) acc.emplace(g.id(), HessianSum(group_in_features(spec, g), S));
     AllInputs observer(be, acc);
     // The unquantized layer: h moves on to its outputs as it goes.
     for (int64_t w0 = 0; w0 < mine.size(); w0 += per_batch) {
@@ -369,7 +369,7 @@ void measure_and_choose(BpwPlan& plan, CausalLM& lm, const TensorSource& source,
       lm.layer_forward(l, w, rows, B, S, &observer);
     }
     for (auto& [g, a] : acc) a.allreduce(comm);
-    for (const LinearSlot& s : layer_linears(lm.arch())) {
+    for (const LinearSlot& s : layer_linears(spec)) {
       const std::string module = spec.layer_prefix(l) + s.name;
       const auto it = index.find(module);
       if (it == index.end() || int64_t(it->second) % comm.size() != comm.rank()) continue;
@@ -377,10 +377,10 @@ void measure_and_choose(BpwPlan& plan, CausalLM& lm, const TensorSource& source,
       for (size_t j = 0; j < nf; ++j) {
         const QuantizedLinear q = rtn_quantize(weight, *schemes[j], ClipSearch{}, module + ".weight");
         const Tensor w_hat = q.dequantize();
-        errors[it->second * nf + j] = output_error(weight, w_hat, acc.at(s.group).sum());
+        errors[it->second * nf + j] = output_error(weight, w_hat, acc.at(GroupId(s.group, s.expert)).sum());
         if (probe && j == ref) {
           const double e = errors[it->second * nf + j];
-          gains[it->second] = e > 0 ? probe->kld(l, s.member, w_hat) / e : 0.0;
+          gains[it->second] = e > 0 ? probe->kld(l, s, w_hat) / e : 0.0;
         }
       }
     }

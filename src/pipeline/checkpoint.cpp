@@ -22,8 +22,13 @@ namespace {
 constexpr const char* kCallsTensor = "qshard.calls";  // the segment's calls, JSON text as U8
 
 json module_to_json(const ModuleReport& m) {
-  return {{"module", m.module},   {"format", m.format},         {"rel_error", m.rel_error},
-          {"gptq_loss", m.gptq_loss}, {"seconds", m.seconds}, {"damp_escalations", m.damp_escalations}};
+  json j = {{"module", m.module},   {"format", m.format},         {"rel_error", m.rel_error},
+            {"gptq_loss", m.gptq_loss}, {"seconds", m.seconds}, {"damp_escalations", m.damp_escalations}};
+  if (m.routed_tokens >= 0) {
+    j["routed_tokens"] = m.routed_tokens;
+    j["rtn_fallback"] = m.rtn_fallback;
+  }
+  return j;
 }
 
 ModuleReport module_from_json(const json& j) {
@@ -34,6 +39,8 @@ ModuleReport module_from_json(const json& j) {
   m.gptq_loss = j.at("gptq_loss").get<double>();
   m.seconds = j.at("seconds").get<double>();
   m.damp_escalations = j.at("damp_escalations").get<int>();
+  m.routed_tokens = j.value("routed_tokens", int64_t(-1));
+  m.rtn_fallback = j.value("rtn_fallback", false);
   return m;
 }
 
@@ -57,11 +64,16 @@ void assign_layer_weight(CausalLM& lm, int64_t layer, const std::string& name, c
       w.*(n.member) = lm.backend().upload(host);
       return;
     }
-  for (const LinearSlot& s : layer_linears(a)) {
+  for (const DenseLinearSlot& d : dense_linears(lm.spec()))
+    if (name == lm.layer_tensor(layer, d.name) + ".weight") {
+      (w.*(d.member)).weight = lm.backend().upload(host);
+      return;
+    }
+  for (const LinearSlot& s : layer_linears(lm.spec())) {
     const std::string base = lm.layer_tensor(layer, s.name);
     const bool weight = name == base + ".weight";
     if (weight || name == base + ".bias") {
-      LinearWeights& lw = w.*(s.member);
+      LinearWeights& lw = linear_of(w, s);
       (weight ? lw.weight : lw.bias) = lm.backend().upload(host);
       return;
     }

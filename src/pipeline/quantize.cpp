@@ -9,6 +9,7 @@
 #include "core/log.h"
 #include "core/phase_timer.h"
 #include "core/stop.h"
+#include "core/test_hooks.h"
 #include "dist/partition.h"
 #include "pipeline/hessian_sum.h"
 #include "pipeline/layer_owner.h"
@@ -30,22 +31,35 @@ void stop_point(Communicator& comm) {
   if (sig) throw Stopped(int(sig), "stopped at a safe point");
 }
 
-// Accumulates the Hessian of the linear groups it is asked to watch.
+// Accumulates the Hessian of the linear groups it is asked to watch, and counts the
+// tokens the router sends to each expert (MoE).
 class HessianObserver final : public LayerObserver {
  public:
   explicit HessianObserver(Backend& be) : be_(be) {}
-  void watch(LinearGroup g, HessianSum* acc) { targets_[g] = acc; }
-  void on_linear_input(int64_t, LinearGroup g, const Tensor& x) override {
+  void watch(GroupId g, HessianSum* acc) { targets_[g] = acc; }
+  void on_linear_input(int64_t, GroupId g, const Tensor& x) override {
     auto it = targets_.find(g);
     if (it == targets_.end()) return;
     PhaseTimer timer(Phase::Hessian);
     it->second->add(be_.download(x));
   }
-  bool stop_after(LinearGroup g) const override { return !targets_.empty() && g == targets_.rbegin()->first; }
+  bool stop_after(GroupId g) const override { return !targets_.empty() && g == targets_.rbegin()->first; }
+  void on_routed(int64_t, int expert, int64_t tokens) override { routed_[expert] += double(tokens); }
+  // Tokens routed to each expert over every rank's batches (collective; -1 for groups
+  // that are not a routed expert's).
+  std::map<int, double> routed_totals(int64_t experts, Communicator& comm) const {
+    std::vector<double> n(size_t(experts), 0.0);
+    for (const auto& [e, c] : routed_) n[size_t(e)] = c;
+    if (experts > 0) comm.allreduce_sum(n.data(), experts);
+    std::map<int, double> out;
+    for (int64_t e = 0; e < experts; ++e) out[int(e)] = n[size_t(e)];
+    return out;
+  }
 
  private:
   Backend& be_;
-  std::map<LinearGroup, HessianSum*> targets_;
+  std::map<GroupId, HessianSum*> targets_;
+  std::map<int, double> routed_;
 };
 
 Tensor copy_rows(Backend& be, const Tensor& t) { return be.upload(be.download(t)); }
@@ -142,7 +156,7 @@ void check_group_sizes(const ModelSpec& spec, const Recipe& recipe, bool quantiz
   };
   std::vector<Matrix> quantized;
   for (int64_t l = 0; l < spec.num_layers; ++l)
-    for (const LinearSlot& slot : layer_linears(architecture(spec.arch))) {
+    for (const LinearSlot& slot : layer_linears(spec)) {
       const std::string module = spec.layer_prefix(l) + slot.name;
       const int64_t in = dim_size(spec, slot.in);
       if (const auto f = recipe.format_for(module)) quantized.push_back({module, in, *f, f->describe()});
@@ -251,7 +265,17 @@ QuantizeReport quantize_model(CausalLM& lm, const TensorSource& source, const Ca
     const bool self_quantized = plan.scaling != ScalingMethod::None && !plan.gptq;
     // Quantizes group g's Linears with its Hessian (null when self-quantized); later
     // groups then see their quantized outputs.
-    auto quantize_group = [&](const GroupSlot* g, HessianSum* acc) {
+    // routed: an expert's calibration tokens over all ranks (-1 for the other groups);
+    // experts with fewer than o.expert_min_tokens are quantized with RTN (warned).
+    auto quantize_group = [&](const GroupSlot* g, HessianSum* acc, double routed) {
+      const bool few = routed >= 0 && routed < double(o.expert_min_tokens) && !self_quantized;
+      if (few)
+        log_warn("layer ", l, " ", group_id_name(g->id()), ": ", int64_t(routed), " calibration tokens routed (< ",
+                 o.expert_min_tokens, "): its Linears are quantized with RTN; more calibration data would give "
+                 "it GPTQ");
+      QuantizeOptions rtn_o = o;
+      rtn_o.method = "rtn";
+      const QuantizeOptions& qo = few ? rtn_o : o;
       if (acc) allreduce_hessian(*acc, comm);
       GptqFactorCache factor;  // one inverse factor for the group's Linears (same H)
       for (const LinearSlot& slot : g->linears) {
@@ -260,19 +284,21 @@ QuantizeReport quantize_model(CausalLM& lm, const TensorSource& source, const Ca
         const std::string weight_name = module + ".weight";
         const std::optional<QuantFormat> format = recipe.format_for(module);
         ModuleReport mr{module, format ? format->describe() : "skipped", 0, 0, 0, 0};
+        mr.routed_tokens = int64_t(routed);
+        mr.rtn_fallback = few && format;
         if (!format) {
           export_dense_if_present(exporter, *layer_src, weight_name);
         } else if (self_quantized) {
           const ScaledModule& sm = scaled.quantized.at(module);
           mr.rel_error = sm.rel_error;
-          (w.*(slot.member)).weight = be.upload(dequantize_exported(sm.q, numerics));
+          linear_of(w, slot).weight = be.upload(dequantize_exported(sm.q, numerics));
           PhaseTimer timer(Phase::Export);
           if (exporter) exporter->add_quantized(module, sm.q);
         } else {
           const double t0 = wall_seconds();
           // The layer's weights as the forward holds them: scaled if a scaling method ran.
           const Tensor w_orig = plan.scaling != ScalingMethod::None
-                                    ? be.download((w.*(slot.member)).weight).to_f32()
+                                    ? be.download(linear_of(w, slot).weight).to_f32()
                                     : layer_src->get(weight_name).to_f32();
           const auto fixed_it = scaled.static_groups.find(module);
           const std::vector<GroupParams>* fixed =
@@ -289,14 +315,14 @@ QuantizeReport quantize_model(CausalLM& lm, const TensorSource& source, const Ca
                   QS_ASSERT(r.size() == rows.dim(0), "row split of ", weight_name);
                   mine_fixed.assign(fixed->begin() + r.begin * ng, fixed->begin() + r.end * ng);
                 }
-                return quantize_weight(be, rows, &acc->sum(), s, o, weight_name,
+                return quantize_weight(be, rows, &acc->sum(), s, qo, weight_name,
                                        fixed ? &mine_fixed : nullptr, &factor);
               },
               comm);
           mr.rel_error = qr.rel_error;
           mr.gptq_loss = qr.loss;
           mr.damp_escalations = qr.escalations;
-          (w.*(slot.member)).weight = be.upload(qr.w_hat);  // later groups see quantized outputs
+          linear_of(w, slot).weight = be.upload(qr.w_hat);  // later groups see quantized outputs
           {
             PhaseTimer timer(Phase::Export);
             if (exporter) exporter->add_quantized(module, qr.q);
@@ -306,11 +332,12 @@ QuantizeReport quantize_model(CausalLM& lm, const TensorSource& source, const Ca
         export_dense_if_present(exporter, *layer_src, module + ".bias");
         report.modules.push_back(std::move(mr));
       }
+      test_kill_point(str_cat("layer-", l, "-", group_id_name(g->id())));  // mid-layer, for the resume tests
     };
     auto hessian_for = [&](const GroupSlot* g) { return HessianSum(group_in_features(spec, *g), S); };
-    const auto& groups = lm.arch().groups;
+    const std::vector<GroupSlot> groups = layer_groups(spec);
     bool h_advanced = false;  // h already holds the layer's (quantized) output
-    if (o.true_sequential && !self_quantized && !o.sequential_rerun) {
+    if (o.true_sequential && !self_quantized && !o.sequential_rerun && !lm.arch().is_moe()) {
       // Each group's inputs once, from the already-quantized earlier groups (staged_layer.h).
       StagedLayer staged(lm, mine.size(), S, per_batch, o.sequential_cache_bytes);
       for (const GroupSlot& g : groups) {
@@ -323,7 +350,7 @@ QuantizeReport quantize_model(CausalLM& lm, const TensorSource& source, const Ca
             acc.add(be.download(x));
           });
         }
-        quantize_group(&g, &acc);
+        quantize_group(&g, &acc, -1);
       }
       if (!scaled.fp_output.defined()) {
         PhaseTimer timer(Phase::Forward);
@@ -333,24 +360,30 @@ QuantizeReport quantize_model(CausalLM& lm, const TensorSource& source, const Ca
     } else {
       // Without true-sequential every group sees the unquantized layer: one pass. The
       // rerun path (o.sequential_rerun) re-runs the layer from its input for each group.
+      // MoE layers take this path too: a pass per kind, every expert's gate/up in one.
       std::vector<std::vector<const GroupSlot*>> passes;
+      const bool split = o.true_sequential && !self_quantized;
       for (const auto& g : groups)
-        if ((o.true_sequential && !self_quantized) || passes.empty())
+        if (passes.empty() || (split && g.group != passes.back().back()->group))
           passes.push_back({&g});
         else
           passes.back().push_back(&g);
       for (const auto& pass : passes) {
         stop_point(comm);  // a stop inside a layer drops it: it is redone on resume
-        std::map<LinearGroup, HessianSum> hessians;
+        std::map<GroupId, HessianSum> hessians;
         HessianObserver observer(be);
         if (!self_quantized) {
           for (const GroupSlot* g : pass) {
-            auto [it, _] = hessians.emplace(g->group, hessian_for(g));
-            observer.watch(g->group, &it->second);
+            auto [it, _] = hessians.emplace(g->id(), hessian_for(g));
+            observer.watch(g->id(), &it->second);
           }
           run_layer(lm, l, w, h, mine.size(), S, per_batch, &observer);
         }
-        for (const GroupSlot* g : pass) quantize_group(g, self_quantized ? nullptr : &hessians.at(g->group));
+        const std::map<int, double> routed = observer.routed_totals(spec.num_experts, comm);
+        for (const GroupSlot* g : pass) {
+          const auto r = routed.find(g->expert);
+          quantize_group(g, self_quantized ? nullptr : &hessians.at(g->id()), r == routed.end() ? -1.0 : r->second);
+        }
       }
     }
     if (scaled.fp_output.defined())
@@ -364,6 +397,8 @@ QuantizeReport quantize_model(CausalLM& lm, const TensorSource& source, const Ca
       else  // folded norms, already rounded to the source dtype
         exporter->add_dense(full, to_dtype(be.download(w.*(n.member)), layer_src->get(full).dtype()));
     }
+    for (const DenseLinearSlot& d : dense_linears(spec))  // MoE router, shared expert gate: as stored
+      export_dense_if_present(exporter, *layer_src, lm.layer_tensor(l, d.name) + ".weight");
     report.layers.push_back(layer_report(l, wall_seconds() - layer_t0, layer_src->bytes(),
                                          comm.traffic() - traffic0));
     report.layers.back().phases = phase_totals() - phases0;

@@ -34,6 +34,9 @@ struct QuantizeOptions {
   // (per rank; beyond it they are recomputed): 8 × 512 tokens of a 70B layer take 0.5 GB.
   uint64_t sequential_cache_bytes = uint64_t(4) << 30;
   bool quantize_lm_head = false;
+  // MoE: an expert that fewer calibration tokens (over all ranks) are routed to is
+  // quantized with RTN and a warning instead of GPTQ on a Hessian of that few tokens.
+  int64_t expert_min_tokens = 16;
   int64_t batch_tokens = 2048;        // calibration tokens per forward
   int64_t lm_head_chunk_rows = 8192;  // lm_head rows quantized at a time
   // Resume state (checkpoint.h): finished segments are replayed, new ones committed.

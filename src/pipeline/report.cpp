@@ -1,5 +1,7 @@
 #include "pipeline/report.h"
 
+#include "core/error.h"
+
 #include <nlohmann/json.hpp>
 
 #include <fstream>
@@ -77,6 +79,10 @@ std::string QuantizeReport::to_json() const {
     j["modules"].push_back({{"module", m.module}, {"format", m.format}, {"rel_error", m.rel_error},
                             {"gptq_loss", m.gptq_loss}, {"seconds", m.seconds},
                             {"damp_escalations", m.damp_escalations}});
+    if (m.routed_tokens >= 0) {
+      j["modules"].back()["routed_tokens"] = m.routed_tokens;
+      j["modules"].back()["rtn_fallback"] = m.rtn_fallback;
+    }
     if (m.format != "skipped") {
       sum += m.rel_error;
       ++n;
@@ -96,9 +102,11 @@ std::string QuantizeReport::to_json() const {
 void QuantizeReport::print_table(std::FILE* out) const {
   std::fprintf(out, "# %-44s %-16s %12s %12s %8s\n", "module", "format", "rel_error", "gptq_loss", "seconds");
   for (const auto& m : modules)
-    std::fprintf(out, "  %-44s %-16s %12.4e %12.4e %8.3f%s\n", m.module.c_str(), m.format.c_str(),
+    std::fprintf(out, "  %-44s %-16s %12.4e %12.4e %8.3f%s%s\n", m.module.c_str(), m.format.c_str(),
                  m.rel_error, m.gptq_loss, m.seconds,
-                 m.damp_escalations ? "  (damping escalated)" : "");
+                 m.damp_escalations ? "  (damping escalated)" : "",
+                 m.routed_tokens < 0 ? ""
+                                     : str_cat("  (", m.routed_tokens, " tokens", m.rtn_fallback ? ", rtn" : "", ")").c_str());
   if (!layers.empty()) {
     std::fprintf(out, "# %-6s %8s %10s %10s %10s %12s %12s %12s\n", "layer", "seconds", "rss_MiB",
                  "peak_MiB", "weights_MiB", "stats_MiB", "bcast_MiB", "results_MiB");

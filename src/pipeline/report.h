@@ -20,6 +20,8 @@ struct ModuleReport {
   double gptq_loss = 0;  // 0 for RTN
   double seconds = 0;
   int damp_escalations = 0;
+  int64_t routed_tokens = -1;  // MoE experts: calibration tokens routed to it; -1 otherwise
+  bool rtn_fallback = false;   // an expert with too few tokens, quantized with RTN
 };
 
 // One decoder layer on this rank (rank 0's numbers in the report): wall time, host

@@ -8,7 +8,12 @@ Checks per family: every run evaluates; GPTQ's KLD is below RTN's (random weight
 random tokens: the margin is small, so only "below"); the export holds every tensor of
 the source under the source's names (fakequant: same names, shapes and dtypes;
 compressed-tensors: the quantized Linears as .weight_packed/.weight_scale, everything
-else as stored); the report lists every Linear of the architecture table.
+else as stored: MoE routers and qwen2_moe's shared_expert_gate unquantized); MoE: the
+report gives each expert's routed calibration tokens, which sum per layer to
+tokens x num_experts_per_tok (gate_up and down alike). qwen2_moe gptq also: 2 ranks
+(mpirun) write the bytes of 1 rank, and a run killed in the middle of its second MoE layer
+(after expert 2's gate/up, QSHARD_TEST_KILL_AT) and run again writes them too. mixtral
+with 32 calibration tokens: the experts under 16 routed tokens fall back to RTN, warned.
 Env: QSHARD_BIN, QSHARD_SOURCE_DIR. Exit 0 pass, 1 fail.
 """
 import json
@@ -19,12 +24,12 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from checklib import QBIN, check, run, verdict  # noqa: E402
+from checklib import MPIRUN, QBIN, attempt, check, run, verdict  # noqa: E402
 
 GOLDEN = os.path.join(os.environ["QSHARD_SOURCE_DIR"], "tests", "model", "data", "golden")
-FAMILIES = ["rand-qwen3"]
+FAMILIES = ["rand-qwen3", "rand-mixtral", "rand-qwen2-moe", "rand-qwen3-moe"]
 SEQLEN, CALIB_WINDOWS, EVAL_WINDOWS = 32, 16, 8
-FORMAT = ["--format", "int4", "--group-size", "32"]
+FORMAT = ["--format", "int4", "--group-size", "16"]  # divides the experts' 48
 
 
 def safetensors_header(path):
@@ -53,6 +58,30 @@ def evaluate(out, ref, tokens):
     args = [QBIN, "eval", "--model", out, "--reference", ref, "--tokens", tokens, "--seqlen",
             str(SEQLEN), "--json", "--quiet"]
     return json.loads(run(args).strip().splitlines()[-1])
+
+
+def check_routing(name, out, src):
+    with open(os.path.join(src, "config.json")) as f:
+        cfg = json.load(f)
+    top_k = cfg.get("num_experts_per_tok")
+    if not top_k:
+        return
+    with open(os.path.join(out, "quantize_report.json")) as f:
+        modules = json.load(f)["modules"]
+    routers = [k for k in tensors_of(src) if k.endswith(("block_sparse_moe.gate.weight", "mlp.gate.weight"))]
+    ok = bool(routers)
+    for layer in range(cfg["num_hidden_layers"]):
+        for proj in ("w1", "w2", "gate_proj", "down_proj"):
+            n = [m["routed_tokens"] for m in modules
+                 if m["module"].startswith(f"model.layers.{layer}.") and ".experts." in m["module"]
+                 and m["module"].endswith("." + proj)]
+            if n and sum(n) != SEQLEN * CALIB_WINDOWS * top_k:
+                ok = False
+                print(f"  layer {layer} {proj}: routed {n}, sum {sum(n)}")
+    counts = [m["routed_tokens"] for m in modules if ".experts." in m["module"]]
+    print(f"  {name}: routed tokens per expert Linear {counts[:8]}...")
+    check(ok, f"{name}: routed tokens per layer sum to {SEQLEN * CALIB_WINDOWS} x top-{top_k}; "
+              f"{len(routers)} routers unquantized")
 
 
 def check_family(name, tmp):
@@ -88,8 +117,64 @@ def check_family(name, tmp):
                 check(not missing and all(k in got for k in dense),
                       f"{name} {method} compressed-tensors: {len(modules)} packed Linears, "
                       f"{len(dense)} dense tensors by their source names (missing {missing[:3]})")
+            if method == "gptq" and export == "fakequant":
+                check_routing(name, out, src)
     check(kld[("gptq", "fakequant")] < kld[("rtn", "fakequant")],
           f"{name}: gptq kld {kld[('gptq', 'fakequant')]:.4g} < rtn {kld[('rtn', 'fakequant')]:.4g}")
+
+
+def weights_digest(out):
+    """sha256 of every tensor's bytes by name, whatever the sharding (2 ranks write 2 shards)."""
+    import hashlib
+    digest = {}
+    for f in sorted(os.listdir(out)):
+        if not (f.startswith("model") and f.endswith(".safetensors")):
+            continue
+        with open(os.path.join(out, f), "rb") as fh:
+            n = struct.unpack("<Q", fh.read(8))[0]
+            header = json.loads(fh.read(n))
+            data = fh.read()
+        header.pop("__metadata__", None)
+        for k, v in header.items():
+            b, e = v["data_offsets"]
+            digest[k] = (v["dtype"], tuple(v["shape"]), hashlib.sha256(data[b:e]).hexdigest())
+    return digest
+
+
+def check_ranks_and_resume(name, tmp):
+    """2 ranks and a kill mid-MoE-layer give the bytes of one uninterrupted rank."""
+    src = os.path.join(GOLDEN, name)
+    calib = os.path.join(tmp, name + "-calib.tokens")
+
+    def cmd(out):
+        return [QBIN, "quantize", "--model", src, "--out", out, "--quiet", "--calib", calib, "--n-calib",
+                str(CALIB_WINDOWS), "--calib-seqlen", str(SEQLEN), "--method", "gptq", "--export",
+                "fakequant"] + FORMAT
+    ref = weights_digest(os.path.join(tmp, f"{name}-gptq-fakequant"))
+    two = os.path.join(tmp, f"{name}-2ranks")
+    run(MPIRUN + ["-np", "2"] + cmd(two))
+    check(weights_digest(two) == ref, f"{name}: 2 ranks write the bytes of 1")
+    out = os.path.join(tmp, f"{name}-killed")
+    point = "layer-1-gate_up[expert 2]"
+    p = attempt(cmd(out), {"QSHARD_TEST_KILL_AT": point})
+    check(p.returncode == -9, f"{name}: killed at {point} (rc {p.returncode})")
+    run(cmd(out))
+    check(weights_digest(out) == ref, f"{name}: resumed after a kill mid-MoE-layer: the same bytes")
+
+
+def check_few_tokens(name, tmp):
+    """Experts that fewer than 16 calibration tokens reach: RTN, a warning, and the report says so."""
+    src = os.path.join(GOLDEN, name)
+    calib = os.path.join(tmp, name + "-calib.tokens")
+    out = os.path.join(tmp, f"{name}-few")
+    p = attempt([QBIN, "quantize", "--model", src, "--out", out, "--calib", calib, "--n-calib", "1",
+                 "--calib-seqlen", str(SEQLEN), "--method", "gptq", "--export", "fakequant"] + FORMAT)
+    with open(os.path.join(out, "quantize_report.json")) as f:
+        experts = [m for m in json.load(f)["modules"] if ".experts." in m["module"]]
+    few = [m for m in experts if m["routed_tokens"] < 16]
+    check(p.returncode == 0 and 0 < len(few) < len(experts) and all(m["rtn_fallback"] and m["gptq_loss"] == 0 for m in few)
+          and "quantized with RTN" in p.stderr,
+          f"{name}: {len(few)} of {len(experts)} expert Linears under 16 tokens fell back to RTN with a warning")
 
 
 def main():
@@ -97,6 +182,10 @@ def main():
         for name in FAMILIES:
             try:
                 check_family(name, tmp)
+                if name == "rand-qwen2-moe":
+                    check_ranks_and_resume(name, tmp)
+                if name == "rand-mixtral":
+                    check_few_tokens(name, tmp)
             except RuntimeError as e:
                 check(False, f"{name}: {e}")
     return verdict()

@@ -16,6 +16,10 @@ a refused load or a mismatch fails.
          tied                the tiny model with tied embeddings into each export, each loader
          mixed               a --target-bpw plan (per-module formats): compressed-tensors
                              config_groups in transformers, GPTQModel `dynamic` (int3/int4/int8)
+         families            the tiny random checkpoints of qwen3, mixtral, qwen2_moe, qwen3_moe
+                             (tests/model/data/golden/rand-*, Hub tensor names) quantized by GPTQ
+                             into fakequant (and qwen3 into compressed-tensors), on random
+                             tokens, loaded by transformers (MoE experts fused at load)
 Run with the engines venv's python (launch/engines_venv.sh; tests/engines/run.sh finds it).
 Env: QSHARD_BIN, QSHARD_TEST_MODEL, QSHARD_SOURCE_DIR. Exit 0 pass, 1 fail.
 """
@@ -171,12 +175,12 @@ def tied_copy(dst):
     return dst
 
 
-def check_case(group, case, model_dir, tmp, tokens, windows, ref):
+def check_case(group, case, model_dir, tmp, tokens, windows, ref, calib=None):
     name, export, args, loader = case
     out = os.path.join(tmp, f"{group}-{name}")
     method = [] if "--method" in args else ["--method", "gptq"]
     run([QBIN, "quantize", "--model", model_dir, "--out", out, "--quiet", "--export", export]
-        + method + args + CALIB)
+        + method + args + (calib or CALIB))
     t0 = time.perf_counter()
     model, engine = LOADERS[loader](out)
     t_load = time.perf_counter() - t0
@@ -210,9 +214,41 @@ def check_case(group, case, model_dir, tmp, tokens, windows, ref):
     return [f"{group}/{name}: {b}" for b in bad]
 
 
+FAMILIES = ["rand-qwen3", "rand-mixtral", "rand-qwen2-moe", "rand-qwen3-moe"]
+
+
+def check_families(tmp):
+    """Each family's checkpoint: qshard's export evaluated by qshard and by transformers."""
+    import random
+    import struct
+    golden = os.path.join(SRC, "tests", "model", "data", "golden")
+    failures = []
+    for fam in FAMILIES:
+        model_dir = os.path.join(golden, fam)
+        with open(os.path.join(model_dir, "config.json")) as f:
+            vocab = json.load(f)["vocab_size"]
+        rng = random.Random(7)
+        tokens = os.path.join(tmp, f"{fam}.tokens")
+        with open(tokens, "wb") as f:
+            f.write(struct.pack(f"<{SEQLEN * 8}i", *[rng.randrange(vocab) for _ in range(SEQLEN * 8)]))
+        windows = torch_eval.make_windows(torch_eval.read_tokens(tokens), SEQLEN, WINDOWS)
+        ref = logits_fn(load_transformers(model_dir)[0])
+        calib = ["--calib", tokens, "--n-calib", "8", "--calib-seqlen", str(SEQLEN)]
+        exports = [FQ] + ([CT] if fam == "rand-qwen3" else [])
+        for export in exports:
+            case = (f"{fam}-{export}", export, ["--format", "int4", "--group-size", "16"], "transformers")
+            try:
+                failures += check_case("families", case, model_dir, tmp, tokens, windows, ref, calib)
+            except Exception as ex:  # noqa: BLE001
+                msg = f"families/{case[0]}: {type(ex).__name__}: {str(ex)[-1500:]}"
+                print(f"FAIL {msg}", flush=True)
+                failures.append(msg)
+    return failures
+
+
 def main():
-    groups = sys.argv[1:] or list(CASES)
-    unknown = [g for g in groups if g not in CASES]
+    groups = sys.argv[1:] or list(CASES) + ["families"]
+    unknown = [g for g in groups if g not in CASES and g != "families"]
     if unknown:
         print(f"FAIL: unknown group(s) {unknown}; known: {list(CASES)}")
         return 1
@@ -224,7 +260,11 @@ def main():
     windows = torch_eval.make_windows(torch_eval.read_tokens(tokens), SEQLEN, WINDOWS)
     failures = []
     refs = {}
+    if "families" in groups:
+        failures += check_families(tmp.name)
     for g in groups:
+        if g == "families":
+            continue
         model_dir = tied_copy(os.path.join(tmp.name, "tied")) if g == "tied" else MODEL
         if model_dir not in refs:
             refs[model_dir] = logits_fn(load_transformers(model_dir)[0])

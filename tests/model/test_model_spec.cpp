@@ -85,11 +85,11 @@ TEST(ArchitectureTable, EveryFamilyListsItsLinearsInTrueSequentialOrder) {
     "num_key_value_heads": 2, "vocab_size": 100})");
   const ModelSpec s = ModelSpec::from_json(j, "config.json");
   std::vector<std::string> names;
-  for (const LinearSlot& l : layer_linears(architecture(s.arch))) names.push_back(l.name);
+  for (const LinearSlot& l : layer_linears(s)) names.push_back(l.name);
   EXPECT_EQ(names, (std::vector<std::string>{"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
                                              "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj",
                                              "mlp.down_proj"}));
-  const auto linears = layer_linears(architecture(s.arch));
+  const auto linears = layer_linears(s);
   EXPECT_EQ(linear_shape(s, linears[1]), (Shape{32, 64}));   // k: kv_dim x hidden
   EXPECT_EQ(linear_shape(s, linears[3]), (Shape{64, 64}));   // o: hidden x q_dim
   EXPECT_EQ(linear_shape(s, linears[6]), (Shape{64, 160}));  // down: hidden x intermediate
