@@ -216,9 +216,7 @@ ScaledLayer scale_layer(CausalLM& lm, int64_t layer, LayerWeights& w, const Tens
   const int64_t S = cal.seqlen;
   Ctx ctx{lm, layer, w, h, cal, numerics, comm, be, {}, {}, {}, 0};
   ScaledLayer out;
-  if (lm.arch().is_moe())
-    fail_input("--method: the AWQ family and SmoothQuant do not handle mixture-of-experts "
-               "layers (", spec.model_type, ") yet: use --method gptq or rtn");
+  QS_ASSERT(!lm.arch().is_moe(), "scale_layer on an MoE layer (check_quantize_inputs refuses it)");
   const std::vector<LinearSlot> slots = layer_linears(spec);
   QS_ASSERT(slots.size() == 7 && lm.arch().groups.size() == 4, "scale_layer: a Llama-shaped layer");
 

@@ -179,306 +179,391 @@ void check_quantize_inputs(const ModelSpec& spec, const TensorSource& source, co
   if (o.quantize_lm_head && (spec.tie_word_embeddings || !source.contains("lm_head.weight")))
     fail_input("--quantize-lm-head: this model ties lm_head to embed_tokens; quantizing it would "
                "quantize the embedding too. Drop --quantize-lm-head");
+  if (architecture(spec.arch).is_moe() && parse_method(o.method).scaling != ScalingMethod::None)
+    fail_input("--method: the AWQ family and SmoothQuant do not handle mixture-of-experts layers (", spec.model_type,
+               ") yet: use --method gptq or rtn");
   check_group_sizes(spec, recipe, o.quantize_lm_head);
 }
 
-QuantizeReport quantize_model(CausalLM& lm, const TensorSource& source, const CalibrationSet& calib,
-                              const Recipe& recipe, const QuantizeOptions& o, Exporter* exporter,
-                              Communicator& comm) {
-  const double start = wall_seconds();
-  const ModelSpec& spec = lm.spec();
-  Backend& be = lm.backend();
-  const MethodPlan plan = parse_method(o.method);
-  ScalingOptions scaling = o.scaling;
+namespace {
+
+// One quantize_model run: the state its steps share. The steps read as the algorithm:
+// per layer, its groups' statistics in true-sequential order, each group quantized from
+// them, the layer's outputs onward; then the tail (final norm, lm_head).
+class Pipeline {
+ public:
+  Pipeline(CausalLM& lm, const TensorSource& source, const CalibrationSet& calib, const Recipe& recipe,
+           const QuantizeOptions& o, Exporter* exporter, Communicator& comm);
+  QuantizeReport run();
+
+ private:
+  struct Layer {  // the decoder layer being quantized
+    int64_t index;
+    std::shared_ptr<const LayerTensors> src;  // as stored, from its owner
+    LayerWeights w;                           // the forward's, quantized group by group
+    ScaledLayer scaled;                       // the AWQ family's result, if one ran
+  };
+
+  void export_embedding();
+  struct Marks {  // taken before a layer's fetch, so its read and broadcast count in its entry
+    double t0;
+    PhaseSeconds phases;
+    TrafficCounters traffic;
+  };
+  void quantize_layer(int64_t l, std::shared_ptr<const LayerTensors> src, const Marks& start);
+  bool staged_groups(Layer& L);  // true: h holds the layer's output
+  void pass_groups(Layer& L);
+  void quantize_group(Layer& L, const GroupSlot& g, HessianSum* acc, double routed);
+  ModuleReport quantize_linear(Layer& L, const LinearSlot& slot, HessianSum* acc, GptqFactorCache& factor,
+                               const QuantizeOptions& qo);
+  void export_layer_dense(const Layer& L);
+  void quantize_tail();
+  ModuleReport quantize_lm_head();
+  HessianSum hessian_for(const GroupSlot& g) const { return HessianSum(group_in_features(spec_, g), S_); }
+  bool self_quantized() const { return plan_.scaling != ScalingMethod::None && !plan_.gptq; }
+
+  CausalLM& lm_;
+  const TensorSource& source_;
+  const CalibrationSet& calib_;
+  const Recipe& recipe_;
+  const QuantizeOptions& o_;
+  Exporter* exporter_;
+  Communicator& comm_;
+  Backend& be_;
+  const ModelSpec& spec_;
+  MethodPlan plan_;
+  ScalingOptions scaling_;
+  ExportNumerics numerics_;
+  Range mine_;  // this rank's calibration windows
+  int64_t S_, per_batch_;
+  Tensor h_;  // the residual stream of this rank's windows, at the current layer's input
+  QuantizeReport report_;
+};
+
+Pipeline::Pipeline(CausalLM& lm, const TensorSource& source, const CalibrationSet& calib, const Recipe& recipe,
+                   const QuantizeOptions& o, Exporter* exporter, Communicator& comm)
+    : lm_(lm), source_(source), calib_(calib), recipe_(recipe), o_(o), exporter_(exporter), comm_(comm),
+      be_(lm.backend()), spec_(lm.spec()), plan_(parse_method(o.method)), scaling_(o.scaling),
+      numerics_(o.numerics), mine_(split_range(calib.n_samples, comm.size(), comm.rank())), S_(calib.seqlen),
+      per_batch_(std::max<int64_t>(1, o.batch_tokens / calib.seqlen)) {
   // AutoAWQ feeds the next layer the FP output; GPTQ-style methods the quantized one.
-  scaling.propagate_fp = o.propagate_fp.value_or(
-      !plan.gptq && (plan.scaling == ScalingMethod::Awq || plan.scaling == ScalingMethod::AwqDh));
-  ExportNumerics numerics = o.numerics;
-  if (plan.scaling != ScalingMethod::None) {  // folded norms are stored in the source's dtype
+  scaling_.propagate_fp = o.propagate_fp.value_or(
+      !plan_.gptq && (plan_.scaling == ScalingMethod::Awq || plan_.scaling == ScalingMethod::AwqDh));
+  if (plan_.scaling != ScalingMethod::None) {  // folded norms are stored in the source's dtype
     const Tensor n0 = source.get(lm.layer_tensor(0, "input_layernorm.weight"));
-    numerics.norm_dtype = dtype_is_float(n0.dtype()) && n0.dtype() != DType::F64 ? n0.dtype() : DType::F32;
+    numerics_.norm_dtype = dtype_is_float(n0.dtype()) && n0.dtype() != DType::F64 ? n0.dtype() : DType::F32;
   }
-  check_quantize_inputs(spec, source, recipe, o);  // before hours of calibration
+  report_.method = o.method;
+  report_.format = recipe.default_format().describe();
+  report_.calib_samples = calib.n_samples;
+  report_.calib_seqlen = calib.seqlen;
+  report_.ranks = comm.size();
+}
 
-  QuantizeReport report;
-  report.method = o.method;
-  report.format = recipe.default_format().describe();
-  report.calib_samples = calib.n_samples;
-  report.calib_seqlen = calib.seqlen;
-  report.ranks = comm.size();
-
-  // This rank's calibration windows, embedded.
-  const Range mine = split_range(calib.n_samples, comm.size(), comm.rank());
-  const int64_t S = calib.seqlen;
-  const int64_t per_batch = std::max<int64_t>(1, o.batch_tokens / S);
-  Tensor tokens = Tensor::zeros(DType::I32, {mine.size() * S});
-  std::copy_n(calib.tokens.data() + mine.begin * S, mine.size() * S, tokens.data<int32_t>());
+QuantizeReport Pipeline::run() {
+  const double start = wall_seconds();
+  check_quantize_inputs(spec_, source_, recipe_, o_);  // before hours of calibration
   // Segments an earlier run of this command finished (checkpoint.h): layers, then the tail.
-  RunCheckpoint* const ck = o.checkpoint;
+  RunCheckpoint* const ck = o_.checkpoint;
   const int64_t done = ck ? ck->segments_done() : 0;
-  const bool tail_done = done > spec.num_layers;
-  Tensor h = tail_done ? Tensor() : lm.embed(tokens);
-
-  // Each layer's owner reads it (one layer ahead, on a thread) and broadcasts it.
-  const LayerOwnership owners(spec.num_layers, comm.size());
-  std::vector<std::string> prefixes;
-  for (int64_t l = 0; l < spec.num_layers; ++l) prefixes.push_back(spec.layer_prefix(l));
-  LayerFetcher fetcher(source, prefixes, owners, comm);
-  if (!tail_done) fetcher.prefetch(0);
-  if (done == 0) {
-    for (const char* name : {"model.embed_tokens.weight", "model.norm.weight", "lm_head.weight"})
-      if (source.contains(name)) {
-        check_finite(source.get(name), name);
-        source.release(name);  // 2 GB each at 70B: read again when exported
-      }
-    export_dense_if_present(exporter, source, "model.embed_tokens.weight");
+  const bool tail_done = done > spec_.num_layers;
+  if (!tail_done) {  // this rank's calibration windows, embedded
+    Tensor tokens = Tensor::zeros(DType::I32, {mine_.size() * S_});
+    std::copy_n(calib_.tokens.data() + mine_.begin * S_, mine_.size() * S_, tokens.data<int32_t>());
+    h_ = lm_.embed(tokens);
   }
-  Progress progress("quantize", spec.num_layers, "layers");
-  for (int64_t l = 0; l < spec.num_layers; ++l) {
+  // Each layer's owner reads it (one layer ahead, on a thread) and broadcasts it.
+  const LayerOwnership owners(spec_.num_layers, comm_.size());
+  std::vector<std::string> prefixes;
+  for (int64_t l = 0; l < spec_.num_layers; ++l) prefixes.push_back(spec_.layer_prefix(l));
+  LayerFetcher fetcher(source_, prefixes, owners, comm_);
+  if (!tail_done) fetcher.prefetch(0);
+  if (done == 0) export_embedding();
+  Progress progress("quantize", spec_.num_layers, "layers");
+  for (int64_t l = 0; l < spec_.num_layers; ++l) {
     if (tail_done) {  // only the export is left: replay it
-      ck->replay(l, lm, nullptr, &report.modules);
+      ck->replay(l, lm_, nullptr, &report_.modules);
       continue;
     }
-    const double layer_t0 = wall_seconds();
-    const PhaseSeconds phases0 = phase_totals();
-    const TrafficCounters traffic0 = comm.traffic();
-    const std::shared_ptr<const LayerTensors> layer_src = fetcher.fetch(l);
+    const Marks start{wall_seconds(), phase_totals(), comm_.traffic()};
+    std::shared_ptr<const LayerTensors> src = fetcher.fetch(l);
     fetcher.prefetch(l + 1);
     if (l < done) {
       // Replay its exports. h moves on as in the first run: through the recorded
       // (quantized, folded) weights, or the source's when the next layer was fed the
       // unquantized output (awq, awq-dh).
-      LayerWeights w = lm.load_layer(l, *layer_src);
-      ck->replay(l, lm, scaling.propagate_fp ? nullptr : &w, &report.modules);
-      run_layer(lm, l, w, h, mine.size(), S, per_batch, nullptr);
+      LayerWeights w = lm_.load_layer(l, *src);
+      ck->replay(l, lm_, scaling_.propagate_fp ? nullptr : &w, &report_.modules);
+      run_layer(lm_, l, w, h_, mine_.size(), S_, per_batch_, nullptr);
       continue;
     }
-    stop_point(comm);
-    const size_t first_module = report.modules.size();
-    check_finite_prefix(*layer_src, lm.layer_tensor(l, ""));
-    LayerWeights w = lm.load_layer(l, *layer_src);
-    ScaledLayer scaled;
-    if (plan.scaling != ScalingMethod::None) {
-      PhaseTimer timer(Phase::Fit);  // AWQ-family statistics forwards, grids and fits
-      scaled = scale_layer(lm, l, w, h, {mine.size(), S, per_batch}, recipe, plan, scaling, numerics, comm);
-    }
-    const bool self_quantized = plan.scaling != ScalingMethod::None && !plan.gptq;
-    // Quantizes group g's Linears with its Hessian (null when self-quantized); later
-    // groups then see their quantized outputs.
-    // routed: an expert's calibration tokens over all ranks (-1 for the other groups);
-    // experts with fewer than o.expert_min_tokens are quantized with RTN (warned).
-    auto quantize_group = [&](const GroupSlot* g, HessianSum* acc, double routed) {
-      const bool few = routed >= 0 && routed < double(o.expert_min_tokens) && !self_quantized;
-      if (few)
-        log_warn("layer ", l, " ", group_id_name(g->id()), ": ", int64_t(routed), " calibration tokens routed (< ",
-                 o.expert_min_tokens, "): its Linears are quantized with RTN; more calibration data would give "
-                 "it GPTQ");
-      QuantizeOptions rtn_o = o;
-      rtn_o.method = "rtn";
-      const QuantizeOptions& qo = few ? rtn_o : o;
-      if (acc) allreduce_hessian(*acc, comm);
-      GptqFactorCache factor;  // one inverse factor for the group's Linears (same H)
-      for (const LinearSlot& slot : g->linears) {
-        stop_point(comm);
-        const std::string module = lm.layer_tensor(l, slot.name);
-        const std::string weight_name = module + ".weight";
-        const std::optional<QuantFormat> format = recipe.format_for(module);
-        ModuleReport mr{module, format ? format->describe() : "skipped", 0, 0, 0, 0};
-        mr.routed_tokens = int64_t(routed);
-        mr.rtn_fallback = few && format;
-        if (!format) {
-          export_dense_if_present(exporter, *layer_src, weight_name);
-        } else if (self_quantized) {
-          const ScaledModule& sm = scaled.quantized.at(module);
-          mr.rel_error = sm.rel_error;
-          linear_of(w, slot).weight = be.upload(dequantize_exported(sm.q, numerics));
-          PhaseTimer timer(Phase::Export);
-          if (exporter) exporter->add_quantized(module, sm.q);
-        } else {
-          const double t0 = wall_seconds();
-          // The layer's weights as the forward holds them: scaled if a scaling method ran.
-          const Tensor w_orig = plan.scaling != ScalingMethod::None
-                                    ? be.download(linear_of(w, slot).weight).to_f32()
-                                    : layer_src->get(weight_name).to_f32();
-          const auto fixed_it = scaled.static_groups.find(module);
-          const std::vector<GroupParams>* fixed =
-              fixed_it == scaled.static_groups.end() ? nullptr : &fixed_it->second;
-          // Output rows split over ranks, results allgathered (row_parallel.h); fixed
-          // group parameters (awq-joint+gptq) are sliced to this rank's rows.
-          RowParallelResult qr = quantize_rows_parallel(
-              w_orig, &acc->sum(), *format,
-              [&](const Tensor& rows, const Scheme& s) {
-                std::vector<GroupParams> mine_fixed;
-                if (fixed) {
-                  const int64_t out = w_orig.dim(0), ng = int64_t(fixed->size()) / out;
-                  const Range r = row_range(out, comm.size(), comm.rank());
-                  QS_ASSERT(r.size() == rows.dim(0), "row split of ", weight_name);
-                  mine_fixed.assign(fixed->begin() + r.begin * ng, fixed->begin() + r.end * ng);
-                }
-                return quantize_weight(be, rows, &acc->sum(), s, qo, weight_name,
-                                       fixed ? &mine_fixed : nullptr, &factor);
-              },
-              comm);
-          mr.rel_error = qr.rel_error;
-          mr.gptq_loss = qr.loss;
-          mr.damp_escalations = qr.escalations;
-          linear_of(w, slot).weight = be.upload(qr.w_hat);  // later groups see quantized outputs
-          {
-            PhaseTimer timer(Phase::Export);
-            if (exporter) exporter->add_quantized(module, qr.q);
-          }
-          mr.seconds = wall_seconds() - t0;
-        }
-        export_dense_if_present(exporter, *layer_src, module + ".bias");
-        report.modules.push_back(std::move(mr));
-      }
-      test_kill_point(str_cat("layer-", l, "-", group_id_name(g->id())));  // mid-layer, for the resume tests
-    };
-    auto hessian_for = [&](const GroupSlot* g) { return HessianSum(group_in_features(spec, *g), S); };
-    const std::vector<GroupSlot> groups = layer_groups(spec);
-    bool h_advanced = false;  // h already holds the layer's (quantized) output
-    if (o.true_sequential && !self_quantized && !o.sequential_rerun && !lm.arch().is_moe()) {
-      // Each group's inputs once, from the already-quantized earlier groups (staged_layer.h).
-      StagedLayer staged(lm, mine.size(), S, per_batch, o.sequential_cache_bytes);
-      for (const GroupSlot& g : groups) {
-        stop_point(comm);  // a stop inside a layer drops it: it is redone on resume
-        HessianSum acc = hessian_for(&g);
-        {
-          PhaseTimer timer(Phase::Forward);
-          staged.collect(g.group, w, h, [&](const Tensor& x) {
-            PhaseTimer hessian_timer(Phase::Hessian);
-            acc.add(be.download(x));
-          });
-        }
-        quantize_group(&g, &acc, -1);
-      }
-      if (!scaled.fp_output.defined()) {
-        PhaseTimer timer(Phase::Forward);
-        staged.finish(w, h);
-      }
-      h_advanced = true;
-    } else {
-      // Without true-sequential every group sees the unquantized layer: one pass. The
-      // rerun path (o.sequential_rerun) re-runs the layer from its input for each group.
-      // MoE layers take this path too: a pass per kind, every expert's gate/up in one.
-      std::vector<std::vector<const GroupSlot*>> passes;
-      const bool split = o.true_sequential && !self_quantized;
-      for (const auto& g : groups)
-        if (passes.empty() || (split && g.group != passes.back().back()->group))
-          passes.push_back({&g});
-        else
-          passes.back().push_back(&g);
-      for (const auto& pass : passes) {
-        stop_point(comm);  // a stop inside a layer drops it: it is redone on resume
-        std::map<GroupId, HessianSum> hessians;
-        HessianObserver observer(be);
-        if (!self_quantized) {
-          for (const GroupSlot* g : pass) {
-            auto [it, _] = hessians.emplace(g->id(), hessian_for(g));
-            observer.watch(g->id(), &it->second);
-          }
-          run_layer(lm, l, w, h, mine.size(), S, per_batch, &observer);
-        }
-        const std::map<int, double> routed = observer.routed_totals(spec.num_experts, comm);
-        for (const GroupSlot* g : pass) {
-          const auto r = routed.find(g->expert);
-          quantize_group(g, self_quantized ? nullptr : &hessians.at(g->id()), r == routed.end() ? -1.0 : r->second);
-        }
-      }
-    }
-    if (scaled.fp_output.defined())
-      h = scaled.fp_output;  // AutoAWQ: the next layer sees the unquantized layer's output
-    else if (!h_advanced)
-      run_layer(lm, l, w, h, mine.size(), S, per_batch, nullptr);  // quantized outputs onward
-    for (const NormSlot& n : lm.arch().norms) {
-      const std::string full = lm.layer_tensor(l, n.name) + ".weight";
-      if (plan.scaling == ScalingMethod::None || !exporter)
-        export_dense_if_present(exporter, *layer_src, full);
-      else  // folded norms, already rounded to the source dtype
-        exporter->add_dense(full, to_dtype(be.download(w.*(n.member)), layer_src->get(full).dtype()));
-    }
-    for (const DenseLinearSlot& d : dense_linears(spec))  // MoE router, shared expert gate: as stored
-      export_dense_if_present(exporter, *layer_src, lm.layer_tensor(l, d.name) + ".weight");
-    report.layers.push_back(layer_report(l, wall_seconds() - layer_t0, layer_src->bytes(),
-                                         comm.traffic() - traffic0));
-    report.layers.back().phases = phase_totals() - phases0;
-    report.layers.back().read_seconds = layer_src->read_seconds();
-    if (ck) ck->commit(l, {report.modules.begin() + first_module, report.modules.end()});
+    quantize_layer(l, std::move(src), start);
     progress.update(l + 1);
-    const auto& last = report.modules.back();
-    log_debug("layer ", l, " done; ", last.module, " rel_error ", last.rel_error);
   }
   progress.finish();
-  if (tail_done) {
-    ck->replay(spec.num_layers, lm, nullptr, &report.modules);
-    report.seconds = wall_seconds() - start;
-    return report;
-  }
-  stop_point(comm);
-  const size_t first_tail_module = report.modules.size();
-  export_dense_if_present(exporter, source, "model.norm.weight");
+  if (tail_done)
+    ck->replay(spec_.num_layers, lm_, nullptr, &report_.modules);
+  else
+    quantize_tail();
+  report_.seconds = wall_seconds() - start;
+  return std::move(report_);
+}
 
-  if (!o.quantize_lm_head) {
-    if (!spec.tie_word_embeddings) export_dense_if_present(exporter, source, "lm_head.weight");
-  } else {
-    // lm_head's input: the final-norm hidden states of every calibration token.
-    const Tensor norm_w = be.upload(source.get("model.norm.weight"));
-    HessianSum acc(spec.hidden_size, S);
-    for (int64_t w0 = 0; w0 < mine.size(); w0 += per_batch) {
-      const int64_t B = std::min(per_batch, mine.size() - w0);
-      Tensor x = copy_rows(be, h.rows(w0 * S, (w0 + B) * S));
-      be.rmsnorm(x, norm_w, float(spec.rms_norm_eps), x);
-      lm.quantize_input("lm_head", x);  // --act-format: what the quantized lm_head reads
-      acc.add(be.download(x));
+void Pipeline::export_embedding() {
+  for (const char* name : {"model.embed_tokens.weight", "model.norm.weight", "lm_head.weight"})
+    if (source_.contains(name)) {
+      check_finite(source_.get(name), name);
+      source_.release(name);  // 2 GB each at 70B: read again when exported
     }
-    allreduce_hessian(acc, comm);
-    const std::optional<QuantFormat> format = recipe.format_for("lm_head");
-    // Every rank reads lm_head here; it is quantized once per run.
-    ModuleReport mr{"lm_head", format ? format->describe() : "skipped", 0, 0, 0, 0};
-    if (!format) {
-      export_dense_if_present(exporter, source, "lm_head.weight");
-    } else {
-      const double t0 = wall_seconds();
-      const Tensor w_orig = source.get("lm_head.weight").to_f32();
-      // GPTQ rows are independent given H: each rank's (vocab-sized) row block is
-      // quantized in chunks so memory stays bounded, then stitched. The tensor scale
-      // (NVFP4) is the whole weight's, fixed by quantize_rows_parallel.
-      GptqFactorCache factor;  // every row chunk reads the same H: factored once
-      auto chunked = [&](const Tensor& rows, const Scheme& scheme) {
-        const int64_t V = rows.dim(0);
-        const int64_t chunk = std::max<int64_t>(1, o.lm_head_chunk_rows);
-        QuantizedResult all;
-        for (int64_t r0 = 0; r0 < V; r0 += chunk) {
-          const int64_t r1 = std::min(V, r0 + chunk);
-          Tensor part = Tensor::zeros(DType::F32, {r1 - r0, rows.dim(1)});
-          std::memcpy(part.raw(), rows.rows(r0, r1).raw(), part.nbytes());
-          QuantizedResult qr = quantize_weight(be, part, &acc.sum(), scheme, o, "lm_head.weight", nullptr, &factor);
-          all.loss += qr.loss;
-          all.escalations += qr.escalations;
-          all.damp_abs = qr.damp_abs;  // one H for every chunk (negative for RTN)
-          if (r0 == 0) {
-            all.q = std::move(qr.q);
-          } else {
-            all.q.out_features += qr.q.out_features;
-            all.q.codes.insert(all.q.codes.end(), qr.q.codes.begin(), qr.q.codes.end());
-            all.q.scales.insert(all.q.scales.end(), qr.q.scales.begin(), qr.q.scales.end());
-            all.q.zeros.insert(all.q.zeros.end(), qr.q.zeros.begin(), qr.q.zeros.end());
-          }
-        }
-        return all;
-      };
-      RowParallelResult all = quantize_rows_parallel(w_orig, &acc.sum(), *format, chunked, comm);
-      mr.gptq_loss = all.loss;
-      mr.damp_escalations = all.escalations;
-      mr.rel_error = all.rel_error;
-      if (exporter) exporter->add_quantized("lm_head", all.q);
-      mr.seconds = wall_seconds() - t0;
-    }
-    report.modules.push_back(std::move(mr));
+  export_dense_if_present(exporter_, source_, "model.embed_tokens.weight");
+}
+
+void Pipeline::quantize_layer(int64_t l, std::shared_ptr<const LayerTensors> src, const Marks& start) {
+  stop_point(comm_);
+  const size_t first_module = report_.modules.size();
+  check_finite_prefix(*src, lm_.layer_tensor(l, ""));
+  Layer L{l, src, lm_.load_layer(l, *src), {}};
+  if (plan_.scaling != ScalingMethod::None) {
+    PhaseTimer timer(Phase::Fit);  // AWQ-family statistics forwards, grids and fits
+    L.scaled = scale_layer(lm_, l, L.w, h_, {mine_.size(), S_, per_batch_}, recipe_, plan_, scaling_, numerics_,
+                           comm_);
   }
-  if (ck) ck->commit(spec.num_layers, {report.modules.begin() + first_tail_module, report.modules.end()});
-  report.seconds = wall_seconds() - start;
-  return report;
+  bool h_advanced = false;  // h already holds the layer's (quantized) output
+  if (o_.true_sequential && !self_quantized() && !o_.sequential_rerun && !lm_.arch().is_moe())
+    h_advanced = staged_groups(L);
+  else
+    pass_groups(L);
+  if (L.scaled.fp_output.defined())
+    h_ = L.scaled.fp_output;  // AutoAWQ: the next layer sees the unquantized layer's output
+  else if (!h_advanced)
+    run_layer(lm_, l, L.w, h_, mine_.size(), S_, per_batch_, nullptr);  // quantized outputs onward
+  export_layer_dense(L);
+  report_.layers.push_back(layer_report(l, wall_seconds() - start.t0, src->bytes(), comm_.traffic() - start.traffic));
+  report_.layers.back().phases = phase_totals() - start.phases;
+  report_.layers.back().read_seconds = src->read_seconds();
+  if (o_.checkpoint) o_.checkpoint->commit(l, {report_.modules.begin() + first_module, report_.modules.end()});
+  const auto& last = report_.modules.back();
+  log_debug("layer ", l, " done; ", last.module, " rel_error ", last.rel_error);
+}
+
+// Each group's inputs once, from the already-quantized earlier groups (staged_layer.h).
+bool Pipeline::staged_groups(Layer& L) {
+  StagedLayer staged(lm_, mine_.size(), S_, per_batch_, o_.sequential_cache_bytes);
+  for (const GroupSlot& g : layer_groups(spec_)) {
+    stop_point(comm_);  // a stop inside a layer drops it: it is redone on resume
+    HessianSum acc = hessian_for(g);
+    {
+      PhaseTimer timer(Phase::Forward);
+      staged.collect(g.group, L.w, h_, [&](const Tensor& x) {
+        PhaseTimer hessian_timer(Phase::Hessian);
+        acc.add(be_.download(x));
+      });
+    }
+    quantize_group(L, g, &acc, -1);
+  }
+  if (L.scaled.fp_output.defined()) return false;
+  PhaseTimer timer(Phase::Forward);
+  staged.finish(L.w, h_);
+  return true;
+}
+
+// Statistics by layer forwards that stop after the last watched group. Without
+// true-sequential every group sees the unquantized layer: one pass; the rerun path
+// (o.sequential_rerun) re-runs the layer from its input for each group. MoE layers take
+// this path too: a pass per kind, every expert's gate/up in one.
+void Pipeline::pass_groups(Layer& L) {
+  const std::vector<GroupSlot> groups = layer_groups(spec_);
+  std::vector<std::vector<const GroupSlot*>> passes;
+  const bool split = o_.true_sequential && !self_quantized();
+  for (const auto& g : groups)
+    if (passes.empty() || (split && g.group != passes.back().back()->group))
+      passes.push_back({&g});
+    else
+      passes.back().push_back(&g);
+  for (const auto& pass : passes) {
+    stop_point(comm_);  // a stop inside a layer drops it: it is redone on resume
+    std::map<GroupId, HessianSum> hessians;
+    HessianObserver observer(be_);
+    if (!self_quantized()) {
+      for (const GroupSlot* g : pass) {
+        auto [it, _] = hessians.emplace(g->id(), hessian_for(*g));
+        observer.watch(g->id(), &it->second);
+      }
+      run_layer(lm_, L.index, L.w, h_, mine_.size(), S_, per_batch_, &observer);
+    }
+    const std::map<int, double> routed = observer.routed_totals(spec_.num_experts, comm_);
+    for (const GroupSlot* g : pass) {
+      const auto r = routed.find(g->expert);
+      quantize_group(L, *g, self_quantized() ? nullptr : &hessians.at(g->id()), r == routed.end() ? -1.0 : r->second);
+    }
+  }
+}
+
+// Quantizes group g's Linears with its Hessian (null when self-quantized); later groups
+// then see their quantized outputs. routed: an expert's calibration tokens over all ranks
+// (-1 for the other groups); experts with fewer than o.expert_min_tokens get RTN (warned).
+void Pipeline::quantize_group(Layer& L, const GroupSlot& g, HessianSum* acc, double routed) {
+  const bool few = routed >= 0 && routed < double(o_.expert_min_tokens) && !self_quantized();
+  if (few)
+    log_warn("layer ", L.index, " ", group_id_name(g.id()), ": ", int64_t(routed), " calibration tokens routed (< ",
+             o_.expert_min_tokens, "): its Linears are quantized with RTN; more calibration data would give it GPTQ");
+  QuantizeOptions rtn_o = o_;
+  rtn_o.method = "rtn";
+  if (acc) allreduce_hessian(*acc, comm_);
+  GptqFactorCache factor;  // one inverse factor for the group's Linears (same H)
+  for (const LinearSlot& slot : g.linears) {
+    stop_point(comm_);
+    ModuleReport mr = quantize_linear(L, slot, acc, factor, few ? rtn_o : o_);
+    mr.routed_tokens = int64_t(routed);
+    mr.rtn_fallback = few && mr.format != "skipped";
+    export_dense_if_present(exporter_, *L.src, lm_.layer_tensor(L.index, slot.name) + ".bias");
+    report_.modules.push_back(std::move(mr));
+  }
+  test_kill_point(str_cat("layer-", L.index, "-", group_id_name(g.id())));  // mid-layer, for the resume tests
+}
+
+ModuleReport Pipeline::quantize_linear(Layer& L, const LinearSlot& slot, HessianSum* acc, GptqFactorCache& factor,
+                                       const QuantizeOptions& qo) {
+  const std::string module = lm_.layer_tensor(L.index, slot.name);
+  const std::string weight_name = module + ".weight";
+  const std::optional<QuantFormat> format = recipe_.format_for(module);
+  ModuleReport mr{module, format ? format->describe() : "skipped", 0, 0, 0, 0};
+  LinearWeights& lw = linear_of(L.w, slot);
+  if (!format) {
+    export_dense_if_present(exporter_, *L.src, weight_name);
+    return mr;
+  }
+  if (self_quantized()) {
+    const ScaledModule& sm = L.scaled.quantized.at(module);
+    mr.rel_error = sm.rel_error;
+    lw.weight = be_.upload(dequantize_exported(sm.q, numerics_));
+    PhaseTimer timer(Phase::Export);
+    if (exporter_) exporter_->add_quantized(module, sm.q);
+    return mr;
+  }
+  const double t0 = wall_seconds();
+  // The layer's weights as the forward holds them: scaled if a scaling method ran.
+  const Tensor w_orig = plan_.scaling != ScalingMethod::None ? be_.download(lw.weight).to_f32()
+                                                             : L.src->get(weight_name).to_f32();
+  const auto fixed_it = L.scaled.static_groups.find(module);
+  const std::vector<GroupParams>* fixed = fixed_it == L.scaled.static_groups.end() ? nullptr : &fixed_it->second;
+  // Output rows split over ranks, results allgathered (row_parallel.h); fixed group
+  // parameters (awq-joint+gptq) are sliced to this rank's rows.
+  RowParallelResult qr = quantize_rows_parallel(
+      w_orig, &acc->sum(), *format,
+      [&](const Tensor& rows, const Scheme& s) {
+        std::vector<GroupParams> mine_fixed;
+        if (fixed) {
+          const int64_t out = w_orig.dim(0), ng = int64_t(fixed->size()) / out;
+          const Range r = row_range(out, comm_.size(), comm_.rank());
+          QS_ASSERT(r.size() == rows.dim(0), "row split of ", weight_name);
+          mine_fixed.assign(fixed->begin() + r.begin * ng, fixed->begin() + r.end * ng);
+        }
+        return quantize_weight(be_, rows, &acc->sum(), s, qo, weight_name, fixed ? &mine_fixed : nullptr, &factor);
+      },
+      comm_);
+  mr.rel_error = qr.rel_error;
+  mr.gptq_loss = qr.loss;
+  mr.damp_escalations = qr.escalations;
+  lw.weight = be_.upload(qr.w_hat);  // later groups see quantized outputs
+  {
+    PhaseTimer timer(Phase::Export);
+    if (exporter_) exporter_->add_quantized(module, qr.q);
+  }
+  mr.seconds = wall_seconds() - t0;
+  return mr;
+}
+
+// The layer's tensors that are not quantized: norms (folded by a scaling method, then
+// rounded to the source dtype) and the MoE router / shared expert gate, as stored.
+void Pipeline::export_layer_dense(const Layer& L) {
+  for (const NormSlot& n : lm_.arch().norms) {
+    const std::string full = lm_.layer_tensor(L.index, n.name) + ".weight";
+    if (plan_.scaling == ScalingMethod::None || !exporter_)
+      export_dense_if_present(exporter_, *L.src, full);
+    else
+      exporter_->add_dense(full, to_dtype(be_.download(L.w.*(n.member)), L.src->get(full).dtype()));
+  }
+  for (const DenseLinearSlot& d : dense_linears(spec_))
+    export_dense_if_present(exporter_, *L.src, lm_.layer_tensor(L.index, d.name) + ".weight");
+}
+
+void Pipeline::quantize_tail() {
+  stop_point(comm_);
+  const size_t first_tail_module = report_.modules.size();
+  export_dense_if_present(exporter_, source_, "model.norm.weight");
+  if (!o_.quantize_lm_head) {
+    if (!spec_.tie_word_embeddings) export_dense_if_present(exporter_, source_, "lm_head.weight");
+  } else {
+    report_.modules.push_back(quantize_lm_head());
+  }
+  if (o_.checkpoint)
+    o_.checkpoint->commit(spec_.num_layers, {report_.modules.begin() + first_tail_module, report_.modules.end()});
+}
+
+ModuleReport Pipeline::quantize_lm_head() {
+  // lm_head's input: the final-norm hidden states of every calibration token.
+  const Tensor norm_w = be_.upload(source_.get("model.norm.weight"));
+  HessianSum acc(spec_.hidden_size, S_);
+  for (int64_t w0 = 0; w0 < mine_.size(); w0 += per_batch_) {
+    const int64_t B = std::min(per_batch_, mine_.size() - w0);
+    Tensor x = copy_rows(be_, h_.rows(w0 * S_, (w0 + B) * S_));
+    be_.rmsnorm(x, norm_w, float(spec_.rms_norm_eps), x);
+    lm_.quantize_input("lm_head", x);  // --act-format: what the quantized lm_head reads
+    acc.add(be_.download(x));
+  }
+  allreduce_hessian(acc, comm_);
+  const std::optional<QuantFormat> format = recipe_.format_for("lm_head");
+  // Every rank reads lm_head here; it is quantized once per run.
+  ModuleReport mr{"lm_head", format ? format->describe() : "skipped", 0, 0, 0, 0};
+  if (!format) {
+    export_dense_if_present(exporter_, source_, "lm_head.weight");
+    return mr;
+  }
+  const double t0 = wall_seconds();
+  const Tensor w_orig = source_.get("lm_head.weight").to_f32();
+  // GPTQ rows are independent given H: each rank's (vocab-sized) row block is quantized
+  // in chunks so memory stays bounded, then stitched. The tensor scale (NVFP4) is the
+  // whole weight's, fixed by quantize_rows_parallel.
+  GptqFactorCache factor;  // every row chunk reads the same H: factored once
+  auto chunked = [&](const Tensor& rows, const Scheme& scheme) {
+    const int64_t V = rows.dim(0);
+    const int64_t chunk = std::max<int64_t>(1, o_.lm_head_chunk_rows);
+    QuantizedResult all;
+    for (int64_t r0 = 0; r0 < V; r0 += chunk) {
+      const int64_t r1 = std::min(V, r0 + chunk);
+      Tensor part = Tensor::zeros(DType::F32, {r1 - r0, rows.dim(1)});
+      std::memcpy(part.raw(), rows.rows(r0, r1).raw(), part.nbytes());
+      QuantizedResult qr = quantize_weight(be_, part, &acc.sum(), scheme, o_, "lm_head.weight", nullptr, &factor);
+      all.loss += qr.loss;
+      all.escalations += qr.escalations;
+      all.damp_abs = qr.damp_abs;  // one H for every chunk (negative for RTN)
+      if (r0 == 0) {
+        all.q = std::move(qr.q);
+      } else {
+        all.q.out_features += qr.q.out_features;
+        all.q.codes.insert(all.q.codes.end(), qr.q.codes.begin(), qr.q.codes.end());
+        all.q.scales.insert(all.q.scales.end(), qr.q.scales.begin(), qr.q.scales.end());
+        all.q.zeros.insert(all.q.zeros.end(), qr.q.zeros.begin(), qr.q.zeros.end());
+      }
+    }
+    return all;
+  };
+  RowParallelResult all = quantize_rows_parallel(w_orig, &acc.sum(), *format, chunked, comm_);
+  mr.gptq_loss = all.loss;
+  mr.damp_escalations = all.escalations;
+  mr.rel_error = all.rel_error;
+  if (exporter_) exporter_->add_quantized("lm_head", all.q);
+  mr.seconds = wall_seconds() - t0;
+  return mr;
+}
+
+}  // namespace
+
+QuantizeReport quantize_model(CausalLM& lm, const TensorSource& source, const CalibrationSet& calib,
+                              const Recipe& recipe, const QuantizeOptions& o, Exporter* exporter,
+                              Communicator& comm) {
+  return Pipeline(lm, source, calib, recipe, o, exporter, comm).run();
 }
 
 }  // namespace qshard

@@ -175,6 +175,11 @@ def check_few_tokens(name, tmp):
     check(p.returncode == 0 and 0 < len(few) < len(experts) and all(m["rtn_fallback"] and m["gptq_loss"] == 0 for m in few)
           and "quantized with RTN" in p.stderr,
           f"{name}: {len(few)} of {len(experts)} expert Linears under 16 tokens fell back to RTN with a warning")
+    refused = os.path.join(tmp, f"{name}-awq")
+    p = attempt([QBIN, "quantize", "--model", src, "--out", refused, "--calib", calib, "--method", "awq"] + FORMAT)
+    errors = [line for line in p.stderr.splitlines() if line.startswith("qshard: error:")]
+    check(p.returncode == 2 and len(errors) == 1 and "mixture-of-experts" in errors[0] and not os.path.exists(refused),
+          f"{name}: --method awq refused before --out is made (docs/errors.md row 67)")
 
 
 def main():
