@@ -1,8 +1,9 @@
 // Bytes one decoder layer communicates, by kind, from pipeline/traffic_model.h (the
 // rules the pipeline's collectives follow), for a config.json or Llama-3-70B geometry,
 // at several rank counts. Prints a table; --json for one object per row.
-//   build/bench/bench_dist_traffic [--config DIR/config.json] [--format int4] [--group-size 128]
-//                                  [--ranks 2,8,64] [--json]
+//   build/bench/bench_dist_traffic [--config DIR/config.json | --geometry NAME] [--format int4]
+//                                  [--group-size 128] [--ranks 2,8,64] [--json]
+// NAME: llama-3-70b (default), mixtral-8x22b, qwen3-235b-a22b (MoE: every expert's Hessians).
 #include <cstdio>
 #include <cstring>
 #include <sstream>
@@ -16,7 +17,7 @@
 using namespace qshard;
 
 int main(int argc, char** argv) {
-  std::string config, format = "int4";
+  std::string config, geometry = "llama-3-70b", format = "int4";
   int64_t group = 128;
   std::vector<int> ranks = {8, 64};
   bool json = false;
@@ -24,6 +25,7 @@ int main(int argc, char** argv) {
     const std::string a = argv[i];
     auto next = [&] { return i + 1 < argc ? std::string(argv[++i]) : std::string(); };
     if (a == "--config") config = next();
+    else if (a == "--geometry") geometry = next();
     else if (a == "--format") format = next();
     else if (a == "--group-size") group = std::stoll(next());
     else if (a == "--json") json = true;
@@ -32,18 +34,30 @@ int main(int argc, char** argv) {
       std::stringstream ss(next());
       for (std::string t; std::getline(ss, t, ',');) ranks.push_back(std::stoi(t));
     } else {
-      std::fprintf(stderr, "usage: %s [--config config.json] [--format int4] [--group-size 128] [--ranks 8,64] [--json]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--config config.json | --geometry llama-3-70b|mixtral-8x22b|qwen3-235b-a22b] "
+                   "[--format int4] [--group-size 128] [--ranks 8,64] [--json]\n", argv[0]);
       return 2;
     }
   }
   ModelSpec s;
-  std::string name = "llama-3-70b";
-  if (config.empty()) {  // Llama-3-70B: hidden 8192, intermediate 28672, 64/8 heads of 128
-    s.hidden_size = 8192, s.intermediate_size = 28672, s.num_layers = 80;
-    s.n_heads = 64, s.n_kv_heads = 8, s.head_dim = 128, s.vocab_size = 128256;
-  } else {
+  std::string name = geometry;
+  if (!config.empty()) {
     s = ModelSpec::from_json(read_json_file(config), config);
     name = config;
+  } else if (geometry == "llama-3-70b") {  // hidden 8192, intermediate 28672, 64/8 heads of 128
+    s.hidden_size = 8192, s.intermediate_size = 28672, s.num_layers = 80;
+    s.n_heads = 64, s.n_kv_heads = 8, s.head_dim = 128, s.vocab_size = 128256;
+  } else if (geometry == "mixtral-8x22b") {  // 8 experts of 16384, top-2, 48/8 heads of 128
+    s.arch = Arch::Mixtral, s.hidden_size = 6144, s.intermediate_size = 16384, s.num_layers = 56;
+    s.n_heads = 48, s.n_kv_heads = 8, s.head_dim = 128, s.vocab_size = 32768;
+    s.num_experts = 8, s.experts_per_token = 2, s.moe_intermediate_size = 16384, s.norm_topk_prob = true;
+  } else if (geometry == "qwen3-235b-a22b") {  // 128 experts of 1536, top-8, 64/4 heads of 128, q/k norm
+    s.arch = Arch::Qwen3Moe, s.hidden_size = 4096, s.intermediate_size = 12288, s.num_layers = 94;
+    s.n_heads = 64, s.n_kv_heads = 4, s.head_dim = 128, s.vocab_size = 151936;
+    s.num_experts = 128, s.experts_per_token = 8, s.moe_intermediate_size = 1536, s.norm_topk_prob = true;
+  } else {
+    std::fprintf(stderr, "unknown --geometry %s (llama-3-70b, mixtral-8x22b, qwen3-235b-a22b)\n", geometry.c_str());
+    return 2;
   }
   const QuantFormat f = QuantFormat::parse(format, group, true);
   const LayerTrafficModel m = layer_traffic_model(s, f);

@@ -1,26 +1,23 @@
 #include "pipeline/traffic_model.h"
 
+#include "model/architecture.h"
 #include "pipeline/row_parallel.h"
 
 namespace qshard {
 
+// Over the architecture table's rows, so a family's tensors and groups (an MoE layer's
+// experts included) are counted as the pipeline moves them.
 LayerTrafficModel layer_traffic_model(const ModelSpec& s, const QuantFormat& format, int weight_dtype_bytes) {
   LayerTrafficModel m;
   auto tri = [](int64_t d) { return uint64_t(d) * uint64_t(d + 1) / 2 * 8; };  // HessianSum
-  m.statistics = tri(s.hidden_size) + tri(s.q_dim()) + tri(s.hidden_size) + tri(s.intermediate_size);
   auto aligned = [&](int64_t numel) { return (uint64_t(numel) * weight_dtype_bytes + 63) / 64 * 64; };
-  struct Lin {
-    int64_t out, in;
-    bool bias;
-  };
-  const Lin lins[] = {{s.q_dim(), s.hidden_size, s.qkv_bias},       {s.kv_dim(), s.hidden_size, s.qkv_bias},
-                      {s.kv_dim(), s.hidden_size, s.qkv_bias},      {s.hidden_size, s.q_dim(), s.o_bias},
-                      {s.intermediate_size, s.hidden_size, s.mlp_bias}, {s.intermediate_size, s.hidden_size, s.mlp_bias},
-                      {s.hidden_size, s.intermediate_size, s.mlp_bias}};
-  m.weights = 2 * aligned(s.hidden_size);  // the two norms
-  for (const Lin& l : lins) {
-    m.weights += aligned(l.out * l.in) + (l.bias ? aligned(l.out) : 0);
-    m.results += row_results_bytes(l.out, l.in, format);
+  for (const GroupSlot& g : layer_groups(s)) m.statistics += tri(group_in_features(s, g));
+  for (const NormSlot& n : architecture(s.arch).norms) m.weights += aligned(dim_size(s, n.size));
+  for (const DenseLinearSlot& d : dense_linears(s)) m.weights += aligned(dim_size(s, d.out) * dim_size(s, d.in));
+  for (const LinearSlot& l : layer_linears(s)) {
+    const int64_t out = dim_size(s, l.out), in = dim_size(s, l.in);
+    m.weights += aligned(out * in) + (has_bias(s, l) ? aligned(out) : 0);
+    m.results += row_results_bytes(out, in, format);
   }
   return m;
 }

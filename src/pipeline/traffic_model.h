@@ -14,7 +14,7 @@
 namespace qshard {
 
 struct LayerTrafficModel {
-  uint64_t statistics = 0;  // Hessian allreduces (fp64 upper triangles), one per linear group
+  uint64_t statistics = 0;  // Hessian allreduces (fp64 upper triangles), one per linear group (MoE: per expert)
   uint64_t weights = 0;     // the layer's tensors as stored (weight_dtype_bytes), 64-byte aligned
   uint64_t results = 0;     // allgathered codes, scales, zero points, broadcast g_idx
   // Estimated wire bytes per rank at N ranks.
@@ -23,7 +23,8 @@ struct LayerTrafficModel {
   double wire_results(int n) const { return n > 1 ? double(n - 1) / n * double(results) : 0; }
 };
 
-// Every linear of a layer in `format`, GPTQ/RTN row-parallel at more than one rank.
+// Every linear of a layer (model/architecture.h) in `format`, GPTQ/RTN row-parallel at
+// more than one rank.
 LayerTrafficModel layer_traffic_model(const ModelSpec& spec, const QuantFormat& format,
                                       int weight_dtype_bytes = 2);
 
