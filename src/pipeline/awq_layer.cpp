@@ -206,266 +206,325 @@ QuantizedLinear kquant_fit(const Tensor& ws, const Tensor& h, const std::vector<
   return kquant_rtn(ws, f, name, importance);
 }
 
-}  // namespace
-
-ScaledLayer scale_layer(CausalLM& lm, int64_t layer, LayerWeights& w, const Tensor& h,
-                        const LayerCalibration& cal, const Recipe& recipe, const MethodPlan& plan,
-                        const ScalingOptions& opt, const ExportNumerics& numerics, Communicator& comm) {
-  Backend& be = lm.backend();
-  const ModelSpec& spec = lm.spec();
-  const int64_t S = cal.seqlen;
-  Ctx ctx{lm, layer, w, h, cal, numerics, comm, be, {}, {}, {}, 0};
-  ScaledLayer out;
-  QS_ASSERT(!lm.arch().is_moe(), "scale_layer on an MoE layer (check_quantize_inputs refuses it)");
-  const std::vector<LinearSlot> slots = layer_linears(spec);
-  QS_ASSERT(slots.size() == 7 && lm.arch().groups.size() == 4, "scale_layer: a Llama-shaped layer");
-
-  // Formats and host copies of the weights.
-  std::vector<std::optional<QuantFormat>> formats;
-  std::vector<Tensor> W;  // host F32, updated by folding
-  std::vector<std::string> modules;
-  for (const LinearSlot& s : slots) {
-    modules.push_back(lm.layer_tensor(layer, s.name));
-    formats.push_back(recipe.format_for(modules.back()));
-    W.push_back(be.download((w.*(s.member)).weight));
+// One layer's AWQ-family / SmoothQuant pass, in the steps scale_layer names.
+class LayerScaler {
+ public:
+  LayerScaler(CausalLM& lm, int64_t layer, LayerWeights& w, const Tensor& h, const LayerCalibration& cal,
+              const Recipe& recipe, const MethodPlan& plan, const ScalingOptions& opt,
+              const ExportNumerics& numerics, Communicator& comm);
+  ScaledLayer run() {
+    collect_statistics();
+    lap("statistics");
+    const std::vector<Mapping> maps = mappings();
+    std::vector<std::vector<float>> scale_of;
+    for (const Mapping& m : maps) scale_of.push_back(search(m));
+    fold(maps, scale_of);
+    if (plan_.gptq && plan_.scaling != ScalingMethod::AwqJoint) return std::move(out_);
+    for (size_t i = 0; i < slots_.size(); ++i) quantize_scaled(i);
+    lap("ranges and quantization");
+    return std::move(out_);
   }
 
-  double t_mark = wall_seconds();
-  auto lap = [&](const char* what) {
+ private:
+  void collect_statistics();                // 1. the FP layer's input statistics (and output)
+  std::vector<Mapping> mappings() const;    // 2. the scaling groups
+  std::vector<float> search(const Mapping& m);  // a group's scale; empty: left unscaled
+  std::vector<float> smoothquant_scale(const Mapping& m);
+  double grid_loss(const Mapping& m, const std::vector<float>& s, const Tensor& hs);
+  std::vector<float> effective(const Mapping& m, std::vector<float> s);
+  Tensor fake_quant(size_t slot, const std::vector<float>& s, const Tensor& hs);
+  // 3. every scale folded (all were searched on the original weights, as AutoAWQ does)
+  void fold(const std::vector<Mapping>& maps, const std::vector<std::vector<float>>& scale_of);
+  void quantize_scaled(size_t i);           // 4. ranges and quantization of the scaled weights
+  std::vector<double> mean_abs(int g) const {
+    std::vector<double> m(stats_[size_t(g)].abs_sum);
+    for (double& v : m) v /= tokens_;
+    return m;
+  }
+  static int norm_index(Tensor LayerWeights::*n) { return n == &LayerWeights::input_norm ? 0 : 1; }
+  void lap(const std::string& what) {
     const double t = wall_seconds();
-    log_debug("layer ", layer, " ", what, ": ", t - t_mark, " s");
-    t_mark = t;
-  };
-  // 1. Statistics of the FP layer (and its output, for AutoAWQ-style propagation).
-  std::vector<InputStats> stats;
-  std::vector<int64_t> in_dims;
-  for (const GroupSlot& g : lm.arch().groups) in_dims.push_back(group_in_features(spec, g));
-  for (int64_t d : in_dims) stats.emplace_back(d);
-  if (opt.propagate_fp) out.fp_output = be.zeros(DType::F32, {h.dim(0), h.dim(1)});
+    log_debug("layer ", layer_, " ", what, ": ", t - t_mark_, " s");
+    t_mark_ = t;
+  }
+
+  CausalLM& lm_;
+  int64_t layer_;
+  LayerWeights& w_;
+  const Tensor& h_;
+  const LayerCalibration& cal_;
+  const MethodPlan& plan_;
+  const ScalingOptions& opt_;
+  const ExportNumerics& numerics_;
+  Communicator& comm_;
+  Backend& be_;
+  Ctx ctx_;
+  ScaledLayer out_;
+  std::vector<LinearSlot> slots_;
+  std::vector<std::optional<QuantFormat>> formats_;
+  std::vector<Tensor> W_;  // host F32, updated by folding
+  std::vector<std::string> modules_;
+  std::vector<int64_t> in_dims_;
+  std::vector<InputStats> stats_;
+  double tokens_ = 0;  // all ranks
+  std::vector<std::vector<float>> norm_host_;  // input_layernorm, post_attention_layernorm
+  std::vector<Tensor> Hs_;                     // per input group, in scaled coordinates
+  std::vector<std::vector<float>> mean_s_;     // per input group: mean input / scale
+  double t_mark_ = wall_seconds();
+};
+
+LayerScaler::LayerScaler(CausalLM& lm, int64_t layer, LayerWeights& w, const Tensor& h, const LayerCalibration& cal,
+                         const Recipe& recipe, const MethodPlan& plan, const ScalingOptions& opt,
+                         const ExportNumerics& numerics, Communicator& comm)
+    : lm_(lm), layer_(layer), w_(w), h_(h), cal_(cal), plan_(plan), opt_(opt), numerics_(numerics), comm_(comm),
+      be_(lm.backend()), ctx_{lm, layer, w, h, cal, numerics, comm, lm.backend(), {}, {}, {}, 0},
+      slots_(layer_linears(lm.spec())) {
+  QS_ASSERT(!lm.arch().is_moe(), "scale_layer on an MoE layer (check_quantize_inputs refuses it)");
+  QS_ASSERT(slots_.size() == 7 && lm.arch().groups.size() == 4, "scale_layer: a Llama-shaped layer");
+  // Formats and host copies of the weights.
+  for (const LinearSlot& s : slots_) {
+    modules_.push_back(lm.layer_tensor(layer, s.name));
+    formats_.push_back(recipe.format_for(modules_.back()));
+    W_.push_back(be_.download((w.*(s.member)).weight));
+  }
+  for (const GroupSlot& g : lm.arch().groups) in_dims_.push_back(group_in_features(lm.spec(), g));
+}
+
+void LayerScaler::collect_statistics() {
+  const int64_t S = cal_.seqlen;
+  for (int64_t d : in_dims_) stats_.emplace_back(d);
+  if (opt_.propagate_fp) out_.fp_output = be_.zeros(DType::F32, {h_.dim(0), h_.dim(1)});
   {
-    CaptureObserver cap(be, stats, ctx.mlp_inputs);
-    ctx.for_batches([&](int64_t, int64_t w0, int64_t B) {
-      Tensor scratch = be.upload(be.download(h.rows(w0 * S, (w0 + B) * S)));
-      lm.layer_forward(layer, w, scratch, B, S, &cap);
-      if (opt.propagate_fp) {
-        Tensor dst = out.fp_output.rows(w0 * S, (w0 + B) * S);
-        be.add_inplace(dst, scratch);
+    CaptureObserver cap(be_, stats_, ctx_.mlp_inputs);
+    ctx_.for_batches([&](int64_t, int64_t w0, int64_t B) {
+      Tensor scratch = be_.upload(be_.download(h_.rows(w0 * S, (w0 + B) * S)));
+      lm_.layer_forward(layer_, w_, scratch, B, S, &cap);
+      if (opt_.propagate_fp) {
+        Tensor dst = out_.fp_output.rows(w0 * S, (w0 + B) * S);
+        be_.add_inplace(dst, scratch);
       }
     });
   }
-  double tokens = double(cal.windows * S);
-  comm.allreduce_sum(&tokens, 1);
-  ctx.tokens = tokens;
-  for (InputStats& st : stats) {
-    comm.allreduce_sum(st.abs_sum.data(), int64_t(st.abs_sum.size()));
-    comm.allreduce_sum(st.sum.data(), int64_t(st.sum.size()));
-    allreduce_max_nonneg(st.abs_max, comm);
-    if (comm.size() > 1) comm.allreduce_sum(st.hessian.sum().data<float>(), st.hessian.sum().numel());
+  double tokens = double(cal_.windows * S);
+  comm_.allreduce_sum(&tokens, 1);
+  tokens_ = ctx_.tokens = tokens;
+  for (InputStats& st : stats_) {
+    comm_.allreduce_sum(st.abs_sum.data(), int64_t(st.abs_sum.size()));
+    comm_.allreduce_sum(st.sum.data(), int64_t(st.sum.size()));
+    allreduce_max_nonneg(st.abs_max, comm_);
+    if (comm_.size() > 1) comm_.allreduce_sum(st.hessian.sum().data<float>(), st.hessian.sum().numel());
   }
-  auto mean_abs = [&](int g) {
-    std::vector<double> m(stats[size_t(g)].abs_sum);
-    for (double& v : m) v /= tokens;
-    return m;
+  auto host = [&](const Tensor& n) {
+    const Tensor t = be_.download(n);
+    return std::vector<float>(t.data<float>(), t.data<float>() + t.numel());
   };
+  norm_host_ = {host(w_.input_norm), host(w_.post_attention_norm)};
+}
 
-  lap("statistics");
-  // 2. Scaling groups (Llama): AutoAWQ adds v→o only when v and o have the same shape
-  // (no GQA), as a scale on v's output rows must match o's input columns one to one.
+// Scaling groups (Llama): AutoAWQ adds v→o only when v and o have the same shape (no
+// GQA), as a scale on v's output rows must match o's input columns one to one.
+std::vector<Mapping> LayerScaler::mappings() const {
   std::vector<Mapping> maps = {{"input_layernorm->q,k,v", {0, 1, 2}, kQKV, &LayerWeights::input_norm, -1}};
-  if (W[2].shape() == W[3].shape()) maps.push_back({"v->o", {3}, kO, nullptr, 2});
+  if (W_[2].shape() == W_[3].shape()) maps.push_back({"v->o", {3}, kO, nullptr, 2});
   maps.push_back({"post_attention_layernorm->gate,up", {4, 5}, kGateUp, &LayerWeights::post_attention_norm, -1});
   maps.push_back({"up->down", {6}, kDown, nullptr, 5});
-  if (plan.scaling == ScalingMethod::SmoothQuant)  // the reference smooths norm inputs only
+  if (plan_.scaling == ScalingMethod::SmoothQuant)  // the reference smooths norm inputs only
     maps.erase(std::remove_if(maps.begin(), maps.end(), [](const Mapping& m) { return m.norm == nullptr; }),
                maps.end());
+  return maps;
+}
 
-  std::vector<std::vector<float>> norm_host(2);
-  norm_host[0] = [&] { Tensor t = be.download(w.input_norm); return std::vector<float>(t.data<float>(), t.data<float>() + t.numel()); }();
-  norm_host[1] = [&] { Tensor t = be.download(w.post_attention_norm); return std::vector<float>(t.data<float>(), t.data<float>() + t.numel()); }();
-  auto norm_index = [](Tensor LayerWeights::*n) { return n == &LayerWeights::input_norm ? 0 : 1; };
+// Effective scale after folding (norm weights rounded to their stored dtype).
+std::vector<float> LayerScaler::effective(const Mapping& m, std::vector<float> s) {
+  if (!m.norm) return s;
+  std::vector<float> g = norm_host_[size_t(norm_index(m.norm))];
+  return fold_into_norm(g, s, numerics_.norm_dtype);
+}
 
-  // Effective scale after folding (norm weights rounded to their stored dtype).
-  auto effective = [&](const Mapping& m, std::vector<float> s) {
-    if (!m.norm) return s;
-    std::vector<float> g = norm_host[size_t(norm_index(m.norm))];
-    return fold_into_norm(g, s, numerics.norm_dtype);
-  };
-  // Ŵ = Q(W·s)/s in original coordinates, for the slot's format; joint: J1 ranges.
-  auto fake_quant = [&](size_t slot, const std::vector<float>& s, const Tensor& hs) {
-    if (formats[slot]->family == FormatFamily::GgmlK) {
-      Tensor ws = W[slot].to_f32();
-      scale_columns(ws, s);
-      const Tensor& H = stats[size_t(input_group_of(slots[slot]))].hessian.sum();
-      Tensor wh = dequantize_exported(kquant_fit(ws, H, s, *formats[slot], modules[slot]), numerics);
-      unscale_columns(wh, s);
-      return wh;
-    }
-    const auto scheme = Scheme::make(*formats[slot]);
-    GroupRanges ranges;
-    if (plan.scaling == ScalingMethod::AwqJoint) {
-      // Inside the exponent grid a coarser range grid (twice the step) keeps the search
-      // cheap; the final fit at the chosen exponent uses the full grid and descents.
-      Tensor ws = W[slot].to_f32();
-      scale_columns(ws, s);
-      JointOptions coarse = opt.joint;
-      coarse.range_step *= 2;
-      ranges = joint_block_ranges(ws, hs, *scheme, numerics, coarse);
-    }
-    return awq_fake_quant(W[slot], s, *scheme, &ranges, numerics, modules[slot]);
-  };
-
-  std::vector<std::vector<float>> scale_of(maps.size());
-  for (size_t mi = 0; mi < maps.size(); ++mi) {
-    const Mapping& m = maps[mi];
-    bool usable = true;
-    for (size_t b : m.balance) usable = usable && formats[b].has_value();
-    if (m.prev_linear >= 0) usable = usable && formats[size_t(m.prev_linear)].has_value();
-    if (!usable) {
-      log_debug("layer ", layer, " ", m.what, ": a module is left unquantized, group not scaled");
-      continue;
-    }
-    const int64_t d = in_dims[size_t(m.input)];
-    if (plan.scaling == ScalingMethod::SmoothQuant) {
-      std::vector<float> wmax(size_t(d), 0.0f);
-      for (size_t b : m.balance) {
-        const auto cm = column_absmax(W[b]);
-        for (int64_t j = 0; j < d; ++j) wmax[size_t(j)] = std::max(wmax[size_t(j)], cm[size_t(j)]);
-      }
-      std::vector<double> amax(stats[size_t(m.input)].abs_max.begin(), stats[size_t(m.input)].abs_max.end());
-      scale_of[mi] = effective(m, smoothquant_scales(amax, wmax, opt.smooth_alpha));
-      continue;
-    }
-    // AWQ grid over α (awq, awq-dh, awq-joint).
-    const std::vector<double> xm = mean_abs(m.input);
-    const Tensor& H = stats[size_t(m.input)].hessian.sum();
-    std::vector<double> loss(size_t(opt.n_grid), 0.0);
-    std::vector<std::vector<float>> cand(size_t(opt.n_grid));
-    for (int i = 0; i < opt.n_grid; ++i) {
-      const double alpha = double(i) / opt.n_grid;
-      cand[size_t(i)] = effective(m, awq_scales(xm, alpha));
-      const std::vector<float>& s = cand[size_t(i)];
-      const Tensor hs =
-          plan.scaling == ScalingMethod::AwqJoint
-              ? damped_hessian(scale_hessian(H, s), joint_damp(opt.joint, d, tokens))
-              : Tensor();
-      if (opt.block_loss && (m.input == kQKV || m.input == kGateUp)) {
-        LayerWeights lw = w;  // shares the FP tensors; the balance linears replaced
-        for (size_t b : m.balance) (lw.*(slots[b].member)).weight = be.upload(fake_quant(b, s, hs));
-        if (m.input == kQKV) {
-          if (ctx.attn_ref.empty())
-            ctx.for_batches([&](int64_t, int64_t w0, int64_t B) { ctx.attn_ref.push_back(ctx.attention_out(w, w0, B)); });
-          ctx.for_batches([&](int64_t b, int64_t w0, int64_t B) {
-            loss[size_t(i)] += sum_sq_diff(ctx.attention_out(lw, w0, B), ctx.attn_ref[size_t(b)]);
-          });
-        } else {
-          if (ctx.mlp_ref.empty())
-            ctx.for_batches([&](int64_t b, int64_t, int64_t) { ctx.mlp_ref.push_back(ctx.mlp_out(w, b)); });
-          ctx.for_batches([&](int64_t b, int64_t, int64_t) {
-            loss[size_t(i)] += sum_sq_diff(ctx.mlp_out(lw, b), ctx.mlp_ref[size_t(b)]);
-          });
-        }
-      } else {
-        // The balance linears' outputs together: Σ_k tr(ΔW_k H ΔW_kᵀ) over all tokens, the
-        // same on every rank; divided by the rank count so that the all-reduce keeps it.
-        for (size_t b : m.balance) loss[size_t(i)] += output_error(W[b], fake_quant(b, s, hs), H) / comm.size();
-      }
-    }
-    comm.allreduce_sum(loss.data(), int64_t(loss.size()));
-    const int best = awq_best_grid_point(loss);
-    scale_of[mi] = cand[size_t(best)];
-    double norm = 0;  // elements of the compared outputs
-    if (opt.block_loss && (m.input == kQKV || m.input == kGateUp)) norm = tokens * double(spec.hidden_size);
-    else for (size_t b : m.balance) norm += tokens * double(W[b].dim(0));
-    log_debug("layer ", layer, " ", m.what, ": alpha ", double(best) / opt.n_grid, " loss ", loss[size_t(best)] / norm,
-              " (alpha 0: ", loss[0] / norm, ")");
-    lap(m.what);
+// Ŵ = Q(W·s)/s in original coordinates, for the slot's format; joint: J1 ranges.
+Tensor LayerScaler::fake_quant(size_t slot, const std::vector<float>& s, const Tensor& hs) {
+  if (formats_[slot]->family == FormatFamily::GgmlK) {
+    Tensor ws = W_[slot].to_f32();
+    scale_columns(ws, s);
+    const Tensor& H = stats_[size_t(input_group_of(slots_[slot]))].hessian.sum();
+    Tensor wh = dequantize_exported(kquant_fit(ws, H, s, *formats_[slot], modules_[slot]), numerics_);
+    unscale_columns(wh, s);
+    return wh;
   }
+  const auto scheme = Scheme::make(*formats_[slot]);
+  GroupRanges ranges;
+  if (plan_.scaling == ScalingMethod::AwqJoint) {
+    // Inside the exponent grid a coarser range grid (twice the step) keeps the search
+    // cheap; the final fit at the chosen exponent uses the full grid and descents.
+    Tensor ws = W_[slot].to_f32();
+    scale_columns(ws, s);
+    JointOptions coarse = opt_.joint;
+    coarse.range_step *= 2;
+    ranges = joint_block_ranges(ws, hs, *scheme, numerics_, coarse);
+  }
+  return awq_fake_quant(W_[slot], s, *scheme, &ranges, numerics_, modules_[slot]);
+}
 
-  // 3. Fold every scale (all were searched on the original weights, as AutoAWQ does).
+std::vector<float> LayerScaler::smoothquant_scale(const Mapping& m) {
+  const int64_t d = in_dims_[size_t(m.input)];
+  std::vector<float> wmax(size_t(d), 0.0f);
+  for (size_t b : m.balance) {
+    const auto cm = column_absmax(W_[b]);
+    for (int64_t j = 0; j < d; ++j) wmax[size_t(j)] = std::max(wmax[size_t(j)], cm[size_t(j)]);
+  }
+  std::vector<double> amax(stats_[size_t(m.input)].abs_max.begin(), stats_[size_t(m.input)].abs_max.end());
+  return effective(m, smoothquant_scales(amax, wmax, opt_.smooth_alpha));
+}
+
+// The loss of scale s on this rank's share: the block's output (--awq-loss block) or
+// the balance linears' outputs together.
+double LayerScaler::grid_loss(const Mapping& m, const std::vector<float>& s, const Tensor& hs) {
+  double loss = 0;
+  if (opt_.block_loss && (m.input == kQKV || m.input == kGateUp)) {
+    LayerWeights lw = w_;  // shares the FP tensors; the balance linears replaced
+    for (size_t b : m.balance) (lw.*(slots_[b].member)).weight = be_.upload(fake_quant(b, s, hs));
+    if (m.input == kQKV) {
+      if (ctx_.attn_ref.empty())
+        ctx_.for_batches([&](int64_t, int64_t w0, int64_t B) { ctx_.attn_ref.push_back(ctx_.attention_out(w_, w0, B)); });
+      ctx_.for_batches([&](int64_t b, int64_t w0, int64_t B) {
+        loss += sum_sq_diff(ctx_.attention_out(lw, w0, B), ctx_.attn_ref[size_t(b)]);
+      });
+    } else {
+      if (ctx_.mlp_ref.empty())
+        ctx_.for_batches([&](int64_t b, int64_t, int64_t) { ctx_.mlp_ref.push_back(ctx_.mlp_out(w_, b)); });
+      ctx_.for_batches([&](int64_t b, int64_t, int64_t) { loss += sum_sq_diff(ctx_.mlp_out(lw, b), ctx_.mlp_ref[size_t(b)]); });
+    }
+    return loss;
+  }
+  // The balance linears' outputs together: Σ_k tr(ΔW_k H ΔW_kᵀ) over all tokens, the same
+  // on every rank; divided by the rank count so that the all-reduce keeps it.
+  const Tensor& H = stats_[size_t(m.input)].hessian.sum();
+  for (size_t b : m.balance) loss += output_error(W_[b], fake_quant(b, s, hs), H) / comm_.size();
+  return loss;
+}
+
+// AWQ grid over α (awq, awq-dh, awq-joint), or SmoothQuant's closed form.
+std::vector<float> LayerScaler::search(const Mapping& m) {
+  bool usable = true;
+  for (size_t b : m.balance) usable = usable && formats_[b].has_value();
+  if (m.prev_linear >= 0) usable = usable && formats_[size_t(m.prev_linear)].has_value();
+  if (!usable) {
+    log_debug("layer ", layer_, " ", m.what, ": a module is left unquantized, group not scaled");
+    return {};
+  }
+  if (plan_.scaling == ScalingMethod::SmoothQuant) return smoothquant_scale(m);
+  const int64_t d = in_dims_[size_t(m.input)];
+  const std::vector<double> xm = mean_abs(m.input);
+  const Tensor& H = stats_[size_t(m.input)].hessian.sum();
+  std::vector<double> loss(size_t(opt_.n_grid), 0.0);
+  std::vector<std::vector<float>> cand(size_t(opt_.n_grid));
+  for (int i = 0; i < opt_.n_grid; ++i) {
+    cand[size_t(i)] = effective(m, awq_scales(xm, double(i) / opt_.n_grid));
+    const Tensor hs = plan_.scaling == ScalingMethod::AwqJoint
+                          ? damped_hessian(scale_hessian(H, cand[size_t(i)]), joint_damp(opt_.joint, d, tokens_))
+                          : Tensor();
+    loss[size_t(i)] = grid_loss(m, cand[size_t(i)], hs);
+  }
+  comm_.allreduce_sum(loss.data(), int64_t(loss.size()));
+  const int best = awq_best_grid_point(loss);
+  double norm = 0;  // elements of the compared outputs
+  if (opt_.block_loss && (m.input == kQKV || m.input == kGateUp)) norm = tokens_ * double(lm_.spec().hidden_size);
+  else for (size_t b : m.balance) norm += tokens_ * double(W_[b].dim(0));
+  log_debug("layer ", layer_, " ", m.what, ": alpha ", double(best) / opt_.n_grid, " loss ", loss[size_t(best)] / norm,
+            " (alpha 0: ", loss[0] / norm, ")");
+  lap(m.what);
+  return cand[size_t(best)];
+}
+
+void LayerScaler::fold(const std::vector<Mapping>& maps, const std::vector<std::vector<float>>& scale_of) {
   std::vector<std::vector<float>> input_scale(4);  // per input group, empty = 1
   for (size_t mi = 0; mi < maps.size(); ++mi) {
     const Mapping& m = maps[mi];
     if (scale_of[mi].empty()) continue;
     const std::vector<float>& s = scale_of[mi];
     if (m.norm) {
-      std::vector<float>& g = norm_host[size_t(norm_index(m.norm))];
-      fold_into_norm(g, s, numerics.norm_dtype);  // s is already the effective scale
+      std::vector<float>& g = norm_host_[size_t(norm_index(m.norm))];
+      fold_into_norm(g, s, numerics_.norm_dtype);  // s is already the effective scale
       Tensor t = Tensor::zeros(DType::F32, {int64_t(g.size())});
       std::copy(g.begin(), g.end(), t.data<float>());
-      w.*(m.norm) = be.upload(t);
+      w_.*(m.norm) = be_.upload(t);
     } else {
-      unscale_last_rows(W[size_t(m.prev_linear)], s);
-      QS_ASSERT(!(w.*(slots[size_t(m.prev_linear)].member)).bias.defined(), "bias on a scaled linear");
+      unscale_last_rows(W_[size_t(m.prev_linear)], s);
+      QS_ASSERT(!(w_.*(slots_[size_t(m.prev_linear)].member)).bias.defined(), "bias on a scaled linear");
     }
-    for (size_t b : m.balance) scale_columns(W[b], s);
+    for (size_t b : m.balance) scale_columns(W_[b], s);
     input_scale[size_t(m.input)] = s;
   }
-  for (size_t i = 0; i < slots.size(); ++i) (w.*(slots[i].member)).weight = be.upload(W[i]);
-  std::vector<Tensor> Hs(4);
-  std::vector<std::vector<float>> mean_s(4);
+  for (size_t i = 0; i < slots_.size(); ++i) (w_.*(slots_[i].member)).weight = be_.upload(W_[i]);
+  Hs_.resize(4);
+  mean_s_.resize(4);
   for (int g = 0; g < 4; ++g) {
-    const Tensor& H = stats[size_t(g)].hessian.sum();
-    Hs[size_t(g)] = input_scale[size_t(g)].empty() ? H : scale_hessian(H, input_scale[size_t(g)]);
-    mean_s[size_t(g)].resize(stats[size_t(g)].sum.size());
-    for (size_t j = 0; j < mean_s[size_t(g)].size(); ++j)
-      mean_s[size_t(g)][j] = float(stats[size_t(g)].sum[j] / tokens /
-                                   (input_scale[size_t(g)].empty() ? 1.0 : double(input_scale[size_t(g)][j])));
+    const Tensor& H = stats_[size_t(g)].hessian.sum();
+    Hs_[size_t(g)] = input_scale[size_t(g)].empty() ? H : scale_hessian(H, input_scale[size_t(g)]);
+    mean_s_[size_t(g)].resize(stats_[size_t(g)].sum.size());
+    for (size_t j = 0; j < mean_s_[size_t(g)].size(); ++j)
+      mean_s_[size_t(g)][j] = float(stats_[size_t(g)].sum[j] / tokens_ /
+                                    (input_scale[size_t(g)].empty() ? 1.0 : double(input_scale[size_t(g)][j])));
   }
+}
 
-  // 4. Ranges and quantization of the scaled weights.
-  if (plan.gptq && plan.scaling != ScalingMethod::AwqJoint) return out;
-  for (size_t i = 0; i < slots.size(); ++i) {
-    if (!formats[i]) continue;
-    const auto scheme = Scheme::make(*formats[i]);
-    const Tensor& H = Hs[size_t(input_group_of(slots[i]))];
-    ScaledModule sm;
-    if (formats[i]->family == FormatFamily::GgmlK) {
-      // +gptq fits the super-blocks the same way (on the scaled Hessian) and chooses the codes.
-      if (plan.gptq) continue;
-      sm.q = kquant_fit(W[i], H, {}, *formats[i], modules[i]);
-      if (plan.scaling == ScalingMethod::AwqJoint) {  // the rounding descent, super-block fit fixed
-        const Tensor Hd = damped_hessian(H, joint_damp(opt.joint, W[i].dim(1), tokens));
-        const double loss = refine_rounding(sm.q, W[i], Hd, numerics, opt.joint.rounding_sweeps);
-        log_debug(modules[i], ": joint rounding loss ", loss);
-      }
-    } else if (plan.scaling == ScalingMethod::AwqJoint) {
-      const Tensor Hd = damped_hessian(H, joint_damp(opt.joint, W[i].dim(1), tokens));
-      const GroupRanges start = joint_block_ranges(W[i], Hd, *scheme, numerics, opt.joint);
-      JointResult jr = joint_refine(W[i], Hd, *scheme, numerics, &start, opt.joint, modules[i]);
-      log_debug(modules[i], ": joint loss ", jr.loss_start, " -> ranges ", jr.loss_ranges, " -> rounding ",
-                jr.loss_final);
-      if (plan.gptq) {
-        std::vector<GroupParams> params;
-        const int64_t ng = jr.q.n_groups();
-        for (int64_t r = 0; r < jr.q.out_features; ++r)
-          for (int64_t g = 0; g < ng; ++g) params.push_back(group_params(jr.q, r, g));
-        out.static_groups[modules[i]] = std::move(params);
-        continue;
-      }
-      sm.q = std::move(jr.q);
-    } else {
-      GroupRanges ranges;
-      // AWQ skips q/k: the q·kᵀ product makes their output error a poor clip criterion.
-      const bool qk = i == 0 || i == 1;
-      if (opt.clip && !qk && plan.scaling != ScalingMethod::SmoothQuant)
-        ranges = awq_clip_search(W[i], H, *scheme, numerics, opt.clip_grid, opt.clip_max_shrink);
-      sm.q = quantize_ranged(W[i], *scheme, ranges.empty() ? nullptr : &ranges, numerics, modules[i]);
-      if (plan.scaling == ScalingMethod::AwqDh) {
-        const std::vector<float>& mu = mean_s[size_t(input_group_of(slots[i]))];
-        const std::vector<uint8_t> outl = kneedle_outliers(mu, opt.knee_tolerance);
-        const FlipStats fs = heuristic_flip(sm.q, W[i], mu, outl, opt.max_flip_percent, numerics);
-        int64_t n_out = 0;
-        for (uint8_t o : outl) n_out += o;
-        log_debug(modules[i], ": ", n_out, " outlier channels, ", fs.flips, " flips (max ", fs.max_row_flips,
-                  " per row)");
-      }
+void LayerScaler::quantize_scaled(size_t i) {
+  if (!formats_[i]) return;
+  const auto scheme = Scheme::make(*formats_[i]);
+  const Tensor& H = Hs_[size_t(input_group_of(slots_[i]))];
+  const Tensor& Wi = W_[i];
+  const std::string& module = modules_[i];
+  ScaledModule sm;
+  if (formats_[i]->family == FormatFamily::GgmlK) {
+    // +gptq fits the super-blocks the same way (on the scaled Hessian) and chooses the codes.
+    if (plan_.gptq) return;
+    sm.q = kquant_fit(Wi, H, {}, *formats_[i], module);
+    if (plan_.scaling == ScalingMethod::AwqJoint) {  // the rounding descent, super-block fit fixed
+      const Tensor Hd = damped_hessian(H, joint_damp(opt_.joint, Wi.dim(1), tokens_));
+      const double loss = refine_rounding(sm.q, Wi, Hd, numerics_, opt_.joint.rounding_sweeps);
+      log_debug(module, ": joint rounding loss ", loss);
     }
-    const double base = output_error(W[i], Tensor::zeros(DType::F32, W[i].shape()), H);
-    sm.rel_error = base > 0 ? output_error(W[i], dequantize_exported(sm.q, numerics), H) / base : 0.0;
-    out.quantized[modules[i]] = std::move(sm);
+  } else if (plan_.scaling == ScalingMethod::AwqJoint) {
+    const Tensor Hd = damped_hessian(H, joint_damp(opt_.joint, Wi.dim(1), tokens_));
+    const GroupRanges start = joint_block_ranges(Wi, Hd, *scheme, numerics_, opt_.joint);
+    JointResult jr = joint_refine(Wi, Hd, *scheme, numerics_, &start, opt_.joint, module);
+    log_debug(module, ": joint loss ", jr.loss_start, " -> ranges ", jr.loss_ranges, " -> rounding ", jr.loss_final);
+    if (plan_.gptq) {
+      std::vector<GroupParams> params;
+      const int64_t ng = jr.q.n_groups();
+      for (int64_t r = 0; r < jr.q.out_features; ++r)
+        for (int64_t g = 0; g < ng; ++g) params.push_back(group_params(jr.q, r, g));
+      out_.static_groups[module] = std::move(params);
+      return;
+    }
+    sm.q = std::move(jr.q);
+  } else {
+    GroupRanges ranges;
+    // AWQ skips q/k: the q·kᵀ product makes their output error a poor clip criterion.
+    const bool qk = i == 0 || i == 1;
+    if (opt_.clip && !qk && plan_.scaling != ScalingMethod::SmoothQuant)
+      ranges = awq_clip_search(Wi, H, *scheme, numerics_, opt_.clip_grid, opt_.clip_max_shrink);
+    sm.q = quantize_ranged(Wi, *scheme, ranges.empty() ? nullptr : &ranges, numerics_, module);
+    if (plan_.scaling == ScalingMethod::AwqDh) {
+      const std::vector<float>& mu = mean_s_[size_t(input_group_of(slots_[i]))];
+      const std::vector<uint8_t> outl = kneedle_outliers(mu, opt_.knee_tolerance);
+      const FlipStats fs = heuristic_flip(sm.q, Wi, mu, outl, opt_.max_flip_percent, numerics_);
+      int64_t n_out = 0;
+      for (uint8_t o : outl) n_out += o;
+      log_debug(module, ": ", n_out, " outlier channels, ", fs.flips, " flips (max ", fs.max_row_flips, " per row)");
+    }
   }
-  lap("ranges and quantization");
-  return out;
+  const double base = output_error(Wi, Tensor::zeros(DType::F32, Wi.shape()), H);
+  sm.rel_error = base > 0 ? output_error(Wi, dequantize_exported(sm.q, numerics_), H) / base : 0.0;
+  out_.quantized[module] = std::move(sm);
+}
+
+}  // namespace
+
+ScaledLayer scale_layer(CausalLM& lm, int64_t layer, LayerWeights& w, const Tensor& h,
+                        const LayerCalibration& cal, const Recipe& recipe, const MethodPlan& plan,
+                        const ScalingOptions& opt, const ExportNumerics& numerics, Communicator& comm) {
+  return LayerScaler(lm, layer, w, h, cal, recipe, plan, opt, numerics, comm).run();
 }
 
 }  // namespace qshard
