@@ -257,10 +257,16 @@ bool CausalLM::add_moe_output(int64_t layer, const LayerWeights& w, const GroupI
   const Routing r = route_tokens(be.download(logits), s.experts_per_token, s.norm_topk_prob);
   const Tensor x_host = be.download(in.x);
   Tensor out = Tensor::zeros(DType::F32, {T, H});
-  auto observe = [&](GroupId g, const Tensor& rows_in, const std::vector<int64_t>* rows) {
+  // rows: the routed tokens of rows_in (an expert), or null (every token); an undefined
+  // rows_in with `width`: an expert no token reached.
+  auto observe = [&](GroupId g, const Tensor& rows_in, const std::vector<int64_t>* rows, int64_t width = 0) {
     if (!observer) return false;
-    const Tensor host = rows ? be.download(rows_in) : Tensor();
-    observer->on_linear_input(layer, g, rows ? be.upload(scatter_rows(host, *rows, T)) : rows_in);
+    if (!rows_in.defined())
+      observer->on_linear_input(layer, g, be.zeros(DType::F32, {T, width}));
+    else if (rows)
+      observer->on_linear_input(layer, g, be.upload(scatter_rows(be.download(rows_in), *rows, T)));
+    else
+      observer->on_linear_input(layer, g, rows_in);
     return observer->stop_after(g);
   };
   auto accumulate = [&](const Tensor& y, const std::vector<int64_t>& rows, const std::vector<float>& wt) {
@@ -272,14 +278,18 @@ bool CausalLM::add_moe_output(int64_t layer, const LayerWeights& w, const GroupI
     const ExpertWeights& ex = w.experts[size_t(e)];
     const std::vector<int64_t>& rows = r.rows[size_t(e)];
     if (observer) observer->on_routed(layer, e, int64_t(rows.size()));
+    if (rows.empty()) {  // no token for this expert: the observer still sees its (zero) inputs
+      if (observe({LinearGroup::GateUp, e}, Tensor(), nullptr, H) ||
+          observe({LinearGroup::Down, e}, Tensor(), nullptr, s.moe_intermediate_size))
+        return false;
+      continue;
+    }
     GroupInput gi;
     gi.x = be.upload(gather_rows(x_host, rows));
-    if (!rows.empty()) gi.xq = quantized_input(be, gi.x, {&ex.gate, &ex.up});
+    gi.xq = quantized_input(be, gi.x, {&ex.gate, &ex.up});
     if (observe({LinearGroup::GateUp, e}, gi.seen(), &rows)) return false;
-    const Tensor act = rows.empty() ? be.zeros(DType::F32, {0, s.moe_intermediate_size})
-                                    : expert_activation(ex, gi, s.moe_intermediate_size);
+    const Tensor act = expert_activation(ex, gi, s.moe_intermediate_size);
     if (observe({LinearGroup::Down, e}, act, &rows)) return false;
-    if (rows.empty()) continue;
     Tensor y = be.zeros(DType::F32, {int64_t(rows.size()), H});
     be.linear(act, ex.down.weight, bias_of(ex.down), y);
     accumulate(y, rows, r.weights[size_t(e)]);

@@ -13,7 +13,8 @@ report gives each expert's routed calibration tokens, which sum per layer to
 tokens x num_experts_per_tok (gate_up and down alike). qwen2_moe gptq also: 2 ranks
 (mpirun) write the bytes of 1 rank, and a run killed in the middle of its second MoE layer
 (after expert 2's gate/up, QSHARD_TEST_KILL_AT) and run again writes them too. mixtral
-with 32 calibration tokens: the experts under 16 routed tokens fall back to RTN, warned.
+with 32 calibration tokens: the experts under 16 routed tokens fall back to RTN, warned;
+qwen3_moe with 4: experts no token reaches are quantized too (RTN). AWQ on MoE is refused.
 Env: QSHARD_BIN, QSHARD_SOURCE_DIR. Exit 0 pass, 1 fail.
 """
 import json
@@ -182,6 +183,19 @@ def check_few_tokens(name, tmp):
           f"{name}: --method awq refused before --out is made (docs/errors.md row 67)")
 
 
+def check_unrouted_expert(name, tmp):
+    """4 calibration tokens: experts no token reaches are quantized (RTN) and the model evaluates."""
+    src = os.path.join(GOLDEN, name)
+    out = os.path.join(tmp, f"{name}-unrouted")
+    run([QBIN, "quantize", "--model", src, "--out", out, "--quiet", "--calib", os.path.join(tmp, name + "-calib.tokens"),
+         "--n-calib", "1", "--calib-seqlen", "4", "--method", "gptq", "--export", "fakequant"] + FORMAT)
+    with open(os.path.join(out, "quantize_report.json")) as f:
+        zero = [m for m in json.load(f)["modules"] if m.get("routed_tokens") == 0]
+    r = evaluate(out, src, os.path.join(tmp, name + "-eval.tokens"))
+    check(zero and all(m["rtn_fallback"] for m in zero) and 0 < r["kld_mean"] < 1.0,
+          f"{name}: {len(zero)} expert Linears with no routed calibration token: RTN, kld {r['kld_mean']:.4g}")
+
+
 def main():
     with tempfile.TemporaryDirectory(prefix="qshard-arch-") as tmp:
         for name in FAMILIES:
@@ -191,6 +205,8 @@ def main():
                     check_ranks_and_resume(name, tmp)
                 if name == "rand-mixtral":
                     check_few_tokens(name, tmp)
+                if name == "rand-qwen3-moe":
+                    check_unrouted_expert(name, tmp)
             except RuntimeError as e:
                 check(False, f"{name}: {e}")
     return verdict()
