@@ -60,11 +60,11 @@ def main():
     q_ref = layer.weight.data.float().numpy()
 
     with tempfile.TemporaryDirectory() as d:
-        weight.numpy().astype(np.float32).tofile(os.path.join(d, f"w_{n}.f32"))
+        weight.numpy().astype(np.float32).tofile(os.path.join(d, f"w_{n}x{n}.f32"))
         H.numpy().astype(np.float32).tofile(os.path.join(d, f"h_{n}.f32"))
         subprocess.run([a.bench, "--dir", d, "--cols", str(n), "--reps", "1"], check=True,
                        stdout=subprocess.DEVNULL)
-        q_ours = np.fromfile(os.path.join(d, f"q_{n}.f32"), dtype=np.float32).reshape(n, n)
+        q_ours = np.fromfile(os.path.join(d, f"q_{n}x{n}.f32"), dtype=np.float32).reshape(n, n)
 
     Hn = H.double().numpy()
     W = weight.double().numpy()

@@ -31,6 +31,8 @@ class HessianSum {
   int64_t tokens() const { return tokens_; }
 
  private:
+  void accumulate_window();  // upper_ += the upper triangle of scratch_
+
   int64_t in_, window_;
   std::vector<double> upper_;   // row-major upper triangle, d(d+1)/2
   std::vector<float> scratch_;  // one window's Gram matrix

@@ -3,6 +3,7 @@
 // Hessian sum, layer ownership and the owner's broadcast. Every rank builds the same
 // seeded inputs, so each can check its result against the whole-problem reference.
 #include <gtest/gtest.h>
+#include <omp.h>
 
 #include <mutex>
 #include <cstring>
@@ -133,6 +134,25 @@ TEST(HessianSum, SameBitsAtEveryRankCount) {
   // And symmetric.
   for (int64_t i = 0; i < d; ++i)
     for (int64_t j = 0; j < d; ++j) EXPECT_EQ(mine.sum().data<float>()[i * d + j], mine.sum().data<float>()[j * d + i]);
+}
+
+// The fp64 accumulation is threaded by rows of the triangle; every element keeps its
+// summation order, so the thread count must not move a bit. d spans several 64-row chunks.
+TEST(HessianSum, SameBitsAtEveryThreadCount) {
+  Communicator& c = world();
+  const int64_t windows = 3, S = 8, d = 200;
+  const Tensor x = seeded(windows * S, d, 5, 1.0f, true);
+  std::vector<Tensor> sums;
+  const int before = omp_get_max_threads();
+  for (int threads : {1, 2, 3}) {
+    omp_set_num_threads(threads);
+    HessianSum h(d, S);
+    h.add(x);
+    h.allreduce(c);
+    sums.push_back(h.sum());
+  }
+  omp_set_num_threads(before);
+  for (const Tensor& s : sums) EXPECT_EQ(std::memcmp(s.raw(), sums[0].raw(), s.nbytes()), 0);
 }
 
 TEST(LayerOwnership, ContiguousAndComplete) {
