@@ -186,15 +186,15 @@ def check_few_tokens(name, tmp):
 
 
 def check_starved_modes(name, tmp):
-    """--moe-starved all-tokens and routed on the same 32 tokens: the starved experts get
+    """--moe-starved all-tokens and routed on 32 tokens (2 windows of 16): the starved experts get
     GPTQ (no RTN fallback, a GPTQ loss), the model evaluates; all-tokens (an extra pass, a
     collective) writes the same bytes at 2 ranks; --moe-min-tokens 0 starves none."""
     src = os.path.join(GOLDEN, name)
 
     def cmd(out, *extra):
         return [QBIN, "quantize", "--model", src, "--out", out, "--quiet", "--calib",
-                os.path.join(tmp, name + "-calib.tokens"), "--n-calib", "1", "--calib-seqlen", str(SEQLEN),
-                "--method", "gptq", "--export", "fakequant"] + FORMAT + list(extra)
+                os.path.join(tmp, name + "-calib.tokens"), "--n-calib", "2", "--calib-seqlen", str(SEQLEN // 2),
+                "--method", "gptq", "--export", "fakequant"] + FORMAT + list(extra)  # 2 windows: 2 ranks
     for mode in ("all-tokens", "routed"):
         out = os.path.join(tmp, f"{name}-starved-{mode}")
         run(cmd(out, "--moe-starved", mode))
