@@ -212,7 +212,7 @@ int run_quantize(const std::vector<std::string>& args, Communicator& comm) {
   std::string gguf_dense = "auto";
   std::string act_name = "none";
   int64_t group_size = 0;
-  std::string block_gptq, propagate, awq_loss, device_name = "auto";
+  std::string block_gptq, moe_starved, propagate, awq_loss, device_name = "auto";
   uint64_t shuffle_seed = 0;
   double max_shard_gb = 5.0;
   std::vector<std::string> skips;
@@ -288,6 +288,11 @@ int run_quantize(const std::vector<std::string>& args, Communicator& comm) {
        "its output error) is measured; 0: plan on the output errors alone")
       ("quantize-lm-head", "quantize lm_head too (in row chunks)")
       ("no-true-sequential", "collect every group's Hessian from the unquantized layer (one pass)")
+      ("moe-min-tokens", po::value(&opt.expert_min_tokens)->default_value(opt.expert_min_tokens),
+       "MoE: an expert routed fewer calibration tokens than this (over all ranks) is starved")
+      ("moe-starved", po::value(&moe_starved)->default_value(starved_experts_name(opt.moe_starved)),
+       "MoE: a starved expert's quantization: rtn (warned), all-tokens (GPTQ, Hessian of every token of "
+       "the layer through it), routed (GPTQ on its few tokens; RTN if none)")
       ("batch-tokens", po::value(&opt.batch_tokens)->default_value(2048), "calibration tokens per forward")
       ("max-shard-size", po::value(&max_shard_gb)->default_value(5.0), "output shard size limit in GB")
       ("overwrite", "discard an unfinished or finished run of a different command in --out")
@@ -306,6 +311,8 @@ int run_quantize(const std::vector<std::string>& args, Communicator& comm) {
   opt.gptq.static_groups = vm.count("static-groups") > 0;
   opt.quantize_lm_head = vm.count("quantize-lm-head") > 0;
   opt.true_sequential = vm.count("no-true-sequential") == 0;
+  opt.moe_starved = parse_starved_experts(moe_starved);
+  if (opt.expert_min_tokens < 0) fail_input("--moe-min-tokens must not be negative");
   // Bench/test switch, not an option: the re-running true-sequential path (quantize.h)
   // beside the staged one, which must write the same bytes (bench/slice70b, tests).
   opt.sequential_rerun = std::getenv("QSHARD_SEQUENTIAL_RERUN") != nullptr;

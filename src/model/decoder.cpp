@@ -278,6 +278,13 @@ bool CausalLM::add_moe_output(int64_t layer, const LayerWeights& w, const GroupI
     const ExpertWeights& ex = w.experts[size_t(e)];
     const std::vector<int64_t>& rows = r.rows[size_t(e)];
     if (observer) observer->on_routed(layer, e, int64_t(rows.size()));
+    if (observer && observer->all_tokens(e)) {  // a statistics pass: h is a scratch copy
+      const GroupInput ga{in.x, quantized_input(be, in.x, {&ex.gate, &ex.up})};
+      if (observe({LinearGroup::GateUp, e}, ga.seen(), nullptr) ||
+          observe({LinearGroup::Down, e}, expert_activation(ex, ga, s.moe_intermediate_size), nullptr))
+        return false;
+      continue;
+    }
     if (rows.empty()) {  // no token for this expert: the observer still sees its (zero) inputs
       if (observe({LinearGroup::GateUp, e}, Tensor(), nullptr, H) ||
           observe({LinearGroup::Down, e}, Tensor(), nullptr, s.moe_intermediate_size))

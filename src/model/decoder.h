@@ -32,6 +32,10 @@ class LayerObserver {
   virtual bool stop_after(GroupId) const { return false; }
   // MoE: how many of this batch's tokens the router sent to `expert`.
   virtual void on_routed(int64_t /*layer*/, int /*expert*/, int64_t /*tokens*/) {}
+  // MoE: true when `expert`'s groups are to be observed on every token of the batch, not
+  // only its routed ones (llm-compressor's calibrate-all-experts, for experts the router
+  // starves); the layer's output still takes only the routed rows.
+  virtual bool all_tokens(int /*expert*/) const { return false; }
 };
 
 // A linear group's input: the normed rows, and their fake-quantized copy when a Linear

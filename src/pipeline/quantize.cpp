@@ -4,6 +4,7 @@
 
 #include <cstring>
 #include <map>
+#include <set>
 
 #include "core/error.h"
 #include "core/log.h"
@@ -45,6 +46,9 @@ class HessianObserver final : public LayerObserver {
   }
   bool stop_after(GroupId g) const override { return !targets_.empty() && g == targets_.rbegin()->first; }
   void on_routed(int64_t, int expert, int64_t tokens) override { routed_[expert] += double(tokens); }
+  void observe_all_tokens(int expert) { all_tokens_.insert(expert); }
+  bool all_tokens(int expert) const override { return all_tokens_.count(expert) > 0; }
+  bool watching() const { return !targets_.empty(); }
   // Tokens routed to each expert over every rank's batches (collective; -1 for groups
   // that are not a routed expert's).
   std::map<int, double> routed_totals(int64_t experts, Communicator& comm) const {
@@ -60,6 +64,7 @@ class HessianObserver final : public LayerObserver {
   Backend& be_;
   std::map<GroupId, HessianSum*> targets_;
   std::map<int, double> routed_;
+  std::set<int> all_tokens_;
 };
 
 Tensor copy_rows(Backend& be, const Tensor& t) { return be.upload(be.download(t)); }
@@ -213,6 +218,9 @@ class Pipeline {
   void quantize_layer(int64_t l, std::shared_ptr<const LayerTensors> src, const Marks& start);
   bool staged_groups(Layer& L);  // true: h holds the layer's output
   void pass_groups(Layer& L);
+  void recalibrate_starved(Layer& L, const std::vector<const GroupSlot*>& pass, const std::map<int, double>& routed,
+                           std::map<GroupId, HessianSum>& hessians);
+  bool starved(const std::map<int, double>& routed, int expert) const;
   void quantize_group(Layer& L, const GroupSlot& g, HessianSum* acc, double routed);
   ModuleReport quantize_linear(Layer& L, const LinearSlot& slot, HessianSum* acc, GptqFactorCache& factor,
                                const QuantizeOptions& qo);
@@ -392,6 +400,8 @@ void Pipeline::pass_groups(Layer& L) {
       run_layer(lm_, L.index, L.w, h_, mine_.size(), S_, per_batch_, &observer);
     }
     const std::map<int, double> routed = observer.routed_totals(spec_.num_experts, comm_);
+    if (o_.moe_starved == StarvedExperts::AllTokens && !self_quantized())
+      recalibrate_starved(L, pass, routed, hessians);
     for (const GroupSlot* g : pass) {
       const auto r = routed.find(g->expert);
       quantize_group(L, *g, self_quantized() ? nullptr : &hessians.at(g->id()), r == routed.end() ? -1.0 : r->second);
@@ -399,14 +409,40 @@ void Pipeline::pass_groups(Layer& L) {
   }
 }
 
+// --moe-starved all-tokens: the starved experts' Hessians again, from one more pass that
+// runs every token of the layer through them (a collective: `routed` is over all ranks).
+void Pipeline::recalibrate_starved(Layer& L, const std::vector<const GroupSlot*>& pass,
+                                   const std::map<int, double>& routed, std::map<GroupId, HessianSum>& hessians) {
+  HessianObserver observer(be_);
+  for (const GroupSlot* g : pass)
+    if (starved(routed, g->expert)) {
+      hessians.erase(g->id());
+      auto [it, _] = hessians.emplace(g->id(), hessian_for(*g));
+      observer.watch(g->id(), &it->second);
+      observer.observe_all_tokens(g->expert);
+    }
+  if (observer.watching()) run_layer(lm_, L.index, L.w, h_, mine_.size(), S_, per_batch_, &observer);
+}
+
+bool Pipeline::starved(const std::map<int, double>& routed, int expert) const {
+  const auto r = routed.find(expert);
+  return r != routed.end() && r->second < double(o_.expert_min_tokens);
+}
+
 // Quantizes group g's Linears with its Hessian (null when self-quantized); later groups
 // then see their quantized outputs. routed: an expert's calibration tokens over all ranks
-// (-1 for the other groups); experts with fewer than o.expert_min_tokens get RTN (warned).
+// (-1 for the other groups); a starved expert (under o.expert_min_tokens) per o.moe_starved.
 void Pipeline::quantize_group(Layer& L, const GroupSlot& g, HessianSum* acc, double routed) {
-  const bool few = routed >= 0 && routed < double(o_.expert_min_tokens) && !self_quantized();
+  const bool starved = routed >= 0 && routed < double(o_.expert_min_tokens) && !self_quantized();
+  const bool few = starved && (o_.moe_starved == StarvedExperts::Rtn ||
+                               (o_.moe_starved == StarvedExperts::Routed && routed == 0));
   if (few)
     log_warn("layer ", L.index, " ", group_id_name(g.id()), ": ", int64_t(routed), " calibration tokens routed (< ",
              o_.expert_min_tokens, "): its Linears are quantized with RTN; more calibration data would give it GPTQ");
+  else if (starved)
+    log_warn("layer ", L.index, " ", group_id_name(g.id()), ": ", int64_t(routed), " calibration tokens routed (< ",
+             o_.expert_min_tokens, "): GPTQ on ",
+             o_.moe_starved == StarvedExperts::AllTokens ? "every token of the layer" : "those tokens");
   QuantizeOptions rtn_o = o_;
   rtn_o.method = "rtn";
   if (acc) allreduce_hessian(*acc, comm_);
@@ -564,6 +600,21 @@ QuantizeReport quantize_model(CausalLM& lm, const TensorSource& source, const Ca
                               const Recipe& recipe, const QuantizeOptions& o, Exporter* exporter,
                               Communicator& comm) {
   return Pipeline(lm, source, calib, recipe, o, exporter, comm).run();
+}
+
+StarvedExperts parse_starved_experts(const std::string& name) {
+  for (StarvedExperts s : {StarvedExperts::Rtn, StarvedExperts::AllTokens, StarvedExperts::Routed})
+    if (name == starved_experts_name(s)) return s;
+  fail_input("--moe-starved '", name, "' is not one of rtn, all-tokens, routed");
+}
+
+const char* starved_experts_name(StarvedExperts s) {
+  switch (s) {
+    case StarvedExperts::Rtn: return "rtn";
+    case StarvedExperts::AllTokens: return "all-tokens";
+    case StarvedExperts::Routed: return "routed";
+  }
+  return "?";
 }
 
 }  // namespace qshard

@@ -19,6 +19,15 @@
 
 namespace qshard {
 
+// MoE: how an expert is quantized that fewer than QuantizeOptions::expert_min_tokens
+// calibration tokens (over all ranks) are routed to (docs/results.md, "Starved experts"):
+// RTN (warned); GPTQ on a Hessian of every token of the layer run through that expert
+// (llm-compressor's calibrate-all-experts); or GPTQ on its few routed tokens (damped; an
+// expert no token reaches gets RTN).
+enum class StarvedExperts { Rtn, AllTokens, Routed };
+StarvedExperts parse_starved_experts(const std::string& name);  // rtn | all-tokens | routed
+const char* starved_experts_name(StarvedExperts s);
+
 struct QuantizeOptions {
   std::string method = "gptq";  // see parse_method (pipeline/awq_layer.h)
   GptqOptions gptq;
@@ -34,9 +43,9 @@ struct QuantizeOptions {
   // (per rank; beyond it they are recomputed): 8 × 512 tokens of a 70B layer take 0.5 GB.
   uint64_t sequential_cache_bytes = uint64_t(4) << 30;
   bool quantize_lm_head = false;
-  // MoE: an expert that fewer calibration tokens (over all ranks) are routed to is
-  // quantized with RTN and a warning instead of GPTQ on a Hessian of that few tokens.
+  // MoE: experts under expert_min_tokens routed calibration tokens are "starved".
   int64_t expert_min_tokens = 16;
+  StarvedExperts moe_starved = StarvedExperts::Rtn;
   int64_t batch_tokens = 2048;        // calibration tokens per forward
   int64_t lm_head_chunk_rows = 8192;  // lm_head rows quantized at a time
   // Resume state (checkpoint.h): finished segments are replayed, new ones committed.

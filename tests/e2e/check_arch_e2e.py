@@ -13,7 +13,8 @@ report gives each expert's routed calibration tokens, which sum per layer to
 tokens x num_experts_per_tok (gate_up and down alike). qwen2_moe gptq also: 2 ranks
 (mpirun) write the bytes of 1 rank, and a run killed in the middle of its second MoE layer
 (after expert 2's gate/up, QSHARD_TEST_KILL_AT) and run again writes them too. mixtral
-with 32 calibration tokens: the experts under 16 routed tokens fall back to RTN, warned;
+with 32 calibration tokens: the experts under 16 routed tokens fall back to RTN, warned
+(--moe-starved rtn), get GPTQ with all-tokens (also at 2 ranks, same bytes) and routed;
 qwen3_moe with 4: experts no token reaches are quantized too (RTN). AWQ on MoE is refused.
 Env: QSHARD_BIN, QSHARD_SOURCE_DIR. Exit 0 pass, 1 fail.
 """
@@ -169,7 +170,8 @@ def check_few_tokens(name, tmp):
     calib = os.path.join(tmp, name + "-calib.tokens")
     out = os.path.join(tmp, f"{name}-few")
     p = attempt([QBIN, "quantize", "--model", src, "--out", out, "--calib", calib, "--n-calib", "1",
-                 "--calib-seqlen", str(SEQLEN), "--method", "gptq", "--export", "fakequant"] + FORMAT)
+                 "--calib-seqlen", str(SEQLEN), "--method", "gptq", "--export", "fakequant",
+                 "--moe-starved", "rtn"] + FORMAT)
     with open(os.path.join(out, "quantize_report.json")) as f:
         experts = [m for m in json.load(f)["modules"] if ".experts." in m["module"]]
     few = [m for m in experts if m["routed_tokens"] < 16]
@@ -181,6 +183,36 @@ def check_few_tokens(name, tmp):
     errors = [line for line in p.stderr.splitlines() if line.startswith("qshard: error:")]
     check(p.returncode == 2 and len(errors) == 1 and "mixture-of-experts" in errors[0] and not os.path.exists(refused),
           f"{name}: --method awq refused before --out is made (docs/errors.md row 67)")
+
+
+def check_starved_modes(name, tmp):
+    """--moe-starved all-tokens and routed on 32 tokens (2 windows of 16): the starved experts get
+    GPTQ (no RTN fallback, a GPTQ loss), the model evaluates; all-tokens (an extra pass, a
+    collective) writes the same bytes at 2 ranks; --moe-min-tokens 0 starves none."""
+    src = os.path.join(GOLDEN, name)
+
+    def cmd(out, *extra):
+        return [QBIN, "quantize", "--model", src, "--out", out, "--quiet", "--calib",
+                os.path.join(tmp, name + "-calib.tokens"), "--n-calib", "2", "--calib-seqlen", str(SEQLEN // 2),
+                "--method", "gptq", "--export", "fakequant"] + FORMAT + list(extra)  # 2 windows: 2 ranks
+    for mode in ("all-tokens", "routed"):
+        out = os.path.join(tmp, f"{name}-starved-{mode}")
+        run(cmd(out, "--moe-starved", mode))
+        with open(os.path.join(out, "quantize_report.json")) as f:
+            few = [m for m in json.load(f)["modules"] if 0 < m.get("routed_tokens", -1) < 16]
+        r = evaluate(out, src, os.path.join(tmp, name + "-eval.tokens"))
+        check(few and not any(m["rtn_fallback"] for m in few) and all(m["gptq_loss"] > 0 for m in few)
+              and 0 < r["kld_mean"] < 1.0,
+              f"{name} --moe-starved {mode}: {len(few)} starved expert Linears by GPTQ, kld {r['kld_mean']:.4g}")
+        if mode == "all-tokens":
+            two = os.path.join(tmp, f"{name}-starved-2ranks")
+            run(MPIRUN + ["-np", "2"] + cmd(two, "--moe-starved", mode))
+            check(weights_digest(two) == weights_digest(out), f"{name} --moe-starved {mode}: 2 ranks write the bytes of 1")
+    out = os.path.join(tmp, f"{name}-min0")
+    run(cmd(out, "--moe-starved", "rtn", "--moe-min-tokens", "0"))
+    with open(os.path.join(out, "quantize_report.json")) as f:
+        check(not any(m.get("rtn_fallback") for m in json.load(f)["modules"]),
+              f"{name} --moe-min-tokens 0: no expert falls back to RTN")
 
 
 def check_unrouted_expert(name, tmp):
@@ -205,6 +237,7 @@ def main():
                     check_ranks_and_resume(name, tmp)
                 if name == "rand-mixtral":
                     check_few_tokens(name, tmp)
+                    check_starved_modes(name, tmp)
                 if name == "rand-qwen3-moe":
                     check_unrouted_expert(name, tmp)
             except RuntimeError as e:

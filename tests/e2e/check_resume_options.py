@@ -92,6 +92,8 @@ def changes(t):
         ("skip", (["--skip", "mlp.down_proj"], "--skip", '["mlp.down_proj"]')),
         flag("quantize-lm-head"),
         flag("no-true-sequential"),
+        value("moe-min-tokens", "8"),
+        value("moe-starved", "routed"),
         value("batch-tokens", "1024"),
         value("max-shard-size", "0.004"),
         value("gguf-dense", "f16"),

@@ -18,8 +18,9 @@ a refused load or a mismatch fails.
                              config_groups in transformers, GPTQModel `dynamic` (int3/int4/int8)
          families            the tiny random checkpoints of qwen3, mixtral, qwen2_moe, qwen3_moe
                              (tests/model/data/golden/rand-*, Hub tensor names) quantized by GPTQ
-                             into fakequant (and qwen3 into compressed-tensors), on random
-                             tokens, loaded by transformers (MoE experts fused at load)
+                             into fakequant and compressed-tensors, on random tokens, loaded
+                             by transformers (MoE experts fused at load; compressed-tensors
+                             MoE with load_transformers_moe's workaround, docs/engines.md)
 Run with the engines venv's python (launch/engines_venv.sh; tests/engines/run.sh finds it).
 Env: QSHARD_BIN, QSHARD_TEST_MODEL, QSHARD_SOURCE_DIR. Exit 0 pass, 1 fail.
 """
@@ -114,8 +115,36 @@ def load_gptqmodel(path, backend):
     return hf, f"GPTQModel {gptqmodel.__version__} kernel {','.join(kernels)}"
 
 
+def load_transformers_moe(path):
+    """A compressed-tensors MoE export in transformers 5.17, which for a pre-quantized
+    checkpoint keeps the checkpoint's dtype (bf16) on every key it converts at load
+    (core_model_loading.py: `_dtype = None` for renamed keys): the fused experts, which
+    DecompressExperts dequantizes in the scales' dtype, and Mixtral's router (renamed
+    block_sparse_moe -> mlp), which then fails against fp32 activations. Our tensors are as
+    llm-compressor writes them (docs/engines.md), so the check works around it: scales
+    upcast before the experts' dequantization (exact, as qshard eval), leftover bf16
+    parameters cast to fp32."""
+    from transformers.integrations import compressed_tensors as tci
+    orig = tci.DecompressExperts.convert
+
+    def convert(self, input_dict, *args, **kwargs):
+        up = lambda v: [t.float() for t in v] if isinstance(v, list) else v.float()  # noqa: E731
+        return orig(self, {k: up(v) if "weight_scale" in k else v for k, v in input_dict.items()},
+                    *args, **kwargs)
+    tci.DecompressExperts.convert = convert
+    try:
+        m, engine = load_transformers(path)
+    finally:
+        tci.DecompressExperts.convert = orig
+    for p in m.parameters():
+        if p.is_floating_point() and p.dtype != torch.float32:
+            p.data = p.data.float()
+    return m, engine + " (MoE: fp32 scales, router cast)"
+
+
 LOADERS = {
     "transformers": load_transformers,
+    "transformers-moe": load_transformers_moe,
     "gptqmodel": lambda p: load_gptqmodel(p, "TORCH"),
     "gptqmodel-awq": lambda p: load_gptqmodel(p, "AWQ_TORCH"),
 }
@@ -234,9 +263,10 @@ def check_families(tmp):
         windows = torch_eval.make_windows(torch_eval.read_tokens(tokens), SEQLEN, WINDOWS)
         ref = logits_fn(load_transformers(model_dir)[0])
         calib = ["--calib", tokens, "--n-calib", "8", "--calib-seqlen", str(SEQLEN)]
-        exports = [FQ] + ([CT] if fam == "rand-qwen3" else [])
-        for export in exports:
-            case = (f"{fam}-{export}", export, ["--format", "int4", "--group-size", "16"], "transformers")
+        moe = "moe" in fam or "mixtral" in fam
+        for export in (FQ, CT):
+            loader = "transformers-moe" if moe and export == CT else "transformers"
+            case = (f"{fam}-{export}", export, ["--format", "int4", "--group-size", "16"], loader)
             try:
                 failures += check_case("families", case, model_dir, tmp, tokens, windows, ref, calib)
             except Exception as ex:  # noqa: BLE001
