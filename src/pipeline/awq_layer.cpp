@@ -301,7 +301,7 @@ ScaledLayer scale_layer(CausalLM& lm, int64_t layer, LayerWeights& w, const Tens
   };
   // Ŵ = Q(W·s)/s in original coordinates, for the slot's format; joint: J1 ranges.
   auto fake_quant = [&](size_t slot, const std::vector<float>& s, const Tensor& hs) {
-    if (formats[slot]->family == FormatFamily::GgmlK) {
+    if (formats[slot]->uses_kquant_fit()) {
       Tensor ws = W[slot].to_f32();
       scale_columns(ws, s);
       const Tensor& H = stats[size_t(input_group_of(slot))].hessian.sum();
@@ -428,7 +428,7 @@ ScaledLayer scale_layer(CausalLM& lm, int64_t layer, LayerWeights& w, const Tens
     const auto scheme = Scheme::make(*formats[i]);
     const Tensor& H = Hs[size_t(input_group_of(i))];
     ScaledModule sm;
-    if (formats[i]->family == FormatFamily::GgmlK) {
+    if (formats[i]->uses_kquant_fit()) {
       // +gptq fits the super-blocks the same way (on the scaled Hessian) and chooses the codes.
       if (plan.gptq) continue;
       sm.q = kquant_fit(W[i], H, {}, *formats[i], modules[i]);
