@@ -18,8 +18,8 @@ namespace qshard {
 
 extern const int8_t kIq4Values[16];  // kvalues_iq4nl
 
-// best_index_int8 over kIq4Values: the index of the value nearest x (ties to the upper one
-// only when strictly closer, as llama.cpp's binary search decides).
+// best_index_int8 over kIq4Values: the index of the value nearest x (a tie goes to the
+// upper value, as llama.cpp's binary search decides).
 int iq4_best_index(float x);
 
 // quantize_iq4_nl / quantize_iq4_xs (what llama-quantize calls, with or without an imatrix):
