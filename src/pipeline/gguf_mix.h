@@ -2,9 +2,9 @@
 // each tensor gets, as llama-quantize's llama_tensor_get_type decides it for a Llama
 // (src/llama-quant.cpp: the mix's default type, raised for attn_v / ffn_down /
 // attn_output in some layers, output.weight in Q6_K), then tensor_type_fallback for rows
-// the type's block does not divide (Q2_K, Q3_K -> Q4_0, Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0,
-// IQ4_XS -> IQ4_NL; F16 when
-// not even 32 divides). The same fallback applies to a plain K-quant --format.
+// the type's block does not divide (Q2_K, Q3_K -> Q4_0, Q4_K -> Q5_0, Q5_K -> Q5_1,
+// Q6_K -> Q8_0, IQ4_XS -> IQ4_NL; F16 when not even 32 divides). The same fallback applies
+// to a plain 256-block --format (K-quants, iq4_xs).
 #pragma once
 
 #include <map>
