@@ -364,7 +364,7 @@ int run_quantize(const std::vector<std::string>& args, Communicator& comm) {
   ModelSpec spec = ModelSpec::load(model_dir);
   GgufPlan gguf_plan;  // llama.cpp's per-tensor types for a mix, and its fallbacks
   if (mix || format.ggml_block() == 256) {
-    gguf_plan = plan_gguf(spec, format, mix ? &*mix : nullptr);
+    gguf_plan = plan_gguf(spec, format, mix ? &*mix : nullptr, opt.method != "rtn");
     for (const auto& [module, f] : gguf_plan.modules) {
       if (f) check_method_takes(opt.method, *f);
       recipe.prepend_exact(module, f);

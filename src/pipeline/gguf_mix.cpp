@@ -65,7 +65,7 @@ std::optional<GgufMix> parse_gguf_mix(const std::string& format_name) {
              known, ")");
 }
 
-GgufPlan plan_gguf(const ModelSpec& spec, const QuantFormat& base, const GgufMix* mix) {
+GgufPlan plan_gguf(const ModelSpec& spec, const QuantFormat& base, const GgufMix* mix, bool imatrix) {
   GgufPlan plan;
   const std::string m = mix ? mix->name : "";
   const int64_t n = spec.num_layers, hidden = spec.hidden_size;
@@ -92,8 +92,9 @@ GgufPlan plan_gguf(const ModelSpec& spec, const QuantFormat& base, const GgufMix
     }
     if (m == "Q3_K_L") v = down = o = fmt("q5_k");
     if ((m == "IQ4_NL" || m == "IQ4_XS") && gqa >= 4) v = fmt("q5_k");
-    // llama-quantize's rule without an imatrix (with one, ffn_down stays IQ4: see formats-gguf.md)
-    if ((m == "IQ4_NL" || m == "IQ4_XS") && i < n / 8) down = fmt("q5_k");
+    if ((m == "IQ4_NL" || m == "IQ4_XS") && i < n / 8 && !imatrix) down = fmt("q5_k");
+    // "Guard against craziness in the first few ffn_down layers", with an imatrix only.
+    if ((m == "Q4_0" || m == "Q5_0") && i < n / 8 && imatrix) down = fmt(m == "Q4_0" ? "q4_1" : "q5_1");
     for (const char* s : {"self_attn.q_proj", "self_attn.k_proj", "mlp.gate_proj", "mlp.up_proj"})
       set(p + s, base, hidden);
     set(p + "self_attn.v_proj", v, hidden);

@@ -38,6 +38,10 @@ struct GgufPlan {
 };
 
 // `mix` null: a plain --format (only the fallback applies; token_embd/lm_head stay dense).
-GgufPlan plan_gguf(const ModelSpec& spec, const QuantFormat& base, const GgufMix* mix);
+// `imatrix`: the rules llama-quantize applies with an imatrix (Q4_0/Q5_0: ffn_down of the
+// first n/8 layers Q4_1/Q5_1; IQ4_NL/IQ4_XS: ffn_down stays IQ4 there instead of Q5_K),
+// for methods fitted to calibration statistics, whose files then have the same types and
+// size as llama-quantize --imatrix's; rtn (no statistics) takes the rules without one.
+GgufPlan plan_gguf(const ModelSpec& spec, const QuantFormat& base, const GgufMix* mix, bool imatrix = false);
 
 }  // namespace qshard

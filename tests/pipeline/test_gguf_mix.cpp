@@ -124,3 +124,14 @@ TEST(GgufMix, Q2KQ3KAndIq4MixesOnHidden576) {
     EXPECT_EQ(type_of(p, m.base, "model.layers.3.self_attn.v_proj"), "iq4_nl");
   }
 }
+
+TEST(GgufMix, ImatrixRulesForCalibratedMethods) {
+  // llama-quantize --imatrix: Q4_0's first n/8 ffn_down Q4_1; IQ4_XS's stay IQ4_XS.
+  const ModelSpec s = smollm2_like();
+  const auto q40 = parse_gguf_mix("gguf:Q4_0");
+  EXPECT_EQ(type_of(plan_gguf(s, q40->base, &*q40, true), q40->base, "model.layers.2.mlp.down_proj"), "q4_1");
+  EXPECT_EQ(type_of(plan_gguf(s, q40->base, &*q40, true), q40->base, "model.layers.3.mlp.down_proj"), "q4_0");
+  EXPECT_EQ(type_of(plan_gguf(s, q40->base, &*q40, false), q40->base, "model.layers.2.mlp.down_proj"), "q4_0");
+  const auto xs = parse_gguf_mix("gguf:IQ4_XS");
+  EXPECT_EQ(type_of(plan_gguf(s, xs->base, &*xs, true), xs->base, "model.layers.2.mlp.down_proj"), "iq4_xs");
+}
