@@ -151,9 +151,9 @@ void check_method_takes(const std::string& method, const QuantFormat& f) {
   const bool k_ok = method == "rtn" || method == "gptq" || method == "awq" || method == "awq+gptq" ||
                     method == "awq-joint" || method == "awq-joint+gptq";
   if (f.uses_kquant_fit() && !k_ok)
-    fail_input("--method ", method, " does not take --format ", f.name(), " (its scales are "
-               "fitted per 256-element super-block): use --method rtn, gptq, awq, awq+gptq, awq-joint "
-               "or awq-joint+gptq");
+    fail_input("--method ", method, " does not take --format ", f.name(), " (its scales are fitted ",
+               f.ggml_block() == 256 ? "per 256-element super-block" : "by llama.cpp's block scale search",
+               "): use --method rtn, gptq, awq, awq+gptq, awq-joint or awq-joint+gptq");
 }
 
 // --target-bpw's candidates and modules, refused like --format and --recipe before any
