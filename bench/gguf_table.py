@@ -10,6 +10,7 @@ weights), PPL, KLD mean, KLD p99, same top token %. Needs launch/build_llama_cpp
   .venv/bin/python bench/gguf_table.py --model models/tiny-llama-gcide
   .venv/bin/python bench/gguf_table.py --model ~/.cache/qshard/smollm2-135m-instruct \\
       --mixes Q4_0,Q4_K_S,Q4_K_M --chunks 100 --ctx 256
+Any mix qshard writes (--mixes IQ4_XS,Q2_K,Q3_K_S,Q3_K_L ...; docs/formats-gguf.md).
 """
 import argparse
 import os

@@ -150,10 +150,10 @@ void prepare_out_dir(const std::string& out, const std::string& model_dir) {
 void check_method_takes(const std::string& method, const QuantFormat& f) {
   const bool k_ok = method == "rtn" || method == "gptq" || method == "awq" || method == "awq+gptq" ||
                     method == "awq-joint" || method == "awq-joint+gptq";
-  if (f.family == FormatFamily::GgmlK && !k_ok)
-    fail_input("--method ", method, " does not take --format ", f.name(), " (its scales are "
-               "fitted per 256-element super-block): use --method rtn, gptq, awq, awq+gptq, awq-joint "
-               "or awq-joint+gptq");
+  if (f.uses_kquant_fit() && !k_ok)
+    fail_input("--method ", method, " does not take --format ", f.name(), " (its scales are fitted ",
+               f.ggml_block() == 256 ? "per 256-element super-block" : "by llama.cpp's block scale search",
+               "): use --method rtn, gptq, awq, awq+gptq, awq-joint or awq-joint+gptq");
 }
 
 // --target-bpw's candidates and modules, refused like --format and --recipe before any
@@ -370,8 +370,8 @@ int run_quantize(const std::vector<std::string>& args, Communicator& comm) {
   auto backend = make_backend(device);  // no GPU is one clear line
   ModelSpec spec = ModelSpec::load(model_dir);
   GgufPlan gguf_plan;  // llama.cpp's per-tensor types for a mix, and its fallbacks
-  if (mix || format.family == FormatFamily::GgmlK) {
-    gguf_plan = plan_gguf(spec, format, mix ? &*mix : nullptr);
+  if (mix || format.ggml_block() == 256) {
+    gguf_plan = plan_gguf(spec, format, mix ? &*mix : nullptr, opt.method != "rtn");
     for (const auto& [module, f] : gguf_plan.modules) {
       if (f) check_method_takes(opt.method, *f);
       recipe.prepend_exact(module, f);

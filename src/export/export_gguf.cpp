@@ -54,8 +54,10 @@ std::string gguf_name(const std::string& hf) {
 
 GgmlType block_type(const QuantFormat& f) {
   QS_ASSERT(f.is_ggml(), "not a GGML block format: ", f.name());
+  if (f.family == FormatFamily::GgmlIQ4NL) return GgmlType::IQ4_NL;
+  if (f.family == FormatFamily::GgmlIQ4XS) return GgmlType::IQ4_XS;
   if (f.family == FormatFamily::GgmlK)
-    return f.bits == 3 ? GgmlType::Q3_K : f.bits == 4 ? GgmlType::Q4_K : f.bits == 5 ? GgmlType::Q5_K : GgmlType::Q6_K;
+    return f.bits == 2 ? GgmlType::Q2_K : f.bits == 3 ? GgmlType::Q3_K : f.bits == 4 ? GgmlType::Q4_K : f.bits == 5 ? GgmlType::Q5_K : GgmlType::Q6_K;
   if (f.bits == 8) return GgmlType::Q8_0;
   if (f.bits == 4) return f.symmetric ? GgmlType::Q4_0 : GgmlType::Q4_1;
   return f.symmetric ? GgmlType::Q5_0 : GgmlType::Q5_1;
@@ -68,7 +70,8 @@ void put_f16(uint8_t* p, float v) {
   p[0] = uint8_t(h & 0xFF), p[1] = uint8_t(h >> 8);
 }
 
-// One row's 32-blocks in llama.cpp's layout (ggml-common.h block_q4_0 ... block_q8_0).
+// One row's 32-blocks in llama.cpp's layout (ggml-common.h block_q4_0 ... block_q8_0;
+// block_iq4_nl is block_q4_0's: d, then codes j and j + 16 in one byte).
 void encode_row(const QuantizedLinear& q, int64_t r, GgmlType type, uint8_t* out) {
   const int64_t in = q.in_features, ng = q.n_groups();
   const uint64_t bytes = ggml_row_bytes(type, 32);
@@ -105,7 +108,15 @@ int sub_code(float decoded, float d, int lo, int hi, const char* what) {
   return int(c);
 }
 
-// One row's 256-super-blocks (ggml-common.h block_q4_K, block_q5_K, block_q6_K).
+// 256 2-bit codes as block_q2_K / block_q3_K's qs[64]: byte j/4 + l of each 128 holds
+// elements j + l, +32, +64, +96 in bits 0-1, 2-3, 4-5, 6-7.
+void pack_2bit(const uint8_t* low, uint8_t* qs) {
+  for (int j = 0; j < 256; j += 128)
+    for (int l = 0; l < 32; ++l)
+      qs[j / 4 + l] = uint8_t(low[j + l] | (low[j + l + 32] << 2) | (low[j + l + 64] << 4) | (low[j + l + 96] << 6));
+}
+
+// One row's 256-super-blocks (ggml-common.h block_q2_K ... block_q6_K).
 void encode_row_k(const QuantizedLinear& q, int64_t r, GgmlType type, uint8_t* out) {
   const int64_t in = q.in_features, ng = q.n_groups(), nsb = in / 256, per = 256 / q.format.group_size;
   const uint64_t bytes = ggml_row_bytes(type, 256);
@@ -115,6 +126,19 @@ void encode_row_k(const QuantizedLinear& q, int64_t r, GgmlType type, uint8_t* o
     const uint8_t* L = q.codes.data() + r * in + b * 256;
     const float* sc = q.scales.data() + r * ng + b * per;
     const float d = q.super_scales[size_t((r * nsb + b) * 2)];
+    if (type == GgmlType::IQ4_XS) {  // d scales_h(u16) scales_l[4] qs[128]; sub-block code l + 32
+      put_f16(blk, d);
+      uint16_t h = 0;
+      for (int ib = 0; ib < 8; ++ib) {
+        const int l = sub_code(sc[ib], d, -32, 31, "scale") + 32;
+        blk[4 + ib / 2] |= uint8_t((l & 0xF) << (4 * (ib % 2)));
+        h = uint16_t(h | ((l >> 4) << (2 * ib)));
+      }
+      blk[2] = uint8_t(h & 0xFF), blk[3] = uint8_t(h >> 8);
+      for (int i = 0; i < 8; ++i)
+        for (int j = 0; j < 16; ++j) blk[8 + 16 * i + j] = uint8_t(L[32 * i + j] | (L[32 * i + 16 + j] << 4));
+      continue;
+    }
     if (type == GgmlType::Q3_K) {  // hmask[32] qs[64] scales[12] d
       uint8_t* hmask = blk;
       uint8_t* qs = blk + 32;
@@ -125,9 +149,7 @@ void encode_row_k(const QuantizedLinear& q, int64_t r, GgmlType type, uint8_t* o
         if (L[j] > 3) hmask[m] |= uint8_t(hm), low[j] = uint8_t(L[j] - 4);
         if (++m == 32) m = 0, hm <<= 1;
       }
-      for (int j = 0; j < 256; j += 128)
-        for (int l = 0; l < 32; ++l)
-          qs[j / 4 + l] = uint8_t(low[j + l] | (low[j + l + 32] << 2) | (low[j + l + 64] << 4) | (low[j + l + 96] << 6));
+      pack_2bit(low, qs);
       for (int j = 0; j < 16; ++j) {
         int l = sub_code(sc[j], d, -32, 31, "scale") + 32;
         if (j < 8) s[j] = uint8_t(l & 0xF);
@@ -154,6 +176,14 @@ void encode_row_k(const QuantizedLinear& q, int64_t r, GgmlType type, uint8_t* o
     }
     const float dmin = q.super_scales[size_t((r * nsb + b) * 2 + 1)];
     const float* mn = q.zeros.data() + r * ng + b * per;
+    if (type == GgmlType::Q2_K) {  // scales[16] (4-bit sc | m << 4) qs[64] d dmin
+      for (int j = 0; j < 16; ++j)
+        blk[j] = uint8_t(sub_code(sc[j], d, 0, 15, "scale") | (sub_code(mn[j], dmin, 0, 15, "min") << 4));
+      pack_2bit(L, blk + 16);
+      put_f16(blk + 80, d);
+      put_f16(blk + 82, dmin);
+      continue;
+    }
     put_f16(blk, d);
     put_f16(blk + 2, dmin);
     uint8_t* s = blk + 4;
@@ -305,7 +335,7 @@ class GgufExporter final : public Exporter {
     const GgmlType type = block_type(q.format);
     const uint64_t row_bytes = ggml_row_bytes(type, q.in_features);
     std::vector<uint8_t> data(size_t(row_bytes * uint64_t(q.out_features)));
-    const bool k = q.format.family == FormatFamily::GgmlK;
+    const bool k = q.format.ggml_block() == 256;  // K-quants, IQ4_XS
     if (k && q.super_scales.size() != size_t(q.out_features * (q.in_features / 256) * 2))
       fail("internal error: module ", module, ": K-quant without its super-block scales (",
            q.super_scales.size(), " values)");

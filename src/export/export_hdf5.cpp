@@ -34,6 +34,8 @@ const char* family_name(FormatFamily f) {
     case FormatFamily::NVFP4: return "nvfp4";
     case FormatFamily::GgmlBlock: return "ggml";
     case FormatFamily::GgmlK: return "ggml_k";
+    case FormatFamily::GgmlIQ4NL: return "ggml_iq4_nl";
+    case FormatFamily::GgmlIQ4XS: return "ggml_iq4_xs";
   }
   return "?";
 }

@@ -67,7 +67,7 @@ void check_export_supports(ExportKind kind, const QuantFormat& format, bool act_
     case ExportKind::Gguf:
       if (!format.is_ggml())
         fail_input("--export gguf holds llama.cpp's block types, not ", what,
-                   ": use --format q4_0, q4_1, q5_0, q5_1, q8_0, q3_k, q4_k, q5_k or q6_k");
+                   ": use --format q4_0, q4_1, q5_0, q5_1, q8_0, q2_k, q3_k, q4_k, q5_k, q6_k, iq4_nl or iq4_xs");
       return;
     case ExportKind::FakeQuant:
     case ExportKind::Hdf5:

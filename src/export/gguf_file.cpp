@@ -46,10 +46,13 @@ TypeInfo type_info(GgmlType t) {
     case GgmlType::Q5_0: return {32, 22};
     case GgmlType::Q5_1: return {32, 24};
     case GgmlType::Q8_0: return {32, 34};
+    case GgmlType::Q2_K: return {256, 84};
     case GgmlType::Q3_K: return {256, 110};
     case GgmlType::Q4_K: return {256, 144};
     case GgmlType::Q5_K: return {256, 176};
     case GgmlType::Q6_K: return {256, 210};
+    case GgmlType::IQ4_NL: return {32, 18};
+    case GgmlType::IQ4_XS: return {256, 136};
   }
   QS_ASSERT(false, "ggml type ", uint32_t(t));
 }
@@ -66,10 +69,13 @@ const char* ggml_type_name(GgmlType t) {
     case GgmlType::Q5_0: return "Q5_0";
     case GgmlType::Q5_1: return "Q5_1";
     case GgmlType::Q8_0: return "Q8_0";
+    case GgmlType::Q2_K: return "Q2_K";
     case GgmlType::Q3_K: return "Q3_K";
     case GgmlType::Q4_K: return "Q4_K";
     case GgmlType::Q5_K: return "Q5_K";
     case GgmlType::Q6_K: return "Q6_K";
+    case GgmlType::IQ4_NL: return "IQ4_NL";
+    case GgmlType::IQ4_XS: return "IQ4_XS";
   }
   return "?";
 }

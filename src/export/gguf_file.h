@@ -13,7 +13,7 @@ namespace qshard::exporting {
 // ggml_type values (ggml.h) of the types qshard writes.
 enum class GgmlType : uint32_t {
   F32 = 0, F16 = 1, Q4_0 = 2, Q4_1 = 3, Q5_0 = 6, Q5_1 = 7, Q8_0 = 8,
-  Q3_K = 11, Q4_K = 12, Q5_K = 13, Q6_K = 14, BF16 = 30,
+  Q2_K = 10, Q3_K = 11, Q4_K = 12, Q5_K = 13, Q6_K = 14, IQ4_NL = 20, IQ4_XS = 23, BF16 = 30,
 };
 const char* ggml_type_name(GgmlType t);
 // Bytes of one row of `n` elements (n a multiple of the type's block size).

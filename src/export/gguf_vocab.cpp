@@ -18,7 +18,9 @@ namespace fs = std::filesystem;
 // llama_ftype (llama.h) of a file whose quantized tensors are mostly `f`.
 uint32_t file_type(const QuantFormat& f, bool any_quantized) {
   if (!any_quantized || !f.is_ggml()) return 0;  // ALL_F32
-  if (f.family == FormatFamily::GgmlK) return f.bits == 3 ? 11 : f.bits == 4 ? 14 : f.bits == 5 ? 16 : 18;  // _K_S, Q6_K
+  if (f.family == FormatFamily::GgmlIQ4NL) return 25;
+  if (f.family == FormatFamily::GgmlIQ4XS) return 30;
+  if (f.family == FormatFamily::GgmlK) return f.bits == 2 ? 10 : f.bits == 3 ? 11 : f.bits == 4 ? 14 : f.bits == 5 ? 16 : 18;  // _K_S, Q6_K
   if (f.bits == 8) return 7;
   if (f.bits == 4) return f.symmetric ? 2 : 3;
   return f.symmetric ? 8 : 9;

@@ -343,7 +343,7 @@ std::vector<float> LayerScaler::effective(const Mapping& m, std::vector<float> s
 
 // Ŵ = Q(W·s)/s in original coordinates, for the slot's format; joint: J1 ranges.
 Tensor LayerScaler::fake_quant(size_t slot, const std::vector<float>& s, const Tensor& hs) {
-  if (formats_[slot]->family == FormatFamily::GgmlK) {
+  if (formats_[slot]->uses_kquant_fit()) {
     Tensor ws = W_[slot].to_f32();
     scale_columns(ws, s);
     const Tensor& H = stats_[size_t(input_group_of(slots_[slot]))].hessian.sum();
@@ -475,7 +475,7 @@ void LayerScaler::quantize_scaled(size_t i) {
   const Tensor& Wi = W_[i];
   const std::string& module = modules_[i];
   ScaledModule sm;
-  if (formats_[i]->family == FormatFamily::GgmlK) {
+  if (formats_[i]->uses_kquant_fit()) {
     // +gptq fits the super-blocks the same way (on the scaled Hessian) and chooses the codes.
     if (plan_.gptq) return;
     sm.q = kquant_fit(Wi, H, {}, *formats_[i], module);

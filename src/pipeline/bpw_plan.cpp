@@ -22,6 +22,7 @@ namespace {
 
 double ggml_k_bits(int bits) {  // block bytes · 8 / 256 (ggml-common.h)
   switch (bits) {
+    case 2: return 84.0 * 8 / 256;   // Q2_K 2.625
     case 3: return 110.0 * 8 / 256;  // Q3_K 3.4375
     case 4: return 144.0 * 8 / 256;  // Q4_K 4.5
     case 5: return 176.0 * 8 / 256;  // Q5_K 5.5
@@ -185,6 +186,8 @@ double bits_per_weight(const QuantFormat& f, int64_t in_features) {
     case FormatFamily::NVFP4: return 4.0 + 8.0 / 16;
     case FormatFamily::GgmlBlock: return f.bits + (f.stores_zeros() ? 32.0 : 16.0) / 32;
     case FormatFamily::GgmlK: return ggml_k_bits(f.bits);
+    case FormatFamily::GgmlIQ4NL: return 4.5;   // block_iq4_nl: 18 bytes per 32
+    case FormatFamily::GgmlIQ4XS: return 4.25;  // block_iq4_xs: 136 bytes per 256
   }
   return f.bits;
 }

@@ -19,7 +19,8 @@ struct MixRow {
 constexpr MixRow kMixes[] = {
     {"Q4_0", "q4_0", 2},    {"Q4_1", "q4_1", 3},    {"Q8_0", "q8_0", 7},    {"Q5_0", "q5_0", 8},
     {"Q5_1", "q5_1", 9},    {"Q3_K_M", "q3_k", 12}, {"Q4_K_S", "q4_k", 14}, {"Q4_K_M", "q4_k", 15}, {"Q5_K_S", "q5_k", 16},
-    {"Q5_K_M", "q5_k", 17}, {"Q6_K", "q6_k", 18},
+    {"Q5_K_M", "q5_k", 17}, {"Q6_K", "q6_k", 18},   {"Q2_K", "q2_k", 10},   {"Q3_K_S", "q3_k", 11},
+    {"Q3_K_L", "q3_k", 13}, {"IQ4_NL", "iq4_nl", 25}, {"IQ4_XS", "iq4_xs", 30},
 };
 
 std::string upper(std::string s) {
@@ -29,7 +30,7 @@ std::string upper(std::string s) {
 
 QuantFormat fmt(const std::string& name) { return QuantFormat::parse(name, 0, true); }
 
-int64_t block_of(const QuantFormat& f) { return f.family == FormatFamily::GgmlK ? 256 : 32; }
+int64_t block_of(const QuantFormat& f) { return f.ggml_block(); }
 
 // llama-quant.cpp use_more_bits
 bool use_more_bits(int64_t i, int64_t n) { return i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2; }
@@ -39,8 +40,9 @@ std::optional<QuantFormat> fallback(const QuantFormat& f, int64_t ncols, const s
                                     std::vector<std::string>& log) {
   if (ncols % block_of(f) == 0) return f;
   std::optional<QuantFormat> r = f;
+  if (f.family == FormatFamily::GgmlIQ4XS) r = fmt("iq4_nl");
   if (f.family == FormatFamily::GgmlK)
-    r = fmt(f.bits == 3 ? "q4_0" : f.bits == 4 ? "q5_0" : f.bits == 5 ? "q5_1" : "q8_0");
+    r = fmt(f.bits <= 3 ? "q4_0" : f.bits == 4 ? "q5_0" : f.bits == 5 ? "q5_1" : "q8_0");
   if (ncols % 32 != 0) r.reset();
   log.push_back(str_cat(tensor, ": ", ncols, " columns not divisible by ", block_of(f), " (", f.name(),
                         ") -> ", r ? r->name() : std::string("f16"), ", as llama-quantize falls back"));
@@ -63,10 +65,11 @@ std::optional<GgufMix> parse_gguf_mix(const std::string& format_name) {
              known, ")");
 }
 
-GgufPlan plan_gguf(const ModelSpec& spec, const QuantFormat& base, const GgufMix* mix) {
+GgufPlan plan_gguf(const ModelSpec& spec, const QuantFormat& base, const GgufMix* mix, bool imatrix) {
   GgufPlan plan;
   const std::string m = mix ? mix->name : "";
   const int64_t n = spec.num_layers, hidden = spec.hidden_size;
+  const int64_t gqa = spec.n_kv_heads > 0 ? spec.n_heads / spec.n_kv_heads : 1;  // hparams.n_gqa()
   auto set = [&](const std::string& module, const QuantFormat& f, int64_t ncols) {
     const std::optional<QuantFormat> r = fallback(f, ncols, module, plan.fallbacks);
     if (!r || r->name() != base.name()) plan.modules[module] = r;
@@ -83,6 +86,15 @@ GgufPlan plan_gguf(const ModelSpec& spec, const QuantFormat& base, const GgufMix
       down = fmt(i < n / 16 ? "q5_k" : "q4_k");
       o = fmt("q4_k");
     }
+    if (m == "Q2_K") {  // attn_v Q4_K with n_gqa >= 4 else Q3_K; ffn_down, attn_output Q3_K
+      v = fmt(gqa >= 4 ? "q4_k" : "q3_k");
+      down = o = fmt("q3_k");
+    }
+    if (m == "Q3_K_L") v = down = o = fmt("q5_k");
+    if ((m == "IQ4_NL" || m == "IQ4_XS") && gqa >= 4) v = fmt("q5_k");
+    if ((m == "IQ4_NL" || m == "IQ4_XS") && i < n / 8 && !imatrix) down = fmt("q5_k");
+    // "Guard against craziness in the first few ffn_down layers", with an imatrix only.
+    if ((m == "Q4_0" || m == "Q5_0") && i < n / 8 && imatrix) down = fmt(m == "Q4_0" ? "q4_1" : "q5_1");
     for (const char* s : {"self_attn.q_proj", "self_attn.k_proj", "mlp.gate_proj", "mlp.up_proj"})
       set(p + s, base, hidden);
     set(p + "self_attn.v_proj", v, hidden);

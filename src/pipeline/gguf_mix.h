@@ -2,8 +2,9 @@
 // each tensor gets, as llama-quantize's llama_tensor_get_type decides it for a Llama
 // (src/llama-quant.cpp: the mix's default type, raised for attn_v / ffn_down /
 // attn_output in some layers, output.weight in Q6_K), then tensor_type_fallback for rows
-// the type's block does not divide (Q3_K -> Q4_0, Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0; F16 when
-// not even 32 divides). The same fallback applies to a plain K-quant --format.
+// the type's block does not divide (Q2_K, Q3_K -> Q4_0, Q4_K -> Q5_0, Q5_K -> Q5_1,
+// Q6_K -> Q8_0, IQ4_XS -> IQ4_NL; F16 when not even 32 divides). The same fallback applies
+// to a plain 256-block --format (K-quants, iq4_xs).
 #pragma once
 
 #include <map>
@@ -37,6 +38,10 @@ struct GgufPlan {
 };
 
 // `mix` null: a plain --format (only the fallback applies; token_embd/lm_head stay dense).
-GgufPlan plan_gguf(const ModelSpec& spec, const QuantFormat& base, const GgufMix* mix);
+// `imatrix`: the rules llama-quantize applies with an imatrix (Q4_0/Q5_0: ffn_down of the
+// first n/8 layers Q4_1/Q5_1; IQ4_NL/IQ4_XS: ffn_down stays IQ4 there instead of Q5_K),
+// for methods fitted to calibration statistics, whose files then have the same types and
+// size as llama-quantize --imatrix's; rtn (no statistics) takes the rules without one.
+GgufPlan plan_gguf(const ModelSpec& spec, const QuantFormat& base, const GgufMix* mix, bool imatrix = false);
 
 }  // namespace qshard

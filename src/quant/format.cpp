@@ -12,7 +12,7 @@ namespace {
 
 constexpr const char* kFormats =
     "int2..int8, mxint8, mxint6, mxint4, mxint3, mxfp4, nvfp4, q4_0, q4_1, q5_0, q5_1, q8_0, "
-    "q3_k, q4_k, q5_k, q6_k";
+    "q2_k, q3_k, q4_k, q5_k, q6_k, iq4_nl, iq4_xs";
 
 std::string lower(std::string s) {
   std::transform(s.begin(), s.end(), s.begin(),
@@ -84,15 +84,24 @@ QuantFormat QuantFormat::parse(const std::string& name_in, int64_t group_size, b
     f.group_size = 32;
     return f;
   }
-  if (name == "q3_k" || name == "q4_k" || name == "q5_k" || name == "q6_k") {
+  if (name == "q2_k" || name == "q3_k" || name == "q4_k" || name == "q5_k" || name == "q6_k") {
     f.family = FormatFamily::GgmlK;
     f.bits = name[1] - '0';
     f.symmetric = f.bits == 6 || f.bits == 3;  // Q3_K and Q6_K have no minima
-    const int64_t sub = f.symmetric ? 16 : 32;
+    const int64_t sub = f.symmetric || f.bits == 2 ? 16 : 32;
     if (group_size != 0 && group_size != sub)
       fail_input("--group-size ", group_size, " is not valid for ", name, ": its sub-blocks are ",
                  sub, " elements in super-blocks of 256 (use ", sub, " or 0)");
     f.group_size = sub;
+    return f;
+  }
+  if (name == "iq4_nl" || name == "iq4_xs") {
+    f.family = name == "iq4_nl" ? FormatFamily::GgmlIQ4NL : FormatFamily::GgmlIQ4XS;
+    f.bits = 4;
+    f.symmetric = true;
+    if (group_size != 0 && group_size != 32)
+      fail_input("--group-size ", group_size, " is not valid for ", name, ": its blocks are 32 elements (use 32 or 0)");
+    f.group_size = 32;
     return f;
   }
   fail_input("--format '", name_in, "' is not supported: use one of ", kFormats);
@@ -106,6 +115,8 @@ std::string QuantFormat::name() const {
     case FormatFamily::NVFP4: return "nvfp4";
     case FormatFamily::GgmlBlock: return str_cat("q", bits, symmetric ? "_0" : "_1");
     case FormatFamily::GgmlK: return str_cat("q", bits, "_k");
+    case FormatFamily::GgmlIQ4NL: return "iq4_nl";
+    case FormatFamily::GgmlIQ4XS: return "iq4_xs";
   }
   return "?";
 }
@@ -135,7 +146,9 @@ bool QuantFormat::accepts_group_size(int64_t group) const {
     case FormatFamily::MXFP4: return group == 32;
     case FormatFamily::NVFP4: return group == 16;
     case FormatFamily::GgmlBlock: return group == 32;
-    case FormatFamily::GgmlK: return group == (symmetric ? 16 : 32);
+    case FormatFamily::GgmlK: return group == (symmetric || bits == 2 ? 16 : 32);
+    case FormatFamily::GgmlIQ4NL:
+    case FormatFamily::GgmlIQ4XS: return group == 32;
   }
   return false;
 }
@@ -187,10 +200,10 @@ void QuantFormat::check_divides(int64_t in_features, const std::string& tensor,
   const int64_t gw = group_width(in_features);
   if (in_features <= 0)
     fail_input("tensor ", tensor, ": in_features is ", in_features, ", nothing to quantize");
-  if (family == FormatFamily::GgmlK && in_features % 256 != 0)
+  if (ggml_block() == 256 && in_features % 256 != 0)
     fail_input("tensor ", tensor, ": in_features ", in_features, " is not a multiple of 256, the "
                "super-block of ", name(), " (llama-quantize falls back to a 32-block type there: use "
-               "--format gguf:NAME, which does the same, or a --recipe rule with q5_0/q8_0)");
+               "--format gguf:NAME, which does the same, or a --recipe rule with q5_0/q8_0/iq4_nl)");
   if (gw > 0 && in_features % gw == 0) return;
   std::vector<int64_t> all = all_in_features;
   all.push_back(in_features);

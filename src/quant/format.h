@@ -19,8 +19,14 @@ enum class FormatFamily {
   // llama.cpp's K-quants (quant/kquant.h): Q4_K, Q5_K (32-element sub-blocks with 6-bit
   // scale and min codes, w = d·sc·q − dmin·m), Q3_K and Q6_K (16-element sub-blocks,
   // 6-bit / int8 signed scales, w = d·sc·(q − 2^(bits−1))), in 256-element super-blocks
-  // with FP16 d (and dmin).
+  // with FP16 d (and dmin). Q2_K: 16-element sub-blocks with 4-bit scale and min codes,
+  // w = d·sc·q − dmin·m, q in 0..3.
   GgmlK,
+  // llama.cpp's non-linear 4-bit types (quant/iq4.h): w = scale·kvalues_iq4nl[q] with
+  // IQ4_NL's FP16 d per 32-block, or IQ4_XS's d·(ls − 32) per 32-element sub-block
+  // (6-bit ls) in 256-element super-blocks with FP16 d.
+  GgmlIQ4NL,
+  GgmlIQ4XS,
 };
 
 struct QuantFormat {
@@ -32,7 +38,7 @@ struct QuantFormat {
   bool symmetric = true;  // INT only; MX/NV formats are symmetric by construction
 
   // --format NAME: int2..int8, mxint8/6/4/3, mxfp4, nvfp4, q4_0, q4_1, q5_0, q5_1, q8_0,
-  // q3_k, q4_k, q5_k, q6_k. group_size 0 means the
+  // q2_k, q3_k, q4_k, q5_k, q6_k, iq4_nl, iq4_xs. group_size 0 means the
   // family's default (INT 128, MX 32, NVFP4 16). InputError on anything unsupported.
   static QuantFormat parse(const std::string& name, int64_t group_size, bool symmetric);
 
@@ -49,7 +55,18 @@ struct QuantFormat {
   // in_features alone when that is empty.
   void check_divides(int64_t in_features, const std::string& tensor,
                      const std::vector<int64_t>& all_in_features = {}) const;
-  bool is_ggml() const { return family == FormatFamily::GgmlBlock || family == FormatFamily::GgmlK; }
+  bool is_ggml() const {
+    return family == FormatFamily::GgmlBlock || family == FormatFamily::GgmlK || is_iq4();
+  }
+  // Scales fitted by llama.cpp's whole-block fit (kquant_rtn: K-quants' super-blocks,
+  // IQ4's scale search), which GPTQ and the AWQ family hold fixed; no per-group range search.
+  bool uses_kquant_fit() const { return family == FormatFamily::GgmlK || is_iq4(); }
+  bool is_iq4() const { return family == FormatFamily::GgmlIQ4NL || family == FormatFamily::GgmlIQ4XS; }
+  // Elements of a GGML type's block as llama.cpp counts it (ggml_blck_size): 256 for the
+  // super-block types (K-quants, IQ4_XS), 32 for the others; 0 for non-GGML formats.
+  int64_t ggml_block() const {
+    return family == FormatFamily::GgmlK || family == FormatFamily::GgmlIQ4XS ? 256 : is_ggml() ? 32 : 0;
+  }
   bool has_zero_point() const { return family == FormatFamily::Int && !symmetric; }
   // Whether QuantizedLinear::zeros is filled: Int (integer zero points, symmetric ones
   // too) and the GGML _1 types (their FP16 block minimum m, a float offset).

@@ -145,7 +145,7 @@ GptqResult gptq_quantize(const Tensor& weight_in, const Tensor& hessian_in, cons
     std::vector<float> importance(static_cast<size_t>(d));
     for (int64_t c = 0; c < d; ++c) importance[size_t(c)] = std::max(0.0f, h.data<float>()[c * d + c]);
     GptqOptions with = options;
-    if (scheme.format().family == FormatFamily::GgmlBlock) {
+    if (scheme.format().family == FormatFamily::GgmlBlock || scheme.format().family == FormatFamily::GgmlIQ4NL) {
       with.block_importance = &importance;
       return gptq_quantize(weight_in, hessian_in, scheme, with, name);
     }

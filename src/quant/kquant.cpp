@@ -9,6 +9,7 @@
 
 #include "core/dtype.h"
 #include "core/error.h"
+#include "quant/iq4.h"
 
 namespace qshard {
 
@@ -22,9 +23,11 @@ inline int nearest_int(float x) { return int(std::nearbyint(x)); }
 inline float fp16_round(float x) { return f16_to_f32(f32_to_f16(x)); }
 
 // make_qkx2_quants: weighted fit of (scale, min ≤ 0) for one sub-block; returns scale,
-// sets *the_min = −min. L gets the codes.
+// sets *the_min = −min. L gets the codes. use_mad: absolute instead of squared errors
+// (Q2_K's reference fit).
 float make_qkx2_quants(int n, int nmax, const float* x, const float* weights, uint8_t* L,
-                       float* the_min, uint8_t* Laux, float rmin, float rdelta, int nstep) {
+                       float* the_min, uint8_t* Laux, float rmin, float rdelta, int nstep,
+                       bool use_mad = false) {
   float min = x[0], max = x[0];
   float sum_w = weights[0];
   float sum_x = sum_w * x[0];
@@ -48,7 +51,7 @@ float make_qkx2_quants(int n, int nmax, const float* x, const float* weights, ui
     const int l = nearest_int(iscale * (x[i] - min));
     L[i] = uint8_t(std::max(0, std::min(nmax, l)));
     float diff = scale * float(L[i]) + min - x[i];
-    diff = diff * diff;
+    diff = use_mad ? std::fabs(diff) : diff * diff;
     best_error += weights[i] * diff;
   }
   for (int is = 0; is <= nstep; ++is) {
@@ -74,7 +77,7 @@ float make_qkx2_quants(int n, int nmax, const float* x, const float* weights, ui
       float cur_error = 0;
       for (int i = 0; i < n; ++i) {
         float diff = this_scale * float(Laux[i]) + this_min - x[i];
-        diff = diff * diff;
+        diff = use_mad ? std::fabs(diff) : diff * diff;
         cur_error += weights[i] * diff;
       }
       if (cur_error < best_error) {
@@ -341,6 +344,72 @@ void q45k_block_weighted(const float* x, int nmax, const float* qw, const SuperB
   }
 }
 
+// Q2_K's last pass: each sub-block's values rounded again on d·sc with min dmin·m (2 bits);
+// a zero d·sc keeps the codes of the sub-block fit, as llama.cpp does.
+void q2k_store(const float* x, float d, float dmin, const int* sc, const int* m, const SuperBlock& out) {
+  out.d_dmin[0] = d, out.d_dmin[1] = dmin;
+  for (int j = 0; j < 16; ++j) {
+    const float dj = d * float(sc[j]);
+    const float dm = dmin * float(m[j]);
+    out.scales[j] = dj;
+    out.mins[j] = dm;
+    if (!dj) continue;
+    for (int ii = 0; ii < 16; ++ii) {
+      const int l = nearest_int((x[16 * j + ii] + dm) / dj);
+      out.codes[16 * j + ii] = uint8_t(std::max(0, std::min(3, l)));
+    }
+  }
+}
+
+// quantize_row_q2_K_ref for one super-block: sub-block fits by absolute error weighted by
+// |x|, 4-bit scale and min codes on max/15.
+void q2k_block(const float* x, const SuperBlock& out) {
+  float mins[16], scales[16], weights[16];
+  uint8_t Laux[16];
+  float max_scale = 0, max_min = 0;
+  for (int j = 0; j < 16; ++j) {
+    for (int l = 0; l < 16; ++l) weights[l] = std::fabs(x[16 * j + l]);
+    scales[j] = make_qkx2_quants(16, 3, x + 16 * j, weights, out.codes + 16 * j, &mins[j], Laux, -0.5f, 0.1f, 15,
+                                 true);
+    if (scales[j] > max_scale) max_scale = scales[j];
+    if (mins[j] > max_min) max_min = mins[j];
+  }
+  int sc[16] = {}, m[16] = {};
+  float d = 0.0f, dmin = 0.0f;
+  if (max_scale > 0) {
+    const float iscale = 15.f / max_scale;
+    for (int j = 0; j < 16; ++j) sc[j] = nearest_int(iscale * scales[j]) & 0xF;
+    d = fp16_round(max_scale / 15.f);
+  }
+  if (max_min > 0) {
+    const float iscale = 15.f / max_min;
+    for (int j = 0; j < 16; ++j) m[j] = nearest_int(iscale * mins[j]) & 0xF;
+    dmin = fp16_round(max_min / 15.f);
+  }
+  q2k_store(x, d, dmin, sc, m, out);
+}
+
+// quantize_row_q2_K_impl with importance weights qw (256 values): sub-block fits weighted
+// by qw·sqrt(σ² + x²) (σ² the super-block's mean square, not twice it as for the other
+// K-quants), then the 4-bit scale and min codes by make_qp_quants weighted by the
+// sub-blocks' total weight.
+void q2k_block_weighted(const float* x, const float* qw, const SuperBlock& out) {
+  float mins[16], scales[16], sw[16], weight[16];
+  uint8_t Laux[16], Ls[16], Lm[16];
+  float sumx2 = 0;
+  for (int j = 0; j < 256; ++j) sumx2 += x[j] * x[j];
+  const float sigma2 = sumx2 / 256;
+  for (int j = 0; j < 16; ++j) {
+    sw[j] = subblock_weights(x + 16 * j, qw + 16 * j, 16, sigma2, weight);
+    scales[j] = make_qkx3_quants(16, 3, x + 16 * j, weight, out.codes + 16 * j, &mins[j], Laux, -0.9f, 0.05f, 36);
+  }
+  const float d = fp16_round(make_qp_quants(16, 15, scales, Ls, sw));
+  const float dmin = fp16_round(make_qp_quants(16, 15, mins, Lm, sw));
+  int sc[16], m[16];
+  for (int j = 0; j < 16; ++j) sc[j] = Ls[j], m[j] = Lm[j];
+  q2k_store(x, d, dmin, sc, m, out);
+}
+
 // Q3_K's super-block scale d and signed 6-bit sub-block codes sc: each sub-block's values
 // rounded again on d·sc (3 bits, offset 4); a zero scale keeps the codes of the fit in L.
 void q3k_store(const float* x, float d, const int* sc, int8_t* L, const SuperBlock& out) {
@@ -437,6 +506,7 @@ void q6k_block(const float* x, const float* qw, const SuperBlock& out) {
 
 QuantizedLinear kquant_rtn(const Tensor& weight_in, const QuantFormat& fmt, const std::string& name,
                            const std::vector<float>& importance) {
+  if (fmt.is_iq4()) return iq4_rtn(weight_in, fmt, name, importance);
   QS_ASSERT(fmt.family == FormatFamily::GgmlK, "kquant_rtn of ", fmt.name());
   if (weight_in.ndim() != 2)
     fail_input("tensor ", name, ": expected a 2-D weight [out, in], got ", shape_str(weight_in.shape()));
@@ -470,6 +540,7 @@ QuantizedLinear kquant_rtn(const Tensor& weight_in, const QuantFormat& fmt, cons
       const float* x = w + r * in + b * kQK_K;
       const float* qw = importance.empty() ? nullptr : importance.data() + b * kQK_K;
       if (fmt.bits == 6) q6k_block(x, qw, sb);
+      else if (fmt.bits == 2) qw ? q2k_block_weighted(x, qw, sb) : q2k_block(x, sb);
       else if (fmt.bits == 3) qw ? q3k_block_weighted(x, qw, sb) : q3k_block(x, sb);
       else if (qw) q45k_block_weighted(x, fmt.bits == 5 ? 31 : 15, qw, sb);
       else if (fmt.bits == 5) q45k_block(x, 31, -0.5f, 15, sb);
@@ -484,6 +555,7 @@ namespace qshard {
 
 GroupParams ggml_block_weighted_fit_one(const QuantFormat& fmt, const float* x, int64_t stride, const float* qw,
                                         float sigma2) {
+  if (fmt.family == FormatFamily::GgmlIQ4NL) return iq4nl_fit_one(x, stride, qw);  // σ² of its own block
   float xb[32], weights[32];
   uint8_t L[32], Laux[32];
   for (int j = 0; j < 32; ++j) {

@@ -22,6 +22,8 @@ constexpr int64_t kQK_K = 256;  // QK_K: elements per super-block
 // bytes); with it ([in] non-negative column weights, e.g. mean squared calibration
 // activations = an imatrix) the imatrix path (quantize_row_q{3,4,5,6}_K_impl), whose scale
 // and min codes are fitted to the weighted error. weight: host [out, in], in % 256 == 0.
+// IQ4_NL / IQ4_XS go to iq4_rtn (quant/iq4.h), so that callers holding a super-block fit
+// fixed (GPTQ, the AWQ family) take every GGML type whose scales llama.cpp fits per block.
 QuantizedLinear kquant_rtn(const Tensor& weight, const QuantFormat& format, const std::string& name,
                            const std::vector<float>& importance = {});
 
@@ -29,8 +31,8 @@ QuantizedLinear kquant_rtn(const Tensor& weight, const QuantFormat& format, cons
 // fitted to the error weighted by qw·sqrt(σ² + x²), σ² the row's mean square, for the 32
 // values x[0], x[stride], ... with importance qw[0..31] (make_qx_quants for Q4_0/Q5_0,
 // make_qkx3_quants for Q4_1/Q5_1), stored FP16. llama.cpp ignores an imatrix for Q8_0;
-// here it gets make_qx_quants with nmax 128, weighted the same way. inv = 0: quantize()
-// uses the stored values.
+// here it gets make_qx_quants with nmax 128, weighted the same way. IQ4_NL: iq4nl_fit_one
+// (σ² from the block itself, as its impl). inv = 0: quantize() uses the stored values.
 GroupParams ggml_block_weighted_fit_one(const QuantFormat& format, const float* x, int64_t stride,
                                         const float* qw, float sigma2);
 

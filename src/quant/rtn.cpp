@@ -43,7 +43,9 @@ QuantizedLinear rtn_quantize(const Tensor& weight_in, const Scheme& scheme,
                shape_str(weight_in.shape()));
   QS_ASSERT(weight_in.device() == Device::Host, "rtn_quantize needs a host tensor");
   // K-quants fit whole 256-element super-blocks (llama.cpp's reference), not groups.
-  if (scheme.format().family == FormatFamily::GgmlK) return kquant_rtn(weight_in, scheme.format(), name);
+  // IQ4_NL/XS likewise: quantize_iq4_nl's scale search (iq4.h).
+  if (scheme.format().uses_kquant_fit())
+    return kquant_rtn(weight_in, scheme.format(), name);
   const Tensor weight = weight_in.dtype() == DType::F32 ? weight_in : weight_in.to_f32();
   const QuantFormat& fmt = scheme.format();
   const int64_t out = weight.dim(0), in = weight.dim(1);

@@ -10,6 +10,7 @@
 
 #include "core/dtype.h"
 #include "core/error.h"
+#include "quant/iq4.h"
 
 namespace qshard {
 
@@ -336,6 +337,44 @@ class GgmlKScheme final : public Scheme {
   int maxq_, half_;
 };
 
+// ------------------------------------------------- llama.cpp's IQ4_NL / IQ4_XS (quant/iq4.h)
+// w = scale·kvalues_iq4nl[q]; q = the value nearest x/scale (best_index_int8), with
+// llama.cpp's unrounded 1/d where the fit gives it (inv). IQ4_NL's fit is its 32-block
+// scale search; IQ4_XS's scales come from the super-block fit (iq4_rtn), which GPTQ holds.
+class GgmlIQ4Scheme final : public Scheme {
+ public:
+  explicit GgmlIQ4Scheme(const QuantFormat& f) : f_(f) {}
+  const QuantFormat& format() const override { return f_; }
+
+  GroupParams fit(const float* x, int64_t n, int64_t stride, float shrink, float) const override {
+    if (f_.family == FormatFamily::GgmlIQ4XS)
+      fail_input("--format iq4_xs: its scales are fitted per 256-element super-block, which this "
+                 "method's per-group fit cannot do; use --method rtn, gptq, awq or awq-joint "
+                 "(with or without +gptq)");
+    QS_ASSERT(n == 32, "iq4_nl block of ", n);
+    GroupParams p = iq4nl_fit_one(x, stride, nullptr);
+    if (shrink != 1.0f) {  // a clip search's narrower range: the same search's d, shrunk
+      const float d = p.inv != 0.0f ? shrink / p.inv : 0.0f;
+      p.scale = f16_to_f32(f32_to_f16(d));
+      p.inv = d != 0.0f ? 1.0f / d : 0.0f;
+    }
+    return p;
+  }
+
+  uint8_t quantize(float x, const GroupParams& p, float) const override {
+    check_finite(x);
+    const float id = p.inv != 0.0f ? p.inv : (p.scale != 0.0f ? 1.0f / p.scale : 0.0f);
+    return uint8_t(iq4_best_index(id * x));
+  }
+
+  float dequantize(uint8_t code, const GroupParams& p, float) const override {
+    return p.scale * float(kIq4Values[code & 0xF]);
+  }
+
+ private:
+  QuantFormat f_;
+};
+
 }  // namespace
 
 std::unique_ptr<Scheme> Scheme::make(const QuantFormat& format) {
@@ -352,8 +391,10 @@ std::unique_ptr<Scheme> Scheme::make(const QuantFormat& format) {
       QS_ASSERT(format.bits == 4 || format.bits == 5 || format.bits == 8, "ggml bits ", format.bits);
       return std::make_unique<GgmlBlockScheme>(format);
     case FormatFamily::GgmlK:
-      QS_ASSERT(format.bits >= 3 && format.bits <= 6, "k-quant bits ", format.bits);
+      QS_ASSERT(format.bits >= 2 && format.bits <= 6, "k-quant bits ", format.bits);
       return std::make_unique<GgmlKScheme>(format);
+    case FormatFamily::GgmlIQ4NL:
+    case FormatFamily::GgmlIQ4XS: return std::make_unique<GgmlIQ4Scheme>(format);
   }
   QS_ASSERT(false, "unhandled format family");
 }

@@ -5,10 +5,11 @@ from the llama-cpp-python source package), tiny model:
 1. RTN equals llama-quantize: qshard's unquantized GGUF (--skip . --gguf-dense f32) is
    quantized by `llama-quantize --pure` to each type; every quantized tensor of qshard's
    own rtn export is byte-identical to llama-quantize's (same rounding, same layout).
-2. Named mixes: qshard's rtn gguf:Q4_K_M, gguf:Q3_K_M and gguf:Q4_0 equal `llama-quantize ... MIX`
+   Types: Q4_0, Q5_1, Q4_K, Q6_K, Q2_K, IQ4_NL, IQ4_XS.
+2. Named mixes: qshard's rtn gguf:Q4_K_M, Q3_K_M, Q4_0, Q2_K and IQ4_XS equal `llama-quantize ... MIX`
    (no --pure): the same type for every tensor, the same bytes, the same data size.
 3. llama.cpp loads and runs qshard's files: llama-perplexity on the unquantized GGUF and
-   on a gptq q4_k GGUF (--kl-divergence against the unquantized logits) agrees with
+   on gptq q4_k, q4_0 and iq4_xs GGUFs (--kl-divergence against the unquantized logits) agrees with
    `qshard eval` of the same weights (the fake-quant export of the same run): the log
    perplexity ratio to each tool's own unquantized run within 0.01, and the KLD within a
    factor 1.25 (measured: 1.03). The two tools score differently (llama.cpp puts
@@ -116,14 +117,16 @@ def main():
     # 1. rtn == llama-quantize --pure, per type (the decoder's Linears; token_embd and
     # output stay F32 in our export, --pure quantizes them too).
     # (q8_0 and q5_k were byte-identical too when measured; left out to keep CI short.)
-    for fmt, ftype in [("q4_0", "Q4_0"), ("q5_1", "Q5_1"), ("q4_k", "Q4_K_S"), ("q6_k", "Q6_K")]:
+    for fmt, ftype in [("q4_0", "Q4_0"), ("q5_1", "Q5_1"), ("q4_k", "Q4_K_S"), ("q6_k", "Q6_K"), ("q2_k", "Q2_K"),
+                       ("iq4_nl", "IQ4_NL"), ("iq4_xs", "IQ4_XS")]:
         ours = quantize(os.path.join(t, f"rtn-{fmt}"), "--method", "rtn", "--format", fmt, "--export", "gguf")
         theirs = llama_quantize(base, os.path.join(t, f"lq-{fmt}.gguf"), ftype, pure=True)
         names = [n for n in tensors(ours) if n.startswith("blk.") and "norm" not in n]
         same_tensors(f"rtn {fmt}", ours, theirs, names)
 
     # 2. the named mixes, every tensor.
-    for mix in ("Q4_K_M", "Q3_K_M", "Q4_0"):
+    # (Q3_K_S, Q3_K_L and IQ4_NL matched as well when measured.)
+    for mix in ("Q4_K_M", "Q3_K_M", "Q4_0", "Q2_K", "IQ4_XS"):
         ours = quantize(os.path.join(t, f"mix-{mix}"), "--method", "rtn", "--format", f"gguf:{mix}", "--export", "gguf")
         theirs = llama_quantize(base, os.path.join(t, f"lq-{mix}.gguf"), mix, pure=False)
         names = sorted(tensors(theirs))
@@ -141,7 +144,7 @@ def main():
     # a lower perplexity; measured 14.93 vs 19.80 on this text. A loose sanity bound only;
     # the quantized checks below compare like with like (ratios to each tool's own base).
     check(0.6 < lb["ppl"] / qb["ppl"] < 1.0, "unquantized: llama-perplexity's ppl between 0.6x and 1x qshard eval's")
-    for method, fmt in [("gptq", "q4_k"), ("gptq", "q4_0")]:
+    for method, fmt in [("gptq", "q4_k"), ("gptq", "q4_0"), ("gptq", "iq4_xs")]:
         g = quantize(os.path.join(t, f"{method}-{fmt}-gguf"), "--method", method, "--format", fmt, "--export", "gguf")
         fq = os.path.join(t, f"{method}-{fmt}-fq")
         quantize(fq, "--method", method, "--format", fmt, "--export", "fakequant", "--gguf-dense", "auto")

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """--export gguf read by the `gguf` package (gguf-py, llama.cpp's own reader), tiny model.
 
-For each llama.cpp block type (q8_0, q4_0, q4_1, q5_0, q5_1, q3_k, q4_k, q5_k, q6_k) with rtn,
-q4_0, q4_1, q8_0, q3_k, q4_k, q6_k with gptq:
+For each llama.cpp block type (q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q4_k, q5_k, q6_k,
+iq4_nl, iq4_xs) with rtn, q4_0, q4_1, q8_0, q2_k, q3_k, q4_k, q6_k, iq4_nl, iq4_xs with gptq:
 quantize once into --export gguf and once into --export fakequant; every tensor that
 GGUFReader dequantizes (gguf.quants.dequantize), with llama.cpp's q/k row permutation
 undone, equals the fake-quant checkpoint's tensor bit for bit (the fake-quant export
@@ -110,11 +110,14 @@ def main():
     tmp = tempfile.TemporaryDirectory(prefix="qshard-gguf-")
     types = {"q8_0": gguf.GGMLQuantizationType.Q8_0, "q4_0": gguf.GGMLQuantizationType.Q4_0,
              "q4_1": gguf.GGMLQuantizationType.Q4_1, "q5_0": gguf.GGMLQuantizationType.Q5_0,
-             "q5_1": gguf.GGMLQuantizationType.Q5_1, "q3_k": gguf.GGMLQuantizationType.Q3_K,
-             "q4_k": gguf.GGMLQuantizationType.Q4_K,
-             "q5_k": gguf.GGMLQuantizationType.Q5_K, "q6_k": gguf.GGMLQuantizationType.Q6_K}
-    runs = [(f, "rtn") for f in types] + [("q4_0", "gptq"), ("q4_1", "gptq"), ("q8_0", "gptq"), ("q3_k", "gptq"),
-                                          ("q4_k", "gptq"), ("q6_k", "gptq")]
+             "q5_1": gguf.GGMLQuantizationType.Q5_1, "q2_k": gguf.GGMLQuantizationType.Q2_K,
+             "q3_k": gguf.GGMLQuantizationType.Q3_K, "q4_k": gguf.GGMLQuantizationType.Q4_K,
+             "q5_k": gguf.GGMLQuantizationType.Q5_K, "q6_k": gguf.GGMLQuantizationType.Q6_K,
+             "iq4_nl": gguf.GGMLQuantizationType.IQ4_NL, "iq4_xs": gguf.GGMLQuantizationType.IQ4_XS}
+    only = os.environ.get("QSHARD_GGUF_ONLY", "").split(",")  # by hand: just these formats
+    runs = [(f, "rtn") for f in types] + [(f, "gptq") for f in ("q4_0", "q4_1", "q8_0", "q2_k", "q3_k", "q4_k",
+                                                               "q6_k", "iq4_nl", "iq4_xs")]
+    runs = [r for r in runs if only == [""] or r[0] in only]
     for fmt, method in runs:
         tag = f"{method} {fmt}"
         out_g, out_f = (os.path.join(tmp.name, f"{method}-{fmt}-{k}") for k in ("gguf", "fq"))

@@ -140,7 +140,9 @@ inline QuantizedLinear make_module(const ModuleSpec& s, uint32_t seed) {
       q.tensor_scale = 0.0123f;
       break;
     case FormatFamily::GgmlBlock:
-    case FormatFamily::GgmlK:  // FP16-exact block scales (and minima for the _1 types)
+    case FormatFamily::GgmlK:
+    case FormatFamily::GgmlIQ4NL:
+    case FormatFamily::GgmlIQ4XS:  // FP16-exact block scales (and minima for the _1 types)
       for (auto& x : q.scales) x = std::ldexp(1.0f, -int(rng.below(10)));
       if (!s.format.symmetric) q.zeros.assign(q.scales.size(), -0.25f);
       break;

@@ -33,4 +33,8 @@ TEST(GgufFile, RowBytesOfEachBlockType) {
   EXPECT_EQ(ggml_row_bytes(GgmlType::Q4_K, 512), 2u * 144);
   EXPECT_EQ(ggml_row_bytes(GgmlType::Q5_K, 256), 176u);
   EXPECT_EQ(ggml_row_bytes(GgmlType::Q6_K, 256), 210u);
+  EXPECT_EQ(ggml_row_bytes(GgmlType::Q2_K, 512), 2u * 84);  // block_q2_K
+  EXPECT_EQ(ggml_row_bytes(GgmlType::IQ4_NL, 64), 2u * 18);
+  EXPECT_EQ(ggml_row_bytes(GgmlType::IQ4_XS, 256), 136u);
+  EXPECT_STREQ(ggml_type_name(GgmlType::IQ4_XS), "IQ4_XS");
 }

@@ -80,3 +80,58 @@ TEST(GgufMix, UnknownMixIsRefusedWithTheList) {
     EXPECT_NE(std::string(e.what()).find("Q4_K_M"), std::string::npos) << e.what();
   }
 }
+
+TEST(GgufMix, Q2KQ3KAndIq4MixesOnHidden576) {
+  const ModelSpec s = smollm2_like();  // n_gqa 3, 30 layers
+  auto plan = [&](const char* name) {
+    const auto mix = parse_gguf_mix(name);
+    return std::make_pair(*mix, plan_gguf(s, mix->base, &*mix));
+  };
+  {  // Q2_K: attn_v, ffn_down, attn_output Q3_K (n_gqa < 4); 576 columns Q2_K/Q3_K -> Q4_0
+    const auto [m, p] = plan("gguf:Q2_K");
+    EXPECT_EQ(m.file_type, 10u);
+    EXPECT_EQ(type_of(p, m.base, "model.layers.3.self_attn.q_proj"), "q4_0");
+    EXPECT_EQ(type_of(p, m.base, "model.layers.3.self_attn.v_proj"), "q4_0");
+    EXPECT_EQ(type_of(p, m.base, "model.layers.3.self_attn.o_proj"), "q4_0");
+    EXPECT_EQ(type_of(p, m.base, "model.layers.3.mlp.down_proj"), "q3_k");  // 1536 divides
+    EXPECT_EQ(p.dense.at("model.embed_tokens.weight"), "q8_0");
+  }
+  {  // Q3_K_L: attn_v, ffn_down, attn_output Q5_K
+    const auto [m, p] = plan("gguf:Q3_K_L");
+    EXPECT_EQ(m.file_type, 13u);
+    EXPECT_EQ(type_of(p, m.base, "model.layers.3.self_attn.v_proj"), "q5_1");  // Q5_K -> Q5_1
+    EXPECT_EQ(type_of(p, m.base, "model.layers.3.mlp.down_proj"), "q5_k");
+    EXPECT_EQ(type_of(p, m.base, "model.layers.3.mlp.up_proj"), "q4_0");
+  }
+  {  // Q3_K_S: Q3_K throughout
+    const auto [m, p] = plan("gguf:Q3_K_S");
+    EXPECT_EQ(m.file_type, 11u);
+    EXPECT_EQ(type_of(p, m.base, "model.layers.3.mlp.down_proj"), "q3_k");
+    EXPECT_EQ(type_of(p, m.base, "model.layers.3.self_attn.v_proj"), "q4_0");
+  }
+  {  // IQ4_XS: -> IQ4_NL on 576 columns; ffn_down Q5_K in the first n/8 layers
+    const auto [m, p] = plan("gguf:IQ4_XS");
+    EXPECT_EQ(m.file_type, 30u);
+    EXPECT_EQ(type_of(p, m.base, "model.layers.3.self_attn.q_proj"), "iq4_nl");
+    EXPECT_EQ(type_of(p, m.base, "model.layers.2.mlp.down_proj"), "q5_k");
+    EXPECT_EQ(type_of(p, m.base, "model.layers.3.mlp.down_proj"), "iq4_xs");
+    EXPECT_EQ(p.dense.at("model.embed_tokens.weight"), "q8_0");
+  }
+  {  // IQ4_NL: 32-blocks divide 576
+    const auto [m, p] = plan("gguf:IQ4_NL");
+    EXPECT_EQ(m.file_type, 25u);
+    EXPECT_EQ(type_of(p, m.base, "model.layers.3.self_attn.q_proj"), "iq4_nl");
+    EXPECT_EQ(type_of(p, m.base, "model.layers.3.self_attn.v_proj"), "iq4_nl");
+  }
+}
+
+TEST(GgufMix, ImatrixRulesForCalibratedMethods) {
+  // llama-quantize --imatrix: Q4_0's first n/8 ffn_down Q4_1; IQ4_XS's stay IQ4_XS.
+  const ModelSpec s = smollm2_like();
+  const auto q40 = parse_gguf_mix("gguf:Q4_0");
+  EXPECT_EQ(type_of(plan_gguf(s, q40->base, &*q40, true), q40->base, "model.layers.2.mlp.down_proj"), "q4_1");
+  EXPECT_EQ(type_of(plan_gguf(s, q40->base, &*q40, true), q40->base, "model.layers.3.mlp.down_proj"), "q4_0");
+  EXPECT_EQ(type_of(plan_gguf(s, q40->base, &*q40, false), q40->base, "model.layers.2.mlp.down_proj"), "q4_0");
+  const auto xs = parse_gguf_mix("gguf:IQ4_XS");
+  EXPECT_EQ(type_of(plan_gguf(s, xs->base, &*xs, true), xs->base, "model.layers.2.mlp.down_proj"), "iq4_xs");
+}

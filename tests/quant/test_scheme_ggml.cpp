@@ -7,6 +7,7 @@
 
 #include "core/dtype.h"
 #include "core/error.h"
+#include "quant/iq4.h"
 #include "quant/kquant.h"
 #include "quant/rtn.h"
 #include "quant/scheme.h"
@@ -20,9 +21,18 @@ TEST(GgmlFormats, ParseNamesAndBlocks) {
   EXPECT_EQ(QuantFormat::parse("q6_k", 0, true).group_size, 16);
   EXPECT_EQ(QuantFormat::parse("q4_k", 0, true).group_size, 32);
   EXPECT_THROW(QuantFormat::parse("q4_0", 64, true), InputError);
-  EXPECT_THROW(QuantFormat::parse("q2_k", 0, true), InputError);
+  EXPECT_THROW(QuantFormat::parse("q2_j", 0, true), InputError);
+  EXPECT_EQ(QuantFormat::parse("q2_k", 0, true).group_size, 16);
+  EXPECT_TRUE(QuantFormat::parse("q2_k", 0, true).stores_zeros());
+  EXPECT_THROW(QuantFormat::parse("q2_k", 32, true), InputError);
   EXPECT_EQ(QuantFormat::parse("q3_k", 0, true).group_size, 16);
   EXPECT_THROW(QuantFormat::parse("q4_k", 0, true).check_divides(576, "t"), InputError);
+  EXPECT_EQ(QuantFormat::parse("IQ4_NL", 0, true).describe(), "iq4_nl b32");
+  EXPECT_EQ(QuantFormat::parse("iq4_xs", 0, true).ggml_block(), 256);
+  EXPECT_EQ(QuantFormat::parse("iq4_nl", 0, true).ggml_block(), 32);
+  EXPECT_FALSE(QuantFormat::parse("iq4_xs", 0, true).stores_zeros());
+  EXPECT_THROW(QuantFormat::parse("iq4_xs", 0, true).check_divides(576, "t"), InputError);
+  EXPECT_NO_THROW(QuantFormat::parse("iq4_nl", 0, true).check_divides(576, "t"));
 }
 
 TEST(GgmlFormats, Q4_0SignTrickKeepsTheExtremeExact) {
@@ -55,7 +65,7 @@ TEST(GgmlFormats, Q8_0RoundsHalfAwayFromZeroAndStoresFp16) {
 TEST(GgmlFormats, KQuantScalesAreExactMultiplesOfTheSuperBlockScale) {
   std::mt19937 rng(3);
   std::normal_distribution<float> n(0.0f, 0.02f);
-  for (const char* name : {"q4_k", "q5_k", "q6_k"}) {
+  for (const char* name : {"q2_k", "q4_k", "q5_k", "q6_k"}) {
     const QuantFormat f = QuantFormat::parse(name, 0, true);
     Tensor w = Tensor::zeros(DType::F32, {8, 512});
     for (int64_t i = 0; i < w.numel(); ++i) w.data<float>()[i] = n(rng);
@@ -68,14 +78,19 @@ TEST(GgmlFormats, KQuantScalesAreExactMultiplesOfTheSuperBlockScale) {
         const float d = q.super_scales[size_t((r * 2 + g / per) * 2)];
         const float c = q.scales[size_t(r * q.n_groups() + g)] / d;
         EXPECT_EQ(c, std::nearbyint(c)) << name;
-        EXPECT_LE(std::fabs(c), f.bits == 6 ? 128.0f : 63.0f) << name;
+        EXPECT_LE(std::fabs(c), f.bits == 6 ? 128.0f : f.bits == 2 ? 15.0f : 63.0f) << name;
+        if (f.bits != 2) continue;  // Q2_K's minima: 4-bit multiples of dmin
+        const float m = q.zeros[size_t(r * q.n_groups() + g)] / q.super_scales[size_t((r * 2 + g / per) * 2 + 1)];
+        EXPECT_EQ(m, std::nearbyint(m)) << name;
+        EXPECT_LE(m, 15.0f) << name;
       }
     const Tensor dq = q.dequantize();
     for (int64_t i = 0; i < w.numel(); ++i) {
       const double e = dq.data<float>()[i] - w.data<float>()[i];
       err += e * e, ref += double(w.data<float>()[i]) * w.data<float>()[i];
     }
-    EXPECT_LT(err / ref, f.bits == 4 ? 0.02 : 0.006) << name;  // ~4.5/5.5/6.6 bits per weight
+    // ~2.6/4.5/5.5/6.6 bits per weight
+    EXPECT_LT(err / ref, f.bits == 2 ? 0.2 : f.bits == 4 ? 0.02 : 0.006) << name;
   }
 }
 
@@ -147,4 +162,67 @@ TEST(GgmlFormats, Q3KImatrixFitKeepsSixBitSignedScaleCodes) {
     return e;
   };
   EXPECT_LT(werr(fit), 0.95 * werr(ref));
+}
+
+namespace {
+
+// Σ qw·(w − ŵ)² over a [rows, 512] weight whose columns have importance qw.
+double weighted_error(const QuantizedLinear& q, const Tensor& w, const std::vector<float>& qw) {
+  const Tensor dq = q.dequantize();
+  double e = 0;
+  for (int64_t i = 0; i < w.numel(); ++i) {
+    const double d = dq.data<float>()[i] - w.data<float>()[i];
+    e += qw[size_t(i % w.dim(1))] * d * d;
+  }
+  return e;
+}
+
+}  // namespace
+
+TEST(GgmlFormats, Q2KAndIq4ImatrixFitsLowerTheWeightedError) {
+  // quantize_row_q2_K_impl and quantize_iq4_nl/xs with quant_weights: fitted to the
+  // importance, they beat the fit without it on the importance-weighted error.
+  std::mt19937 rng(11);
+  std::normal_distribution<float> n(0.0f, 0.02f);
+  std::exponential_distribution<float> imp(1.0f);
+  Tensor w = Tensor::zeros(DType::F32, {16, 512});
+  for (int64_t i = 0; i < w.numel(); ++i) w.data<float>()[i] = n(rng);
+  std::vector<float> qw(512);
+  for (float& v : qw) v = imp(rng) * imp(rng);
+  for (const char* name : {"q2_k", "iq4_nl", "iq4_xs"}) {
+    const QuantFormat f = QuantFormat::parse(name, 0, true);
+    const QuantizedLinear ref = kquant_rtn(w, f, "t");
+    const QuantizedLinear fit = kquant_rtn(w, f, "t", qw);
+    EXPECT_LT(weighted_error(fit, w, qw), 0.95 * weighted_error(ref, w, qw)) << name;
+  }
+}
+
+TEST(GgmlFormats, Iq4CodesIndexTheNonLinearValues) {
+  // kvalues_iq4nl: the largest magnitude maps to -127 (or the value nearest it); an
+  // all-zero IQ4_XS super-block stores d = -0 (llama.cpp's -max/32) and decodes to 0.
+  EXPECT_EQ(iq4_best_index(-200.0f), 0);
+  EXPECT_EQ(iq4_best_index(0.0f), 8);   // 1 is nearer than -10
+  EXPECT_EQ(iq4_best_index(6.9f), 8);
+  EXPECT_EQ(iq4_best_index(7.0f), 9);  // halfway between 1 and 13: the lower only if strictly nearer
+  EXPECT_EQ(iq4_best_index(500.0f), 15);
+  const QuantFormat xs = QuantFormat::parse("iq4_xs", 0, true);
+  Tensor w = Tensor::zeros(DType::F32, {2, 256});
+  for (int64_t i = 0; i < 256; ++i) w.data<float>()[256 + i] = 0.001f * float(i % 17) - 0.008f;
+  const QuantizedLinear q = kquant_rtn(w, xs, "t");
+  EXPECT_EQ(q.super_scales[0], 0.0f);
+  EXPECT_TRUE(std::signbit(q.super_scales[0]));
+  const Tensor dq = q.dequantize();
+  for (int64_t i = 0; i < 256; ++i) EXPECT_EQ(dq.data<float>()[i], 0.0f);
+  for (int64_t g = 0; g < 8; ++g) {  // every sub-block scale a 6-bit signed multiple of d
+    const float c = q.scales[size_t(8 + g)] / q.super_scales[2];
+    EXPECT_EQ(c, std::nearbyint(c));
+    EXPECT_GE(c, -32.0f);
+    EXPECT_LE(c, 31.0f);
+  }
+  double e = 0, r = 0;
+  for (int64_t i = 256; i < 512; ++i) {
+    const double d = dq.data<float>()[i] - w.data<float>()[i];
+    e += d * d, r += double(w.data<float>()[i]) * w.data<float>()[i];
+  }
+  EXPECT_LT(e / r, 0.05);
 }
