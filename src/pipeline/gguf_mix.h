@@ -36,6 +36,11 @@ struct GgufPlan {
   std::vector<std::string> fallbacks;  // one line per tensor that fell back, for the log
 };
 
+// llama-quantize's tensor_type_fallback for one matrix of `ncols` columns: `f` itself when
+// its block divides them, else the 32-block type llama.cpp uses instead (Q3_K -> Q4_0,
+// Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0); nullopt (F16) when not even 32 divides.
+std::optional<QuantFormat> gguf_fallback(const QuantFormat& f, int64_t ncols);
+
 // `mix` null: a plain --format (only the fallback applies; token_embd/lm_head stay dense).
 GgufPlan plan_gguf(const ModelSpec& spec, const QuantFormat& base, const GgufMix* mix);
 
