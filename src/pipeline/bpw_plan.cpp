@@ -461,8 +461,7 @@ void measure_and_choose(BpwPlan& plan, CausalLM& lm, const TensorSource& source,
   // Each module's errors come from one rank, zeros from the others: the sum is exact.
   comm.allreduce_sum(errors.data(), int64_t(errors.size()));
   if (probe) comm.allreduce_sum(gains.data(), int64_t(gains.size()));
-  // A NaN or infinite error would make the knapsack pick nonsense silently (seen once on
-  // SmolLM2 with GGUF candidates: every module got the one finite candidate): stop instead.
+  // A NaN or infinite error would make the knapsack pick nonsense silently: stop instead.
   for (size_t i = 0; i < plan.modules.size(); ++i)
     for (size_t j = 0; j < nf; ++j)
       if (!std::isfinite(errors[i * nf + j]) || (probe && !std::isfinite(gains[i])))
