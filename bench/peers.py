@@ -1,19 +1,22 @@
 #!/usr/bin/env python3
 """qshard beside the peer quantizers, back to back on one machine, same scheme, same
 calibration tokens, same eval windows: llm-compressor 0.14's GPTQModifier and AWQModifier
-(tools/llmcompressor_run.py, engines venv), the reference GPTQ (IST-DASLab/gptq through
-tools/ist_gptq_llama.py, .venv) and qshard's gptq, awq and awq-joint.
+(tools/llmcompressor_run.py, engines venv), AutoRound 0.15.1 (tools/autoround_run.py, engines
+venv, --autoround-iters tuning steps per block; its "fake" format), the reference GPTQ
+(IST-DASLab/gptq through tools/ist_gptq_llama.py, .venv) and qshard's gptq, awq and awq-joint.
 
 Scheme int4 asymmetric, group 128 on the tiny model (--group-size 64 for SmolLM2). Both
 texts are the tiny model's calib.txt / eval.txt, tokenized once by `qshard tokenize` with
 the model's tokenizer; every tool reads the same token files (calibration: the first
 N windows of 256 tokens, in order). Every checkpoint is evaluated by `qshard eval` against
-the unquantized model (llm-compressor's compressed-tensors output is read as it is).
+the unquantized model (llm-compressor's compressed-tensors output is read as it is,
+AutoRound's as dense dequantized weights).
 Wall time is the whole process (load, calibrate, quantize, save) under /usr/bin/time, with
 peak RSS. Prints the table, then the ratios qshard/peer (time; KLD mean).
 
     bench/peers.py [--model DIR] [--group-size 128] [--n-calib 128] [--windows 128]
                    [--ist-gptq-src /tmp/ist-gptq] [--rows llmc-gptq,qshard-gptq,...]
+                   [--autoround-iters 200]
 """
 import argparse
 import json
@@ -34,7 +37,7 @@ QSHARD_ROWS = {
     "qshard-awq": ["--method", "awq"],
     "qshard-awq-joint": ["--method", "awq-joint"],
 }
-ROWS = ["llmc-gptq", "llmc-awq", "ist-gptq"] + list(QSHARD_ROWS)
+ROWS = ["llmc-gptq", "llmc-awq", "ist-gptq", "autoround"] + list(QSHARD_ROWS)
 
 
 def timed(cmd, log):
@@ -52,6 +55,10 @@ def command(row, a, calib, out):
         return [a.engines_python, os.path.join(ROOT, "tools", "llmcompressor_run.py"),
                 "--modifier", row[5:], "--model", a.model, "--calib", calib, "--n-calib",
                 str(a.n_calib), "--seqlen", "256", "--group-size", g, "--out", out]
+    if row == "autoround":  # auto-round's fake format: dequantized dense weights
+        return [a.engines_python, os.path.join(ROOT, "tools", "autoround_run.py"), "--model", a.model,
+                "--calib", calib, "--n-calib", str(a.n_calib), "--seqlen", "256", "--group-size", g,
+                "--iters", str(a.autoround_iters), "--out", out]
     if row == "ist-gptq":
         return [a.python, os.path.join(ROOT, "tools", "ist_gptq_llama.py"), "--gptq-src",
                 a.ist_gptq_src, "--model", a.model, "--calib", calib, "--n-calib",
@@ -79,13 +86,14 @@ def main():
     ap.add_argument("--python", default=os.path.join(ROOT, ".venv", "bin", "python"))
     ap.add_argument("--engines-python", default=None, help="default: launch/engines_venv.sh --python")
     ap.add_argument("--rows", default=",".join(ROWS))
+    ap.add_argument("--autoround-iters", type=int, default=200, help="autoround row: tuning steps per block")
     a = ap.parse_args()
     a.engines_python = a.engines_python or engines_python()
     rows = a.rows.split(",")
     unknown = [r for r in rows if r not in ROWS]
     if unknown:
         sys.exit(f"--rows: unknown {','.join(unknown)}; choose from {','.join(ROWS)}")
-    if any(r.startswith("llmc-") for r in rows) and not a.engines_python:
+    if any(r.startswith("llmc-") or r == "autoround" for r in rows) and not a.engines_python:
         sys.exit("no engines venv: run launch/engines_venv.sh")
     if "ist-gptq" in rows and not os.path.isfile(os.path.join(a.ist_gptq_src, "gptq.py")):
         sys.exit(f"--ist-gptq-src {a.ist_gptq_src}: no gptq.py (see tools/ist_gptq_llama.py)")
@@ -119,7 +127,7 @@ def main():
               f"{r['kld_p99']:.5f} | {r['top1_agree']:.4f} |", flush=True)
     pairs = [("qshard-gptq-static", "llmc-gptq"), ("qshard-gptq", "llmc-gptq"),
              ("qshard-gptq", "ist-gptq")] + \
-            [(q, p) for q in ("qshard-awq", "qshard-awq-joint") for p in ("llmc-awq", "llmc-gptq", "ist-gptq")]
+            [(q, p) for q in ("qshard-awq", "qshard-awq-joint") for p in ("llmc-awq", "llmc-gptq", "ist-gptq", "autoround")]
     print("\n| qshard / peer | wall time | KLD mean |")
     print("|---|---|---|")
     for q, p in pairs:

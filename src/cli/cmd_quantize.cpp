@@ -68,7 +68,9 @@ constexpr const char* kUsage =
     "predicted KLD with the mean\n"
     "bits per weight (scales and zeros counted) at most B. The plan is printed and written to\n"
     "the report; --recipe / --skip decide which modules are quantized, the plan their formats\n"
-    "(docs/mixed-precision.md).\n"
+    "(docs/mixed-precision.md). --export gguf: GGUF types (default q3_k,q4_k,q5_k,q6_k,q8_0; a\n"
+    "K-quant on rows its 256-block does not divide counts as llama.cpp's 32-block fallback);\n"
+    "with --format gguf:MIX, token_embd/output take that mix's types.\n"
     "Resume: OUT/.qshard/ records every finished layer; if the run is killed, the same\n"
     "command again continues at the first unfinished layer and writes the same bytes. A\n"
     "different command on that OUT is refused (naming the option and both values) unless\n"
@@ -162,11 +164,10 @@ void check_method_takes(const std::string& method, const QuantFormat& f) {
 BpwPlan bpw_plan_inputs(const po::variables_map& vm, ExportKind kind, const QuantizeOptions& opt, bool gguf_mix,
                         const std::string& list, double target, const ModelSpec& spec, const Recipe& recipe,
                         ActFormat act, bool scattered) {
-  if (kind == ExportKind::Awq || kind == ExportKind::Gguf || gguf_mix)
-    fail_input("--target-bpw with --export ", export_kind_name(kind), ": ",
-               kind == ExportKind::Awq ? "an AWQ checkpoint holds one format (int4, one group size)"
-                                       : "GGUF per-tensor types are not planned yet",
-               "; use --export gptq, compressed-tensors, hdf5 or fakequant");
+  (void)gguf_mix;  // a mix gives token_embd/output their types; the plan every Linear's
+  if (kind == ExportKind::Awq)
+    fail_input("--target-bpw with --export awq: an AWQ checkpoint holds one format (int4, one group size); "
+               "use --export gptq, compressed-tensors, hdf5, gguf or fakequant");
   if (opt.quantize_lm_head)
     fail_input("--target-bpw plans the decoder layers' Linears, not lm_head yet: drop --quantize-lm-head");
   if (vm["bpw-kld-windows"].as<int64_t>() < 0) fail_input("--bpw-kld-windows must not be negative");
@@ -188,7 +189,7 @@ BpwPlan bpw_plan_inputs(const po::variables_map& vm, ExportKind kind, const Quan
       }
     }
   } else {
-    for (const auto& f : default_bpw_formats(sym)) {
+    for (const auto& f : default_bpw_formats(sym, kind == ExportKind::Gguf)) {
       try {
         fits(f);
         formats.push_back(f);

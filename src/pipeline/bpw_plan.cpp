@@ -10,6 +10,7 @@
 #include "core/log.h"
 #include "core/stop.h"
 #include "dist/partition.h"
+#include "pipeline/gguf_mix.h"
 #include "pipeline/hessian_sum.h"
 #include "pipeline/layer_owner.h"
 #include "quant/awq.h"  // output_error: tr(ΔW H ΔWᵀ)
@@ -136,7 +137,11 @@ class GainProbe {
 
 }  // namespace
 
-std::vector<QuantFormat> default_bpw_formats(bool symmetric) {
+std::vector<QuantFormat> default_bpw_formats(bool symmetric, bool ggml) {
+  if (ggml)
+    return {QuantFormat::parse("q3_k", 0, true), QuantFormat::parse("q4_k", 0, true),
+            QuantFormat::parse("q5_k", 0, true), QuantFormat::parse("q6_k", 0, true),
+            QuantFormat::parse("q8_0", 0, true)};
   return {QuantFormat::parse("int3", 64, symmetric), QuantFormat::parse("int4", 64, symmetric),
           QuantFormat::parse("int4", 32, symmetric), QuantFormat::parse("int8", 128, symmetric)};
 }
@@ -192,6 +197,10 @@ double bits_per_weight(const QuantFormat& f, int64_t in_features) {
   return f.bits;
 }
 
+const QuantFormat& BpwPlan::format_of(const PlannedModule& m, size_t j) const {
+  return m.stored.empty() ? formats[j] : m.stored[j];
+}
+
 double BpwPlan::bits() const {
   double b = 0, n = 0;
   for (const auto& m : modules) {
@@ -217,20 +226,32 @@ double BpwPlan::predicted_error() const {
 }
 
 const QuantFormat& BpwPlan::main_format() const {
-  std::vector<double> weights(formats.size(), 0.0);
-  for (const auto& m : modules) weights[size_t(m.choice)] += double(m.out * m.in);
-  return formats[size_t(std::max_element(weights.begin(), weights.end()) - weights.begin())];
+  // By stored format: a fallback counts as the type the file holds.
+  std::map<std::string, std::pair<double, const QuantFormat*>> weights;
+  for (const auto& m : modules) {
+    auto& w = weights[chosen(m).describe()];
+    w.first += double(m.out * m.in);
+    w.second = &chosen(m);
+  }
+  const QuantFormat* best = &formats.front();
+  double most = -1;
+  for (const auto& f : formats)  // ties: the earlier candidate in the list
+    for (const auto& [name, w] : weights)
+      if (name == f.describe() && w.first > most) most = w.first, best = w.second;
+  for (const auto& [name, w] : weights)  // a fallback holding the most
+    if (w.first > most) most = w.first, best = w.second;
+  return *best;
 }
 
 void BpwPlan::apply(Recipe& recipe) const {
-  for (const auto& m : modules) recipe.append_exact(m.module, formats[size_t(m.choice)]);
+  for (const auto& m : modules) recipe.append_exact(m.module, chosen(m));
 }
 
 nlohmann::json BpwPlan::to_json() const {
   nlohmann::json mods = nlohmann::json::array();
   for (const auto& m : modules)
     mods.push_back({{"module", m.module},
-                    {"format", formats[size_t(m.choice)].describe()},
+                    {"format", chosen(m).describe()},
                     {"bits", m.bits[size_t(m.choice)]},
                     {"predicted_error", m.errors.empty() ? 0.0 : m.errors[size_t(m.choice)]}});
   nlohmann::json cands = nlohmann::json::array();
@@ -245,7 +266,7 @@ void BpwPlan::print_table(std::FILE* out) const {
                kld_scaled ? "KLD (sum over modules, RTN)" : "error (sum of tr(dW H dW^T), RTN)", predicted_error());
   std::fprintf(out, "%-40s %-16s %8s %14s\n", "module", "format", "bits", "pred_error");
   for (const auto& m : modules)
-    std::fprintf(out, "%-40s %-16s %8.4f %14.6g\n", m.module.c_str(), formats[size_t(m.choice)].describe().c_str(),
+    std::fprintf(out, "%-40s %-16s %8.4f %14.6g\n", m.module.c_str(), chosen(m).describe().c_str(),
                  m.bits[size_t(m.choice)], m.errors.empty() ? 0.0 : m.errors[size_t(m.choice)]);
 }
 
@@ -259,13 +280,18 @@ BpwPlan plan_modules(const ModelSpec& spec, const Recipe& recipe, const std::vec
       const std::string module = spec.layer_prefix(l) + s.name;
       if (!recipe.format_for(module)) continue;
       const int64_t out = dim_size(spec, s.out), in = dim_size(spec, s.in);
-      PlannedModule m{module, out, in, {}, {}, 0};
+      PlannedModule m{module, out, in, {}, {}, 0, {}};
+      bool fell_back = false;
       for (const auto& f : formats) {
-        if (f.group_size > 0 && in % f.group_size != 0)
+        const std::optional<QuantFormat> stored = f.is_ggml() ? gguf_fallback(f, in) : f;
+        if (!stored || (stored->group_size > 0 && in % stored->group_size != 0))
           fail_input("--bpw-formats: ", f.describe(), " does not divide ", module, ".weight (", in,
                      " input features): drop it from the list or give a group size that divides ", in);
-        m.bits.push_back(bits_per_weight(f, in));
+        fell_back = fell_back || stored->describe() != f.describe();
+        m.stored.push_back(*stored);
+        m.bits.push_back(bits_per_weight(*stored, in));
       }
+      if (!fell_back) m.stored.clear();
       plan.modules.push_back(std::move(m));
     }
   if (plan.modules.empty()) fail_input("--target-bpw: the recipe leaves no Linear quantized, nothing to plan");
@@ -338,15 +364,22 @@ void measure_and_choose(BpwPlan& plan, CausalLM& lm, const TensorSource& source,
   const size_t nf = plan.formats.size();
   std::vector<double> errors(plan.modules.size() * nf, 0.0);
   std::vector<double> gains(plan.modules.size(), 0.0);
-  // The gains' reference candidate: the one nearest the budget (the plan's own regime).
-  size_t ref = 0;
-  for (size_t j = 0; j < nf; ++j)
-    if (std::abs(plan.modules.front().bits[j] - plan.target) < std::abs(plan.modules.front().bits[ref] - plan.target))
-      ref = j;
+  // The gains' reference candidate: per module the one nearest the budget (the plan's
+  // own regime; a module's bits differ between candidates' fallbacks and per channel).
+  const auto ref_of = [&](const PlannedModule& m) {
+    size_t ref = 0;
+    for (size_t j = 0; j < nf; ++j)
+      if (std::abs(m.bits[j] - plan.target) < std::abs(m.bits[ref] - plan.target)) ref = j;
+    return ref;
+  };
   std::unique_ptr<GainProbe> probe;
   if (gain_windows > 0) probe = std::make_unique<GainProbe>(lm, source, calib, gain_windows);
-  std::vector<std::unique_ptr<Scheme>> schemes;
-  for (const auto& f : plan.formats) schemes.push_back(Scheme::make(f));
+  std::map<std::string, std::unique_ptr<Scheme>> schemes;  // by stored format
+  for (const auto& m : plan.modules)
+    for (size_t j = 0; j < nf; ++j) {
+      const QuantFormat& f = plan.format_of(m, j);
+      if (!schemes.count(f.describe())) schemes[f.describe()] = Scheme::make(f);
+    }
 
   const LayerOwnership owners(spec.num_layers, comm.size());
   std::vector<std::string> prefixes;
@@ -377,10 +410,18 @@ void measure_and_choose(BpwPlan& plan, CausalLM& lm, const TensorSource& source,
       const auto it = index.find(module);
       if (it == index.end() || int64_t(it->second) % comm.size() != comm.rank()) continue;
       const Tensor weight = src->get(module + ".weight").to_f32();
+      const PlannedModule& pm = plan.modules[it->second];
+      const size_t ref = ref_of(pm);
+      std::map<std::string, double> done;  // a fallback can repeat another candidate
       for (size_t j = 0; j < nf; ++j) {
-        const QuantizedLinear q = rtn_quantize(weight, *schemes[j], ClipSearch{}, module + ".weight");
+        const std::string key = plan.format_of(pm, j).describe();
+        if (done.count(key) && !(probe && j == ref)) {
+          errors[it->second * nf + j] = done[key];
+          continue;
+        }
+        const QuantizedLinear q = rtn_quantize(weight, *schemes.at(key), ClipSearch{}, module + ".weight");
         const Tensor w_hat = q.dequantize();
-        errors[it->second * nf + j] = output_error(weight, w_hat, acc.at(GroupId(s.group, s.expert)).sum());
+        errors[it->second * nf + j] = done[key] = output_error(weight, w_hat, acc.at(GroupId(s.group, s.expert)).sum());
         if (probe && j == ref) {
           const double e = errors[it->second * nf + j];
           gains[it->second] = e > 0 ? probe->kld(l, s, w_hat) / e : 0.0;
@@ -393,6 +434,13 @@ void measure_and_choose(BpwPlan& plan, CausalLM& lm, const TensorSource& source,
   // Each module's errors come from one rank, zeros from the others: the sum is exact.
   comm.allreduce_sum(errors.data(), int64_t(errors.size()));
   if (probe) comm.allreduce_sum(gains.data(), int64_t(gains.size()));
+  // A NaN or infinite error would make the knapsack pick nonsense silently: stop instead.
+  for (size_t i = 0; i < plan.modules.size(); ++i)
+    for (size_t j = 0; j < nf; ++j)
+      if (!std::isfinite(errors[i * nf + j]) || (probe && !std::isfinite(gains[i])))
+        fail("--target-bpw: the measured error of ", plan.modules[i].module, " as ",
+             plan.format_of(plan.modules[i], j).describe(), " is ", errors[i * nf + j], " (gain ",
+             probe ? gains[i] : 1.0, "); a bug in the planning pass: please report it with the command");
   for (size_t i = 0; i < plan.modules.size(); ++i) {
     plan.modules[i].errors.assign(errors.begin() + int64_t(i * nf), errors.begin() + int64_t((i + 1) * nf));
     if (probe)  // predicted KLD: the output errors scaled by what reaches the logits

@@ -30,8 +30,9 @@ namespace qshard {
 // --bpw-formats: "int3:g64,int4:g64,int4:g32,int8:g128" (NAME[:gGROUP][:sym|:asym], group
 // g-1 per channel; no group: the family's default; no sym/asym: `symmetric`).
 std::vector<QuantFormat> parse_bpw_formats(const std::string& list, bool symmetric);
-// int3 g64, int4 g64, int4 g32, int8 g128.
-std::vector<QuantFormat> default_bpw_formats(bool symmetric);
+// int3 g64, int4 g64, int4 g32, int8 g128; for GGUF (`ggml`): q3_k, q4_k, q5_k, q6_k, q8_0
+// (rows a 256-block does not divide take llama.cpp's 32-block fallbacks).
+std::vector<QuantFormat> default_bpw_formats(bool symmetric, bool ggml = false);
 
 // Stored bits per weight of `f` on a matrix of `in_features` columns: the codes plus, per
 // group, a 16-bit scale and (asymmetric INT only) a `bits`-bit zero point, as GPTQ packs
@@ -47,6 +48,10 @@ struct PlannedModule {
   // when measured (measure_and_choose).
   std::vector<double> errors;
   int choice = 0;              // index into the candidates
+  // Per candidate, the format this module is stored in where it is not the candidate
+  // itself: llama.cpp's 32-block fallback for a K-quant whose 256-block does not divide
+  // the row (Q4_K -> Q5_0, ...), with that format's bits. Empty: the candidates as listed.
+  std::vector<QuantFormat> stored;
 };
 
 struct BpwPlan {
@@ -55,6 +60,9 @@ struct BpwPlan {
   std::vector<PlannedModule> modules;
   bool kld_scaled = false;  // errors are predicted KLDs (gain-scaled), not output errors
 
+  // Candidate j as module m stores it (its GGUF fallback, if any), and m's chosen one.
+  const QuantFormat& format_of(const PlannedModule& m, size_t j) const;
+  const QuantFormat& chosen(const PlannedModule& m) const { return format_of(m, size_t(m.choice)); }
   double bits() const;             // mean over every planned weight
   double min_bits() const;         // every module at its cheapest candidate
   double predicted_error() const;  // Σ chosen errors
@@ -68,8 +76,9 @@ struct BpwPlan {
 };
 
 // The Linears `recipe` quantizes, in pipeline order, with their shapes and candidates'
-// bits. InputError when a candidate's group does not divide a module's in_features, or
-// when even the cheapest candidates exceed `target`.
+// bits (a K-quant on a row its 256-block does not divide counts as the 32-block type
+// llama.cpp falls back to). InputError when a candidate's group does not divide a
+// module's in_features, or when even the cheapest candidates exceed `target`.
 BpwPlan plan_modules(const ModelSpec& spec, const Recipe& recipe, const std::vector<QuantFormat>& formats,
                      double target);
 

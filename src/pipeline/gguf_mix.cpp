@@ -35,21 +35,25 @@ int64_t block_of(const QuantFormat& f) { return f.ggml_block(); }
 // llama-quant.cpp use_more_bits
 bool use_more_bits(int64_t i, int64_t n) { return i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2; }
 
-// tensor_type_fallback: nullopt = F16.
+// tensor_type_fallback, logged: nullopt = F16.
 std::optional<QuantFormat> fallback(const QuantFormat& f, int64_t ncols, const std::string& tensor,
                                     std::vector<std::string>& log) {
   if (ncols % block_of(f) == 0) return f;
-  std::optional<QuantFormat> r = f;
-  if (f.family == FormatFamily::GgmlIQ4XS) r = fmt("iq4_nl");
-  if (f.family == FormatFamily::GgmlK)
-    r = fmt(f.bits <= 3 ? "q4_0" : f.bits == 4 ? "q5_0" : f.bits == 5 ? "q5_1" : "q8_0");
-  if (ncols % 32 != 0) r.reset();
+  const std::optional<QuantFormat> r = gguf_fallback(f, ncols);
   log.push_back(str_cat(tensor, ": ", ncols, " columns not divisible by ", block_of(f), " (", f.name(),
                         ") -> ", r ? r->name() : std::string("f16"), ", as llama-quantize falls back"));
   return r;
 }
 
 }  // namespace
+
+std::optional<QuantFormat> gguf_fallback(const QuantFormat& f, int64_t ncols) {
+  if (ncols % block_of(f) == 0) return f;
+  if (ncols % 32 != 0) return std::nullopt;
+  if (f.family == FormatFamily::GgmlIQ4XS) return fmt("iq4_nl");
+  if (f.family != FormatFamily::GgmlK) return f;
+  return fmt(f.bits <= 3 ? "q4_0" : f.bits == 4 ? "q5_0" : f.bits == 5 ? "q5_1" : "q8_0");
+}
 
 std::optional<GgufMix> parse_gguf_mix(const std::string& format_name) {
   const std::string prefix = "gguf:";

@@ -37,6 +37,12 @@ struct GgufPlan {
   std::vector<std::string> fallbacks;  // one line per tensor that fell back, for the log
 };
 
+// llama-quantize's tensor_type_fallback for one matrix of `ncols` columns: `f` itself when
+// its block divides them, else the 32-block type llama.cpp uses instead (Q2_K, Q3_K -> Q4_0,
+// Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0, IQ4_XS -> IQ4_NL); nullopt (F16) when not even
+// 32 divides.
+std::optional<QuantFormat> gguf_fallback(const QuantFormat& f, int64_t ncols);
+
 // `mix` null: a plain --format (only the fallback applies; token_embd/lm_head stay dense).
 // `imatrix`: the rules llama-quantize applies with an imatrix (Q4_0/Q5_0: ffn_down of the
 // first n/8 layers Q4_1/Q5_1; IQ4_NL/IQ4_XS: ffn_down stays IQ4 there instead of Q5_K),

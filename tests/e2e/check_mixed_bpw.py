@@ -3,7 +3,8 @@ meets the budget and mixes formats; the report, the modules' formats and the GPT
 export's `dynamic` agree with it; the same command gives the same bytes again, under
 mpirun at 2 ranks, and when killed after a layer and resumed; a compressed-tensors export
 of a mixed plan has one config group per format and evaluates in our reader (with a
---group-size that divides no module: the plan's formats are what is checked).""" 
+--group-size that divides no module: the plan's formats are what is checked); a GGUF
+export holds the plan's per-tensor types.""" 
 import hashlib
 import json
 import os
@@ -59,6 +60,36 @@ def check_plan(out, target, what):
     return plan
 
 
+def check_gguf(t):
+    """GGUF per-tensor types from the plan; token_embd/output as the gguf: mix makes them;
+    the linears' bits in the file (block bytes) within the budget."""
+    import gguf  # noqa: E402 (the venv's gguf-py; only this part needs it)
+    out = os.path.join(t, "gguf")
+    r = run(quantize_cmd(out, ["--method", "rtn", "--target-bpw", "4.8", "--format", "gguf:Q4_K_M", "--export", "gguf"]))
+    check(r.returncode == 0, f"gguf at --target-bpw 4.8 (rc {r.returncode} {r.stderr[-300:]})")
+    if r.returncode != 0:
+        return
+    plan = check_plan(out, 4.8, "gguf")
+    types = {t.name: (t.tensor_type.name.lower(), int(t.n_bytes), int(t.n_elements))
+             for t in gguf.GGUFReader(os.path.join(out, "model.gguf")).tensors}
+    names = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
+             "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
+             "mlp.down_proj": "ffn_down"}
+    bits = weights = 0
+    wrong = []
+    for m in plan["modules"]:
+        layer, slot = m["module"].split(".")[2], ".".join(m["module"].split(".")[3:])
+        typ, nbytes, n = types.get(f"blk.{layer}.{names[slot]}.weight", ("?", 0, 0))
+        if typ != m["format"].split()[0]:
+            wrong.append((m["module"], m["format"], typ))
+        bits, weights = bits + 8 * nbytes, weights + n
+    check(not wrong, f"gguf: every Linear's type is the planned one (differs: {wrong[:3]})")
+    check(weights and bits / weights <= 4.8 + 1e-9 and abs(bits / weights - plan["bits_per_weight"]) < 1e-9,
+          f"gguf: the Linears' block bytes give the plan's {plan['bits_per_weight']:.4f} bits per weight")
+    check(types.get("output.weight", ("?",))[0] == "q6_k" and types.get("token_embd.weight", ("?",))[0] == "q4_k",
+          "gguf: output Q6_K and token_embd Q4_K, as llama.cpp's Q4_K_M makes them")
+
+
 def main():
     t = tempfile.mkdtemp(prefix="qshard-mixed-bpw-")
     try:
@@ -107,6 +138,7 @@ def main():
                  "--max-windows", "8", "--json", "--quiet"])
         res = json.loads(r.stdout.splitlines()[-1]) if r.returncode == 0 else {}
         check(0 < res.get("kld_mean", -1) < 0.05, f"the mixed compressed-tensors export evaluates (KLD {res.get('kld_mean')})")
+        check_gguf(t)
     finally:
         shutil.rmtree(t, ignore_errors=True)
     finish()

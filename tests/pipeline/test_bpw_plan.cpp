@@ -74,7 +74,7 @@ TEST(BpwPlan, MatchesExhaustiveOnAFixedCase) {
   plan.formats = formats;
   const double err[3][3] = {{100, 10, 1}, {50, 40, 0.5}, {8, 1, 0.1}};
   for (int i = 0; i < 3; ++i) {
-    PlannedModule m{str_cat("m", i), 64, 64, {}, {}, 0};
+    PlannedModule m{str_cat("m", i), 64, 64, {}, {}, 0, {}};
     for (int j = 0; j < 3; ++j) {
       m.bits.push_back(bits_per_weight(formats[size_t(j)], 64));
       m.errors.push_back(err[i][j]);
@@ -143,7 +143,7 @@ TEST(BpwPlan, MatchesExhaustiveOnRandomSmallCases) {
     BpwPlan plan;
     plan.formats = formats;
     for (int i = 0; i < 4; ++i) {
-      PlannedModule m{str_cat("m", i), 64 * (1 + int(rnd() * 4)), 128, {}, {}, 0};
+      PlannedModule m{str_cat("m", i), 64 * (1 + int(rnd() * 4)), 128, {}, {}, 0, {}};
       const double scale = 0.1 + 10 * rnd();
       for (const auto& f : formats) {
         m.bits.push_back(bits_per_weight(f, 128));
@@ -166,5 +166,41 @@ TEST(BpwPlan, MatchesExhaustiveOnRandomSmallCases) {
     }
     EXPECT_LE(plan.bits(), plan.target + 1e-9);
     EXPECT_LE(plan.predicted_error(), best * (1 + 1e-12)) << "case " << c;
+  }
+}
+
+TEST(BpwPlan, GgufCandidatesTakeLlamaCppsFallbackWhereTheBlockDoesNotDivide) {
+  // SmolLM2's geometry: hidden 576 = 2.25 super-blocks, intermediate 1536 = 6.
+  ModelSpec spec;
+  spec.hidden_size = 576;
+  spec.intermediate_size = 1536;
+  spec.num_layers = 2;
+  spec.n_heads = 9;
+  spec.n_kv_heads = 3;
+  spec.head_dim = 64;
+  spec.vocab_size = 1000;
+  const Recipe recipe(QuantFormat::parse("q4_k", 0, true));
+  BpwPlan plan = plan_modules(spec, recipe, default_bpw_formats(true, true), 5.0);
+  ASSERT_EQ(plan.formats.size(), 5u);  // q3_k q4_k q5_k q6_k q8_0
+  for (const auto& m : plan.modules) {
+    const bool down = m.module.find("down_proj") != std::string::npos;
+    // K-quants on 576 columns are stored (and counted) as Q4_0 / Q5_0 / Q5_1 / Q8_0.
+    EXPECT_EQ(plan.format_of(m, 0).name(), down ? "q3_k" : "q4_0") << m.module;
+    EXPECT_EQ(plan.format_of(m, 1).name(), down ? "q4_k" : "q5_0") << m.module;
+    EXPECT_EQ(plan.format_of(m, 3).name(), down ? "q6_k" : "q8_0") << m.module;
+    EXPECT_DOUBLE_EQ(m.bits[0], down ? 3.4375 : 4.5) << m.module;
+    EXPECT_DOUBLE_EQ(m.bits[2], down ? 5.5 : 6.0) << m.module;
+  }
+  fill_errors(plan);
+  choose_formats(plan);
+  EXPECT_LE(plan.bits(), 5.0 + 1e-12);
+  Recipe applied = recipe;
+  plan.apply(applied);
+  for (const auto& m : plan.modules)
+    EXPECT_EQ(applied.format_for(m.module)->name(), plan.chosen(m).name()) << "the stored type, not the candidate";
+  for (const auto& j : plan.to_json()["modules"]) {  // no K-quant on 576 columns in the report
+    if (j["module"].get<std::string>().find("down_proj") == std::string::npos) {
+      EXPECT_EQ(j["format"].get<std::string>().find("_k"), std::string::npos) << j.dump();
+    }
   }
 }
