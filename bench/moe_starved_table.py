@@ -65,11 +65,7 @@ def main():
     print("| model | calib tokens | starved groups | " + " | ".join(f"KLD {m}" for m in MODES) + " |")
     print("|---|---|---|" + "---|" * len(MODES))
     for fam in FAMILIES:
-        src = os.path.join(GOLDEN, fam)
-        with open(os.path.join(src, "config.json")) as f:
-            vocab = json.load(f)["vocab_size"]
-        evalt = os.path.join(tmp, f"{fam}-eval.tokens")
-        token_file(evalt, vocab, SEQLEN * EVAL_WINDOWS, 1000)
+        src, vocab, evalt = family_inputs(fam, tmp)
         for n in [int(x) for x in a.n_calib.split(",")]:
             kld = {m: 0.0 for m in MODES}
             starved = 0
@@ -84,16 +80,22 @@ def main():
                   + " | ".join(f"{kld[m]:.5f}" for m in MODES) + " |", flush=True)
 
 
+def family_inputs(fam, tmp):
+    """The family's checkpoint folder, vocabulary size and its evaluation token file."""
+    src = os.path.join(GOLDEN, fam)
+    with open(os.path.join(src, "config.json")) as f:
+        vocab = json.load(f)["vocab_size"]
+    evalt = os.path.join(tmp, f"{fam}-eval.tokens")
+    token_file(evalt, vocab, SEQLEN * EVAL_WINDOWS, 1000)
+    return src, vocab, evalt
+
+
 def sweep(a, tmp, thresholds):
     """KLD of --moe-starved rtn as the threshold rises (more experts RTN instead of GPTQ)."""
     print("| model | calib tokens | " + " | ".join(f"KLD min-tokens {t}" for t in thresholds) + " |")
     print("|---|---|" + "---|" * len(thresholds))
     for fam in FAMILIES:
-        src = os.path.join(GOLDEN, fam)
-        with open(os.path.join(src, "config.json")) as f:
-            vocab = json.load(f)["vocab_size"]
-        evalt = os.path.join(tmp, f"{fam}-eval.tokens")
-        token_file(evalt, vocab, SEQLEN * EVAL_WINDOWS, 1000)
+        src, vocab, evalt = family_inputs(fam, tmp)
         for n in [int(x) for x in a.n_calib.split(",")]:
             kld = {t: 0.0 for t in thresholds}
             for seed in range(a.seeds):
