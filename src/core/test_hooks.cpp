@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -23,6 +24,14 @@ bool this_rank_selected() {
   return std::string(rank ? rank : "0") == want;
 }
 
+// "layer-N" only: the mid-layer points ("layer-N-GROUP") and "layer-N-file" must not slow
+// a layer again, or a layer takes several times QSHARD_TEST_LAYER_SECONDS.
+bool is_layer_commit(const std::string& name) {
+  const std::string prefix = "layer-";
+  if (name.size() <= prefix.size() || !name.starts_with(prefix)) return false;
+  return std::all_of(name.begin() + long(prefix.size()), name.end(), [](char c) { return c >= '0' && c <= '9'; });
+}
+
 }  // namespace
 
 void test_kill_point(const std::string& name) {
@@ -32,7 +41,7 @@ void test_kill_point(const std::string& name) {
   const char* layer_seconds = std::getenv("QSHARD_TEST_LAYER_SECONDS");
   if (kill_at && name == kill_at && this_rank_selected()) std::raise(SIGKILL);
   if (signal_at && name == signal_at && this_rank_selected()) std::raise(SIGTERM);
-  if (layer_seconds && name.starts_with("layer-") && name.find("-file") == std::string::npos) {
+  if (layer_seconds && is_layer_commit(name)) {
     // Slow layers, so that a signal or a Slurm time limit lands mid-run; a stop request
     // ends the wait (the run then stops at its next safe point).
     for (int i = 0; i < 10 * std::atoi(layer_seconds) && !stop_signal(); ++i) ::usleep(100000);

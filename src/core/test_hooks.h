@@ -4,7 +4,7 @@
 //   QSHARD_TEST_PAUSE_AT=NAME  print "qshard: paused at NAME pid P" and wait to be killed
 //   QSHARD_TEST_SIGNAL_AT=NAME raise SIGTERM when the run reaches NAME (a clean stop)
 //   QSHARD_TEST_KILL_RANK=R    only on this MPI rank (OMPI_COMM_WORLD_RANK / PMI_RANK)
-//   QSHARD_TEST_LAYER_SECONDS=S  every rank waits S seconds at each "layer-N" (slow layers
+//   QSHARD_TEST_LAYER_SECONDS=S  every rank waits S seconds at each "layer-N" only (slow layers
 //                              for signal and time-limit tests; a stop request ends the wait)
 // Names: "layer-N" (segment N committed to the manifest), "layer-N-file" (its file
 // written, manifest not yet updated), "export" (final shards renamed, config.json not yet
