@@ -89,18 +89,16 @@ std::vector<GroupSlot> attention_groups() {
 // Mixtral (block_sparse_moe, w1/w3/w2), Qwen2-MoE (mlp, gate/up/down_proj + shared
 // expert), Qwen3-MoE (as Qwen2-MoE without the shared expert, with q/k norm).
 Architecture moe(Arch arch, const char* type, std::vector<NormSlot> norms, bool qk_norm, MoeNames names) {
-  Architecture a{arch, type, std::move(norms), attention_groups(), qk_norm};
-  a.moe = names;
-  return a;
+  return Architecture{arch, type, std::move(norms), attention_groups(), qk_norm, names};
 }
 
 // One row per family. Biases are per config (ModelSpec::from_json), so they name a flag.
 const std::vector<Architecture>& table() {
   static const std::vector<Architecture> rows = {
-      {Arch::Llama, "llama", llama_norms(), llama_groups()},
-      {Arch::Mistral, "mistral", llama_norms(), llama_groups()},
-      {Arch::Qwen2, "qwen2", llama_norms(), llama_groups()},
-      {Arch::Qwen3, "qwen3", qk_norms(), llama_groups(), true},
+      {Arch::Llama, "llama", llama_norms(), llama_groups(), false, std::nullopt},
+      {Arch::Mistral, "mistral", llama_norms(), llama_groups(), false, std::nullopt},
+      {Arch::Qwen2, "qwen2", llama_norms(), llama_groups(), false, std::nullopt},
+      {Arch::Qwen3, "qwen3", qk_norms(), llama_groups(), true, std::nullopt},
       moe(Arch::Mixtral, "mixtral", llama_norms(), false, {"block_sparse_moe", "w1", "w3", "w2", false}),
       moe(Arch::Qwen2Moe, "qwen2_moe", llama_norms(), false, {"mlp", "gate_proj", "up_proj", "down_proj", true}),
       moe(Arch::Qwen3Moe, "qwen3_moe", qk_norms(), true, {"mlp", "gate_proj", "up_proj", "down_proj", false}),
