@@ -198,7 +198,8 @@ TEST(BpwPlan, GgufCandidatesTakeLlamaCppsFallbackWhereTheBlockDoesNotDivide) {
   plan.apply(applied);
   for (const auto& m : plan.modules)
     EXPECT_EQ(applied.format_for(m.module)->name(), plan.chosen(m).name()) << "the stored type, not the candidate";
-  for (const auto& j : plan.to_json()["modules"]) {  // no K-quant on 576 columns in the report
+  const auto report = plan.to_json();  // held: a range-for over a temporary's member dangles
+  for (const auto& j : report["modules"]) {  // no K-quant on 576 columns in the report
     if (j["module"].get<std::string>().find("down_proj") == std::string::npos) {
       EXPECT_EQ(j["format"].get<std::string>().find("_k"), std::string::npos) << j.dump();
     }
