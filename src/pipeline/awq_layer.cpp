@@ -146,52 +146,6 @@ struct Mapping {
   int prev_linear = -1;        // preceding linear's slot (rows scaled by 1/s), or −1
 };
 
-struct Ctx {
-  CausalLM& lm;
-  int64_t layer;
-  LayerWeights& w;
-  const Tensor& h;
-  const LayerCalibration& cal;
-  const ExportNumerics& numerics;
-  Communicator& comm;
-  Backend& be;
-  std::vector<Tensor> mlp_inputs;  // per batch
-  std::vector<Tensor> attn_ref, mlp_ref;
-  double tokens = 0;  // all ranks
-
-  template <class F>
-  void for_batches(F&& f) {
-    int64_t b = 0;
-    for (int64_t w0 = 0; w0 < cal.windows; w0 += cal.per_batch, ++b) {
-      const int64_t B = std::min(cal.per_batch, cal.windows - w0);
-      f(b, w0, B);
-    }
-  }
-  const Tensor* bias(const LinearWeights& lw) const { return lw.bias.defined() ? &lw.bias : nullptr; }
-
-  // Attention output (after o_proj) of batch b with `lw` as the layer's weights.
-  Tensor attention_out(const LayerWeights& lw, int64_t w0, int64_t B) {
-    const int64_t S = cal.seqlen;
-    Tensor rows = h.rows(w0 * S, (w0 + B) * S);  // not written: the forward stops before o_proj
-    StopObserver stop(LinearGroup::O);
-    lm.layer_forward(layer, lw, rows, B, S, &stop);
-    Tensor y = be.zeros(DType::F32, {B * S, lm.spec().hidden_size});
-    be.linear(stop.captured, lw.o.weight, bias(lw.o), y);
-    return be.download(y);
-  }
-  Tensor mlp_out(const LayerWeights& lw, int64_t b) {
-    const Tensor& x = mlp_inputs[size_t(b)];
-    const int64_t T = x.dim(0), I = lm.spec().intermediate_size;
-    Tensor g = be.zeros(DType::F32, {T, I}), u = be.zeros(DType::F32, {T, I});
-    be.linear(x, lw.gate.weight, bias(lw.gate), g);
-    be.linear(x, lw.up.weight, bias(lw.up), u);
-    be.silu_mul(g, u, g);
-    Tensor y = be.zeros(DType::F32, {T, lm.spec().hidden_size});
-    be.linear(g, lw.down.weight, bias(lw.down), y);
-    return be.download(y);
-  }
-};
-
 // K-quants take no clamp ranges (their scales are fitted per 256-element super-block):
 // llama.cpp's imatrix-path fit of W·diag(s) with importance diag(H)_j / s_j², the squared
 // sums of the inputs that weight reads (kquant.h).
@@ -242,6 +196,16 @@ class LayerScaler {
     return m;
   }
   static int norm_index(Tensor LayerWeights::*n) { return n == &LayerWeights::input_norm ? 0 : 1; }
+  // The block outputs --awq-loss block compares, per calibration batch.
+  template <class F>
+  void for_batches(F&& f) const {
+    int64_t b = 0;
+    for (int64_t w0 = 0; w0 < cal_.windows; w0 += cal_.per_batch, ++b)
+      f(b, w0, std::min(cal_.per_batch, cal_.windows - w0));
+  }
+  Tensor attention_out(const LayerWeights& lw, int64_t w0, int64_t B);
+  Tensor mlp_out(const LayerWeights& lw, int64_t b);
+  double block_loss(const Mapping& m, const LayerWeights& lw);
   void lap(const std::string& what) {
     const double t = wall_seconds();
     log_debug("layer ", layer_, " ", what, ": ", t - t_mark_, " s");
@@ -258,7 +222,6 @@ class LayerScaler {
   const ExportNumerics& numerics_;
   Communicator& comm_;
   Backend& be_;
-  Ctx ctx_;
   ScaledLayer out_;
   std::vector<LinearSlot> slots_;
   std::vector<std::optional<QuantFormat>> formats_;
@@ -266,6 +229,8 @@ class LayerScaler {
   std::vector<std::string> modules_;
   std::vector<int64_t> in_dims_;
   std::vector<InputStats> stats_;
+  std::vector<Tensor> mlp_inputs_;         // per batch: the MLP's (gate/up's) input
+  std::vector<Tensor> attn_ref_, mlp_ref_;  // per batch: the FP blocks' outputs (--awq-loss block)
   double tokens_ = 0;  // all ranks
   std::vector<std::vector<float>> norm_host_;  // input_layernorm, post_attention_layernorm
   std::vector<Tensor> Hs_;                     // per input group, in scaled coordinates
@@ -277,8 +242,7 @@ LayerScaler::LayerScaler(CausalLM& lm, int64_t layer, LayerWeights& w, const Ten
                          const Recipe& recipe, const MethodPlan& plan, const ScalingOptions& opt,
                          const ExportNumerics& numerics, Communicator& comm)
     : lm_(lm), layer_(layer), w_(w), h_(h), cal_(cal), plan_(plan), opt_(opt), numerics_(numerics), comm_(comm),
-      be_(lm.backend()), ctx_{lm, layer, w, h, cal, numerics, comm, lm.backend(), {}, {}, {}, 0},
-      slots_(layer_linears(lm.spec())) {
+      be_(lm.backend()), slots_(layer_linears(lm.spec())) {
   QS_ASSERT(!lm.arch().is_moe(), "scale_layer on an MoE layer (check_quantize_inputs refuses it)");
   QS_ASSERT(slots_.size() == 7 && lm.arch().groups.size() == 4, "scale_layer: a Llama-shaped layer");
   // Formats and host copies of the weights.
@@ -295,8 +259,8 @@ void LayerScaler::collect_statistics() {
   for (int64_t d : in_dims_) stats_.emplace_back(d);
   if (opt_.propagate_fp) out_.fp_output = be_.zeros(DType::F32, {h_.dim(0), h_.dim(1)});
   {
-    CaptureObserver cap(be_, stats_, ctx_.mlp_inputs);
-    ctx_.for_batches([&](int64_t, int64_t w0, int64_t B) {
+    CaptureObserver cap(be_, stats_, mlp_inputs_);
+    for_batches([&](int64_t, int64_t w0, int64_t B) {
       Tensor scratch = be_.upload(be_.download(h_.rows(w0 * S, (w0 + B) * S)));
       lm_.layer_forward(layer_, w_, scratch, B, S, &cap);
       if (opt_.propagate_fp) {
@@ -307,7 +271,7 @@ void LayerScaler::collect_statistics() {
   }
   double tokens = double(cal_.windows * S);
   comm_.allreduce_sum(&tokens, 1);
-  tokens_ = ctx_.tokens = tokens;
+  tokens_ = tokens;
   for (InputStats& st : stats_) {
     comm_.allreduce_sum(st.abs_sum.data(), int64_t(st.abs_sum.size()));
     comm_.allreduce_sum(st.sum.data(), int64_t(st.sum.size()));
@@ -376,29 +340,61 @@ std::vector<float> LayerScaler::smoothquant_scale(const Mapping& m) {
   return effective(m, smoothquant_scales(amax, wmax, opt_.smooth_alpha));
 }
 
+const Tensor* bias_of(const LinearWeights& lw) { return lw.bias.defined() ? &lw.bias : nullptr; }
+
+// Attention output (after o_proj) of the batch at window w0 with `lw` as the layer's weights.
+Tensor LayerScaler::attention_out(const LayerWeights& lw, int64_t w0, int64_t B) {
+  const int64_t S = cal_.seqlen;
+  Tensor rows = h_.rows(w0 * S, (w0 + B) * S);  // not written: the forward stops before o_proj
+  StopObserver stop(LinearGroup::O);
+  lm_.layer_forward(layer_, lw, rows, B, S, &stop);
+  Tensor y = be_.zeros(DType::F32, {B * S, lm_.spec().hidden_size});
+  be_.linear(stop.captured, lw.o.weight, bias_of(lw.o), y);
+  return be_.download(y);
+}
+
+// MLP output (after down_proj) of batch b with `lw` as the layer's weights.
+Tensor LayerScaler::mlp_out(const LayerWeights& lw, int64_t b) {
+  const Tensor& x = mlp_inputs_[size_t(b)];
+  const int64_t T = x.dim(0), I = lm_.spec().intermediate_size;
+  Tensor g = be_.zeros(DType::F32, {T, I}), u = be_.zeros(DType::F32, {T, I});
+  be_.linear(x, lw.gate.weight, bias_of(lw.gate), g);
+  be_.linear(x, lw.up.weight, bias_of(lw.up), u);
+  be_.silu_mul(g, u, g);
+  Tensor y = be_.zeros(DType::F32, {T, lm_.spec().hidden_size});
+  be_.linear(g, lw.down.weight, bias_of(lw.down), y);
+  return be_.download(y);
+}
+
+// Σ over this rank's batches of the squared difference between the block's output with
+// `lw` and with the FP layer (computed once per block).
+double LayerScaler::block_loss(const Mapping& m, const LayerWeights& lw) {
+  double loss = 0;
+  if (m.input == kQKV) {
+    if (attn_ref_.empty())
+      for_batches([&](int64_t, int64_t w0, int64_t B) { attn_ref_.push_back(attention_out(w_, w0, B)); });
+    for_batches([&](int64_t b, int64_t w0, int64_t B) {
+      loss += sum_sq_diff(attention_out(lw, w0, B), attn_ref_[size_t(b)]);
+    });
+  } else {
+    if (mlp_ref_.empty()) for_batches([&](int64_t b, int64_t, int64_t) { mlp_ref_.push_back(mlp_out(w_, b)); });
+    for_batches([&](int64_t b, int64_t, int64_t) { loss += sum_sq_diff(mlp_out(lw, b), mlp_ref_[size_t(b)]); });
+  }
+  return loss;
+}
+
 // The loss of scale s on this rank's share: the block's output (--awq-loss block) or
 // the balance linears' outputs together.
 double LayerScaler::grid_loss(const Mapping& m, const std::vector<float>& s, const Tensor& hs) {
-  double loss = 0;
   if (opt_.block_loss && (m.input == kQKV || m.input == kGateUp)) {
     LayerWeights lw = w_;  // shares the FP tensors; the balance linears replaced
     for (size_t b : m.balance) (lw.*(slots_[b].member)).weight = be_.upload(fake_quant(b, s, hs));
-    if (m.input == kQKV) {
-      if (ctx_.attn_ref.empty())
-        ctx_.for_batches([&](int64_t, int64_t w0, int64_t B) { ctx_.attn_ref.push_back(ctx_.attention_out(w_, w0, B)); });
-      ctx_.for_batches([&](int64_t b, int64_t w0, int64_t B) {
-        loss += sum_sq_diff(ctx_.attention_out(lw, w0, B), ctx_.attn_ref[size_t(b)]);
-      });
-    } else {
-      if (ctx_.mlp_ref.empty())
-        ctx_.for_batches([&](int64_t b, int64_t, int64_t) { ctx_.mlp_ref.push_back(ctx_.mlp_out(w_, b)); });
-      ctx_.for_batches([&](int64_t b, int64_t, int64_t) { loss += sum_sq_diff(ctx_.mlp_out(lw, b), ctx_.mlp_ref[size_t(b)]); });
-    }
-    return loss;
+    return block_loss(m, lw);
   }
   // The balance linears' outputs together: Σ_k tr(ΔW_k H ΔW_kᵀ) over all tokens, the same
   // on every rank; divided by the rank count so that the all-reduce keeps it.
   const Tensor& H = stats_[size_t(m.input)].hessian.sum();
+  double loss = 0;
   for (size_t b : m.balance) loss += output_error(W_[b], fake_quant(b, s, hs), H) / comm_.size();
   return loss;
 }
