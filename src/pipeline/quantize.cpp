@@ -184,9 +184,6 @@ void check_quantize_inputs(const ModelSpec& spec, const TensorSource& source, co
   if (o.quantize_lm_head && (spec.tie_word_embeddings || !source.contains("lm_head.weight")))
     fail_input("--quantize-lm-head: this model ties lm_head to embed_tokens; quantizing it would "
                "quantize the embedding too. Drop --quantize-lm-head");
-  if (architecture(spec.arch).is_moe() && parse_method(o.method).scaling != ScalingMethod::None)
-    fail_input("--method: the AWQ family and SmoothQuant do not handle mixture-of-experts layers (", spec.model_type,
-               ") yet: use --method gptq or rtn");
   check_group_sizes(spec, recipe, o.quantize_lm_head);
 }
 
@@ -254,6 +251,7 @@ Pipeline::Pipeline(CausalLM& lm, const TensorSource& source, const CalibrationSe
       be_(lm.backend()), spec_(lm.spec()), plan_(parse_method(o.method)), scaling_(o.scaling),
       numerics_(o.numerics), mine_(split_range(calib.n_samples, comm.size(), comm.rank())), S_(calib.seqlen),
       per_batch_(std::max<int64_t>(1, o.batch_tokens / calib.seqlen)) {
+  scaling_.expert_min_tokens = double(o.expert_min_tokens);
   // AutoAWQ feeds the next layer the FP output; GPTQ-style methods the quantized one.
   scaling_.propagate_fp = o.propagate_fp.value_or(
       !plan_.gptq && (plan_.scaling == ScalingMethod::Awq || plan_.scaling == ScalingMethod::AwqDh));
@@ -511,7 +509,8 @@ ModuleReport Pipeline::quantize_linear(Layer& L, const LinearSlot& slot, Hessian
 }
 
 // The layer's tensors that are not quantized: norms (folded by a scaling method, then
-// rounded to the source dtype) and the MoE router / shared expert gate, as stored.
+// rounded to the source dtype) and the MoE router / shared expert gate (scaled with the
+// experts' inputs by a scaling method, as awq_layer.cpp rounded them: the source dtype).
 void Pipeline::export_layer_dense(const Layer& L) {
   for (const NormSlot& n : lm_.arch().norms) {
     const std::string full = lm_.layer_tensor(L.index, n.name) + ".weight";
@@ -520,8 +519,13 @@ void Pipeline::export_layer_dense(const Layer& L) {
     else
       exporter_->add_dense(full, to_dtype(be_.download(L.w.*(n.member)), L.src->get(full).dtype()));
   }
-  for (const DenseLinearSlot& d : dense_linears(spec_))
-    export_dense_if_present(exporter_, *L.src, lm_.layer_tensor(L.index, d.name) + ".weight");
+  for (const DenseLinearSlot& d : dense_linears(spec_)) {
+    const std::string full = lm_.layer_tensor(L.index, d.name) + ".weight";
+    if (plan_.scaling == ScalingMethod::None || !exporter_)
+      export_dense_if_present(exporter_, *L.src, full);
+    else
+      exporter_->add_dense(full, to_dtype(be_.download((L.w.*(d.member)).weight), L.src->get(full).dtype()));
+  }
 }
 
 void Pipeline::quantize_tail() {
