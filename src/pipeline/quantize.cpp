@@ -184,6 +184,12 @@ void check_quantize_inputs(const ModelSpec& spec, const TensorSource& source, co
   if (o.quantize_lm_head && (spec.tie_word_embeddings || !source.contains("lm_head.weight")))
     fail_input("--quantize-lm-head: this model ties lm_head to embed_tokens; quantizing it would "
                "quantize the embedding too. Drop --quantize-lm-head");
+  const MethodPlan plan = parse_method(o.method);
+  if (architecture(spec.arch).is_moe() && plan.scaling != ScalingMethod::None && !plan.gptq &&
+      o.moe_starved != StarvedExperts::Rtn)
+    fail_input("--moe-starved ", starved_experts_name(o.moe_starved), " chooses how GPTQ calibrates starved ",
+               "experts; --method ", o.method, " quantizes without GPTQ and gives them RTN: use awq+gptq, ",
+               "awq-joint+gptq or smoothquant+gptq, or drop --moe-starved");
   check_group_sizes(spec, recipe, o.quantize_lm_head);
 }
 
