@@ -19,8 +19,8 @@ qwen3_moe with 4: experts no token reaches are quantized too (RTN). The AWQ fami
 SmoothQuant (awq, awq-joint, smoothquant+gptq; fakequant): KLD below RTN's, the source's
 tensor names and dtypes; MoE: the routers are written scaled (they take the experts' shared
 input scale). qwen2_moe awq killed mid-MoE-layer and resumed writes the bytes of one run.
-(Not checked: 2 ranks against 1 with awq/awq-joint on MoE, which differ today: issue 17's
-note.) --moe-starved all-tokens with --method awq is refused (row 67).
+(Not checked: 2 ranks against 1 with awq/awq-joint on MoE, which differ today:
+docs/awq-joint.md, "Mixture of experts".) --moe-starved all-tokens with --method awq is refused (row 67).
 Env: QSHARD_BIN, QSHARD_SOURCE_DIR. Exit 0 pass, 1 fail.
 """
 import json
