@@ -318,6 +318,7 @@ void LayerScaler::reduce_statistics(std::vector<double>& routed) {
     if (comm_.size() > 1) comm_.allreduce_sum(st.hessian.sum().data<float>(), st.hessian.sum().numel());
   }
   if (!routed.empty()) comm_.allreduce_sum(routed.data(), int64_t(routed.size()));
+  for (size_t e = 0; e < routed.size(); ++e) out_.routed[int(e)] = routed[e];
   tokens_of_.assign(in_dims_.size(), tokens_);
   for (size_t g = 0; g < groups_.size(); ++g) {
     const int e = groups_[g].expert;

@@ -65,6 +65,7 @@ struct ScaledLayer {
   std::map<std::string, ScaledModule> quantized;                  // when !plan.gptq
   std::map<std::string, std::vector<GroupParams>> static_groups;  // awq-joint+gptq
   Tensor fp_output;  // the unquantized layer's output when options.propagate_fp
+  std::map<int, double> routed;  // MoE: each expert's routed calibration tokens, all ranks
 };
 
 // Runs `plan.scaling` on layer `layer` whose input rows (this rank's windows) are h.

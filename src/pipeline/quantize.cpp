@@ -403,7 +403,8 @@ void Pipeline::pass_groups(Layer& L) {
       }
       run_layer(lm_, L.index, L.w, h_, mine_.size(), S_, per_batch_, &observer);
     }
-    const std::map<int, double> routed = observer.routed_totals(spec_.num_experts, comm_);
+    const std::map<int, double> routed =
+        self_quantized() ? L.scaled.routed : observer.routed_totals(spec_.num_experts, comm_);
     if (o_.moe_starved == StarvedExperts::AllTokens && !self_quantized())
       recalibrate_starved(L, pass, routed, hessians);
     for (const GroupSlot* g : pass) {
@@ -437,12 +438,13 @@ bool Pipeline::starved(const std::map<int, double>& routed, int expert) const {
 // then see their quantized outputs. routed: an expert's calibration tokens over all ranks
 // (-1 for the other groups); a starved expert (under o.expert_min_tokens) per o.moe_starved.
 void Pipeline::quantize_group(Layer& L, const GroupSlot& g, HessianSum* acc, double routed) {
-  const bool starved = routed >= 0 && routed < double(o_.expert_min_tokens) && !self_quantized();
+  const bool starved = routed >= 0 && routed < double(o_.expert_min_tokens);  // self-quantized: RTN (awq_layer)
   const bool few = starved && (o_.moe_starved == StarvedExperts::Rtn ||
                                (o_.moe_starved == StarvedExperts::Routed && routed == 0));
   if (few)
     log_warn("layer ", L.index, " ", group_id_name(g.id()), ": ", int64_t(routed), " calibration tokens routed (< ",
-             o_.expert_min_tokens, "): its Linears are quantized with RTN; more calibration data would give it GPTQ");
+             o_.expert_min_tokens, "): its Linears are quantized with RTN; more calibration data would give it ",
+             self_quantized() ? o_.method : "GPTQ");
   else if (starved)
     log_warn("layer ", L.index, " ", group_id_name(g.id()), ": ", int64_t(routed), " calibration tokens routed (< ",
              o_.expert_min_tokens, "): GPTQ on ",

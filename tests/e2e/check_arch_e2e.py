@@ -17,7 +17,7 @@ with 32 calibration tokens: the experts under 16 routed tokens fall back to RTN,
 (--moe-starved rtn), get GPTQ with all-tokens (also at 2 ranks, same bytes) and routed;
 qwen3_moe with 4: experts no token reaches are quantized too (RTN). The AWQ family and
 SmoothQuant (awq, awq-joint, smoothquant+gptq; fakequant): KLD below RTN's, the source's
-tensor names and dtypes; MoE: the routers are written scaled (they take the experts' shared
+tensor names and dtypes; MoE: the report's routed tokens (awq), the routers written scaled (they take the experts' shared
 input scale). qwen2_moe awq killed mid-MoE-layer and resumed writes the bytes of one run.
 (Not checked: 2 ranks against 1 with awq/awq-joint on MoE, which differ today:
 docs/awq-joint.md, "Mixture of experts".) --moe-starved all-tokens with --method awq is refused (row 67).
@@ -169,6 +169,8 @@ def check_scaling(name, tmp, rtn_kld):
                {k: (v["dtype"], v["shape"]) for k, v in source.items()}
         check(same and 0 < r["kld_mean"] < rtn_kld,
               f"{name} {method}: kld {r['kld_mean']:.4g} < rtn {rtn_kld:.4g}; the source's names and dtypes")
+        if method == "awq":  # the scaler's routed counts reach the report too
+            check_routing(name + " awq", out, src)
         if method == "smoothquant+gptq" and ("-moe" in name or "mixtral" in name):
             a, b = tensor_bytes(src, routers), tensor_bytes(out, routers)
             check(a and a.keys() == b.keys() and all(a[k] != b[k] for k in a),
