@@ -305,7 +305,8 @@ QuantizeReport Pipeline::run() {
       // (quantized, folded) weights, or the source's when the next layer was fed the
       // unquantized output (awq, awq-dh).
       LayerWeights w = lm_.load_layer(l, *src);
-      ck->replay(l, lm_, scaling_.propagate_fp ? nullptr : &w, &report_.modules);
+      ck->replay(l, lm_, scaling_.propagate_fp ? nullptr : &w, &report_.modules,
+                 self_quantized() ? numerics_.weight_dtype : DType::F32);  // as quantize_linear's forward
       run_layer(lm_, l, w, h_, mine_.size(), S_, per_batch_, nullptr);
       continue;
     }

@@ -17,10 +17,11 @@ with 32 calibration tokens: the experts under 16 routed tokens fall back to RTN,
 (--moe-starved rtn), get GPTQ with all-tokens (also at 2 ranks, same bytes) and routed;
 qwen3_moe with 4: experts no token reaches are quantized too (RTN). The AWQ family and
 SmoothQuant (awq, awq-joint, smoothquant+gptq; fakequant): KLD below RTN's, the source's
-tensor names and dtypes; MoE: the report's routed tokens (awq), the routers written scaled (they take the experts' shared
-input scale). qwen2_moe awq killed mid-MoE-layer and resumed writes the bytes of one run.
-(Not checked: 2 ranks against 1 with awq/awq-joint on MoE, which differ today:
-docs/awq-joint.md, "Mixture of experts".) --moe-starved all-tokens with --method awq is refused (row 67).
+tensor names and dtypes; MoE: the report's routed tokens (awq), the routers written scaled
+(they take the experts' shared input scale); qwen2_moe awq and awq-joint killed
+mid-MoE-layer and resumed write the bytes of one run. (Not checked: 2 ranks against 1 with
+awq/awq-joint on MoE, which differ today: docs/awq-joint.md, "Mixture of experts".)
+--moe-starved all-tokens with --method awq is refused (row 67).
 Env: QSHARD_BIN, QSHARD_SOURCE_DIR. Exit 0 pass, 1 fail.
 """
 import json
@@ -178,14 +179,17 @@ def check_scaling(name, tmp, rtn_kld):
 
 
 def check_scaling_resume(name, tmp):
-    """awq killed in the middle of an MoE layer, run again: the bytes of an uninterrupted run."""
-    out = os.path.join(tmp, f"{name}-awq-killed")
+    """awq and awq-joint killed in the middle of an MoE layer, run again: the bytes of an
+    uninterrupted run (awq-joint feeds the next layer its own fake-quant weights, which the
+    replay of layer 0 must round as the first run did)."""
     point = "layer-1-gate_up[expert 2]"
-    p = attempt(scaling_cmd(name, tmp, "awq", out), {"QSHARD_TEST_KILL_AT": point})
-    check(p.returncode == -9, f"{name} awq: killed at {point} (rc {p.returncode})")
-    run(scaling_cmd(name, tmp, "awq", out))
-    check(weights_digest(out) == weights_digest(os.path.join(tmp, f"{name}-awq")),
-          f"{name} awq: resumed after a kill mid-MoE-layer: the same bytes")
+    for method in ("awq", "awq-joint"):
+        out = os.path.join(tmp, f"{name}-{method}-killed")
+        p = attempt(scaling_cmd(name, tmp, method, out), {"QSHARD_TEST_KILL_AT": point})
+        check(p.returncode == -9, f"{name} {method}: killed at {point} (rc {p.returncode})")
+        run(scaling_cmd(name, tmp, method, out))
+        check(weights_digest(out) == weights_digest(os.path.join(tmp, f"{name}-{method}")),
+              f"{name} {method}: resumed after a kill mid-MoE-layer: the same bytes")
 
 
 def weights_digest(out):
