@@ -175,6 +175,60 @@ std::vector<DenseLinearSlot> dense_linears(const ModelSpec& s) {
   return out;
 }
 
+std::vector<ScalingPair> scaling_pairs(const ModelSpec& s) {
+  const std::vector<GroupSlot> groups = layer_groups(s);
+  std::vector<size_t> first;  // each group's first Linear in layer_linears order
+  for (size_t n = 0; const GroupSlot& g : groups) {
+    first.push_back(n);
+    n += g.linears.size();
+  }
+  auto linear = [&](GroupId id, size_t k) {  // the k-th Linear of group id
+    for (size_t i = 0; i < groups.size(); ++i)
+      if (groups[i].id() == id) return first[i] + k;
+    QS_ASSERT(false, "no group ", group_id_name(id));
+    return size_t(0);
+  };
+  auto pair = [](std::string what, std::vector<size_t> balance, Tensor LayerWeights::*norm, int prev, int expert) {
+    ScalingPair p;
+    p.what = std::move(what);
+    p.balance = std::move(balance);
+    p.norm = norm;
+    p.prev_linear = prev;
+    p.expert = expert;
+    return p;
+  };
+  const std::vector<LinearSlot> slots = layer_linears(s);
+  std::vector<ScalingPair> out;
+  ScalingPair mlp = pair(architecture(s.arch).is_moe() ? "post_attention_layernorm->experts' gate,up and router"
+                                                        : "post_attention_layernorm->gate,up",
+                         {}, &LayerWeights::post_attention_norm, -1, kNoExpert);
+  for (const DenseLinearSlot& d : dense_linears(s)) mlp.dense.push_back(d.member);
+  for (size_t i = 0; i < groups.size(); ++i) {
+    const GroupSlot& g = groups[i];
+    std::vector<size_t> own(g.linears.size());
+    for (size_t k = 0; k < own.size(); ++k) own[k] = first[i] + k;
+    switch (g.group) {
+      case LinearGroup::QKV:
+        out.push_back(pair("input_layernorm->q,k,v", own, &LayerWeights::input_norm, -1, kNoExpert));
+        break;
+      case LinearGroup::O: {
+        const size_t v = linear(LinearGroup::QKV, 2);
+        if (linear_shape(s, slots[v]) == linear_shape(s, slots[own[0]]))
+          out.push_back(pair("v->o", own, nullptr, int(v), kNoExpert));
+        break;
+      }
+      case LinearGroup::GateUp: mlp.balance.insert(mlp.balance.end(), own.begin(), own.end()); break;
+      case LinearGroup::Down:
+        if (!mlp.balance.empty()) out.push_back(mlp);  // before every down: the fold order
+        mlp.balance.clear();
+        out.push_back(pair(str_cat("up->", group_id_name(g.id())), own, nullptr,
+                           int(linear({LinearGroup::GateUp, g.expert}, 1)), g.expert));
+        break;
+    }
+  }
+  return out;
+}
+
 int64_t group_in_features(const ModelSpec& s, const GroupSlot& g) { return dim_size(s, g.linears.front().in); }
 
 }  // namespace qshard

@@ -134,6 +134,26 @@ inline Shape linear_shape(const ModelSpec& s, const LinearSlot& l) {
 }
 inline bool has_bias(const ModelSpec& s, const LinearSlot& l) { return s.*(l.bias); }
 
+// An AWQ / SmoothQuant scaling pair: Linears reading one input whose columns take a
+// per-input-channel scale s, and what takes 1/s so that the layer's function is unchanged:
+// the RMSNorm before them, or the output rows of the Linear before them. Unquantized
+// Linears reading the same normed input (an MoE router, qwen2_moe's shared-expert gate)
+// take s as well, so the routing logits stay what they were.
+struct ScalingPair {
+  std::string what;                      // for logs: "post_attention_layernorm->gate,up"
+  std::vector<size_t> balance;           // indices into layer_linears(spec)
+  Tensor LayerWeights::*norm = nullptr;  // the RMSNorm before them, or null
+  int prev_linear = -1;                  // else the Linear before them (layer_linears index)
+  std::vector<LinearWeights LayerWeights::*> dense;  // unquantized Linears on the same input
+  int expert = kNoExpert;                // whose up->down pair
+};
+// A layer's pairs in fold order (AutoAWQ's, and llm-compressor's for MoE): input_layernorm
+// -> q,k,v; v -> o when their shapes match (no GQA: v's output rows are o's input columns
+// one to one); post_attention_layernorm -> every gate,up of the layer (an MoE layer's
+// experts and shared expert share the one normed input, so one scale) and the routers;
+// each up -> its down.
+std::vector<ScalingPair> scaling_pairs(const ModelSpec& s);
+
 // The input width of a group's Linears (their Hessian's size).
 int64_t group_in_features(const ModelSpec& s, const GroupSlot& g);
 

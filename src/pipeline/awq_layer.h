@@ -41,6 +41,10 @@ struct ScalingOptions {
   double max_flip_percent = 1.0; // awq-dh: flips per output row, % of in_features
   double knee_tolerance = 0.0;   // awq-dh: Kneedle knee shift, fraction of the half-curve
   JointOptions joint;
+  // MoE: an expert under this many routed calibration tokens (over all ranks; at least 1)
+  // keeps its up->down pair unscaled and is quantized by RTN (the pipeline's
+  // --moe-min-tokens).
+  double expert_min_tokens = 0;
   // Feed the next layer the unquantized layer's output (AutoAWQ) instead of the quantized
   // one. Set by the pipeline per method unless forced.
   bool propagate_fp = true;
@@ -61,6 +65,7 @@ struct ScaledLayer {
   std::map<std::string, ScaledModule> quantized;                  // when !plan.gptq
   std::map<std::string, std::vector<GroupParams>> static_groups;  // awq-joint+gptq
   Tensor fp_output;  // the unquantized layer's output when options.propagate_fp
+  std::map<int, double> routed;  // MoE: each expert's routed calibration tokens, all ranks
 };
 
 // Runs `plan.scaling` on layer `layer` whose input rows (this rank's windows) are h.

@@ -11,6 +11,7 @@
 #include "io/safetensors.h"
 #include "io/sha256.h"
 #include "pipeline/output_checksums.h"
+#include "quant/awq.h"
 
 namespace qshard {
 
@@ -321,7 +322,8 @@ Exporter* RunCheckpoint::wrap(Exporter* real) {
   return recorder_.get();
 }
 
-void RunCheckpoint::replay(int64_t segment, CausalLM& lm, LayerWeights* w, std::vector<ModuleReport>* modules) {
+void RunCheckpoint::replay(int64_t segment, CausalLM& lm, LayerWeights* w, std::vector<ModuleReport>* modules,
+                           DType weight_dtype) {
   QS_ASSERT(segment < done_, "replay of unfinished segment ", segment);
   Exporter* real = recorder_ ? recorder_->real() : nullptr;
   if (segment >= num_layers_) w = nullptr;
@@ -356,7 +358,11 @@ void RunCheckpoint::replay(int64_t segment, CausalLM& lm, LayerWeights* w, std::
     q.tensor_scale = f.get(key + ".tensor_scale").data<float>()[0];
     const std::string module = c.at("module").get<std::string>();
     if (real) real->add_quantized(module, q);
-    if (w) assign_layer_weight(lm, segment, module + ".weight", q.dequantize(), *w);
+    if (w) {
+      ExportNumerics numerics;
+      numerics.weight_dtype = weight_dtype;
+      assign_layer_weight(lm, segment, module + ".weight", dequantize_exported(q, numerics), *w);
+    }
   }
 }
 

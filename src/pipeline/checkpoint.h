@@ -54,8 +54,11 @@ class RunCheckpoint {
   // ---- pipeline hooks
   // Replays finished segment `segment` into the real exporter, appends its modules'
   // report, and (if `w` is given, segment < num_layers) overwrites w with the recorded
-  // weights of that layer. Call in segment order, before any new export call.
-  void replay(int64_t segment, CausalLM& lm, LayerWeights* w, std::vector<ModuleReport>* modules);
+  // weights of that layer, quantized ones dequantized and rounded to `weight_dtype` as the
+  // first run's forward held them (the AWQ family's own quantization: fake-quant's dtype;
+  // GPTQ and RTN: F32). Call in segment order, before any new export call.
+  void replay(int64_t segment, CausalLM& lm, LayerWeights* w, std::vector<ModuleReport>* modules,
+              DType weight_dtype = DType::F32);
   // Segment `segment` is finished: `modules` are its report rows. Rank 0 commits the
   // recorded calls; every rank passes the test kill point "layer-N".
   void commit(int64_t segment, const std::vector<ModuleReport>& modules);

@@ -184,9 +184,12 @@ void check_quantize_inputs(const ModelSpec& spec, const TensorSource& source, co
   if (o.quantize_lm_head && (spec.tie_word_embeddings || !source.contains("lm_head.weight")))
     fail_input("--quantize-lm-head: this model ties lm_head to embed_tokens; quantizing it would "
                "quantize the embedding too. Drop --quantize-lm-head");
-  if (architecture(spec.arch).is_moe() && parse_method(o.method).scaling != ScalingMethod::None)
-    fail_input("--method: the AWQ family and SmoothQuant do not handle mixture-of-experts layers (", spec.model_type,
-               ") yet: use --method gptq or rtn");
+  const MethodPlan plan = parse_method(o.method);
+  if (architecture(spec.arch).is_moe() && plan.scaling != ScalingMethod::None && !plan.gptq &&
+      o.moe_starved != StarvedExperts::Rtn)
+    fail_input("--moe-starved ", starved_experts_name(o.moe_starved), " chooses how GPTQ calibrates starved ",
+               "experts; --method ", o.method, " quantizes without GPTQ and gives them RTN: use awq+gptq, ",
+               "awq-joint+gptq or smoothquant+gptq, or drop --moe-starved");
   check_group_sizes(spec, recipe, o.quantize_lm_head);
 }
 
@@ -254,6 +257,7 @@ Pipeline::Pipeline(CausalLM& lm, const TensorSource& source, const CalibrationSe
       be_(lm.backend()), spec_(lm.spec()), plan_(parse_method(o.method)), scaling_(o.scaling),
       numerics_(o.numerics), mine_(split_range(calib.n_samples, comm.size(), comm.rank())), S_(calib.seqlen),
       per_batch_(std::max<int64_t>(1, o.batch_tokens / calib.seqlen)) {
+  scaling_.expert_min_tokens = double(o.expert_min_tokens);
   // AutoAWQ feeds the next layer the FP output; GPTQ-style methods the quantized one.
   scaling_.propagate_fp = o.propagate_fp.value_or(
       !plan_.gptq && (plan_.scaling == ScalingMethod::Awq || plan_.scaling == ScalingMethod::AwqDh));
@@ -301,7 +305,8 @@ QuantizeReport Pipeline::run() {
       // (quantized, folded) weights, or the source's when the next layer was fed the
       // unquantized output (awq, awq-dh).
       LayerWeights w = lm_.load_layer(l, *src);
-      ck->replay(l, lm_, scaling_.propagate_fp ? nullptr : &w, &report_.modules);
+      ck->replay(l, lm_, scaling_.propagate_fp ? nullptr : &w, &report_.modules,
+                 self_quantized() ? numerics_.weight_dtype : DType::F32);  // as quantize_linear's forward
       run_layer(lm_, l, w, h_, mine_.size(), S_, per_batch_, nullptr);
       continue;
     }
@@ -399,7 +404,8 @@ void Pipeline::pass_groups(Layer& L) {
       }
       run_layer(lm_, L.index, L.w, h_, mine_.size(), S_, per_batch_, &observer);
     }
-    const std::map<int, double> routed = observer.routed_totals(spec_.num_experts, comm_);
+    const std::map<int, double> routed =
+        self_quantized() ? L.scaled.routed : observer.routed_totals(spec_.num_experts, comm_);
     if (o_.moe_starved == StarvedExperts::AllTokens && !self_quantized())
       recalibrate_starved(L, pass, routed, hessians);
     for (const GroupSlot* g : pass) {
@@ -433,12 +439,13 @@ bool Pipeline::starved(const std::map<int, double>& routed, int expert) const {
 // then see their quantized outputs. routed: an expert's calibration tokens over all ranks
 // (-1 for the other groups); a starved expert (under o.expert_min_tokens) per o.moe_starved.
 void Pipeline::quantize_group(Layer& L, const GroupSlot& g, HessianSum* acc, double routed) {
-  const bool starved = routed >= 0 && routed < double(o_.expert_min_tokens) && !self_quantized();
+  const bool starved = routed >= 0 && routed < double(o_.expert_min_tokens);  // self-quantized: RTN (awq_layer)
   const bool few = starved && (o_.moe_starved == StarvedExperts::Rtn ||
                                (o_.moe_starved == StarvedExperts::Routed && routed == 0));
   if (few)
     log_warn("layer ", L.index, " ", group_id_name(g.id()), ": ", int64_t(routed), " calibration tokens routed (< ",
-             o_.expert_min_tokens, "): its Linears are quantized with RTN; more calibration data would give it GPTQ");
+             o_.expert_min_tokens, "): its Linears are quantized with RTN; more calibration data would give it ",
+             self_quantized() ? o_.method : "GPTQ");
   else if (starved)
     log_warn("layer ", L.index, " ", group_id_name(g.id()), ": ", int64_t(routed), " calibration tokens routed (< ",
              o_.expert_min_tokens, "): GPTQ on ",
@@ -511,7 +518,8 @@ ModuleReport Pipeline::quantize_linear(Layer& L, const LinearSlot& slot, Hessian
 }
 
 // The layer's tensors that are not quantized: norms (folded by a scaling method, then
-// rounded to the source dtype) and the MoE router / shared expert gate, as stored.
+// rounded to the source dtype) and the MoE router / shared expert gate (scaled with the
+// experts' inputs by a scaling method, as awq_layer.cpp rounded them: the source dtype).
 void Pipeline::export_layer_dense(const Layer& L) {
   for (const NormSlot& n : lm_.arch().norms) {
     const std::string full = lm_.layer_tensor(L.index, n.name) + ".weight";
@@ -520,8 +528,13 @@ void Pipeline::export_layer_dense(const Layer& L) {
     else
       exporter_->add_dense(full, to_dtype(be_.download(L.w.*(n.member)), L.src->get(full).dtype()));
   }
-  for (const DenseLinearSlot& d : dense_linears(spec_))
-    export_dense_if_present(exporter_, *L.src, lm_.layer_tensor(L.index, d.name) + ".weight");
+  for (const DenseLinearSlot& d : dense_linears(spec_)) {
+    const std::string full = lm_.layer_tensor(L.index, d.name) + ".weight";
+    if (plan_.scaling == ScalingMethod::None || !exporter_)
+      export_dense_if_present(exporter_, *L.src, full);
+    else
+      exporter_->add_dense(full, to_dtype(be_.download((L.w.*(d.member)).weight), L.src->get(full).dtype()));
+  }
 }
 
 void Pipeline::quantize_tail() {

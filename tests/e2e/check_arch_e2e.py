@@ -15,7 +15,13 @@ tokens x num_experts_per_tok (gate_up and down alike). qwen2_moe gptq also: 2 ra
 (after expert 2's gate/up, QSHARD_TEST_KILL_AT) and run again writes them too. mixtral
 with 32 calibration tokens: the experts under 16 routed tokens fall back to RTN, warned
 (--moe-starved rtn), get GPTQ with all-tokens (also at 2 ranks, same bytes) and routed;
-qwen3_moe with 4: experts no token reaches are quantized too (RTN). AWQ on MoE is refused.
+qwen3_moe with 4: experts no token reaches are quantized too (RTN). The AWQ family and
+SmoothQuant (awq, awq-joint, smoothquant+gptq; fakequant): KLD below RTN's, the source's
+tensor names and dtypes; MoE: the report's routed tokens (awq), the routers written scaled
+(they take the experts' shared input scale); qwen2_moe awq and awq-joint killed
+mid-MoE-layer and resumed write the bytes of one run. (Not checked: 2 ranks against 1 with
+awq/awq-joint on MoE, which differ today: docs/awq-joint.md, "Mixture of experts".)
+--moe-starved all-tokens with --method awq is refused (row 67).
 Env: QSHARD_BIN, QSHARD_SOURCE_DIR. Exit 0 pass, 1 fail.
 """
 import json
@@ -123,6 +129,67 @@ def check_family(name, tmp):
                 check_routing(name, out, src)
     check(kld[("gptq", "fakequant")] < kld[("rtn", "fakequant")],
           f"{name}: gptq kld {kld[('gptq', 'fakequant')]:.4g} < rtn {kld[('rtn', 'fakequant')]:.4g}")
+    check_scaling(name, tmp, kld[("rtn", "fakequant")])
+
+
+def tensor_bytes(model_dir, suffixes):
+    """name -> raw bytes of the tensors whose names end with one of `suffixes`."""
+    out = {}
+    for f in sorted(os.listdir(model_dir)):
+        if not (f.startswith("model") and f.endswith(".safetensors")):
+            continue
+        with open(os.path.join(model_dir, f), "rb") as fh:
+            n = struct.unpack("<Q", fh.read(8))[0]
+            header = json.loads(fh.read(n))
+            data = fh.read()
+        for k, v in header.items():
+            if k != "__metadata__" and k.endswith(suffixes):
+                b, e = v["data_offsets"]
+                out[k] = data[b:e]
+    return out
+
+
+def scaling_cmd(name, tmp, method, out):
+    return [QBIN, "quantize", "--model", os.path.join(GOLDEN, name), "--out", out, "--quiet", "--calib",
+            os.path.join(tmp, name + "-calib.tokens"), "--n-calib", str(CALIB_WINDOWS), "--calib-seqlen",
+            str(SEQLEN), "--method", method, "--export", "fakequant"] + FORMAT
+
+
+def check_scaling(name, tmp, rtn_kld):
+    """The AWQ family and SmoothQuant: below RTN; an MoE layer's routers take the experts' scale."""
+    src = os.path.join(GOLDEN, name)
+    source = tensors_of(src)
+    routers = (".block_sparse_moe.gate.weight", ".mlp.gate.weight", ".mlp.shared_expert_gate.weight")
+    for method in ("awq", "awq-joint", "smoothquant+gptq"):
+        out = os.path.join(tmp, f"{name}-{method}")
+        run(scaling_cmd(name, tmp, method, out))
+        r = evaluate(out, src, os.path.join(tmp, name + "-eval.tokens"))
+        print(f"  {name:12s} {method:16s} fakequant ppl {r['ppl']:.4f} kld {r['kld_mean']:.5f} "
+              f"top1 {r['top1_agree']:.4f} (rtn {rtn_kld:.5f})")
+        same = {k: (v["dtype"], v["shape"]) for k, v in tensors_of(out).items()} == \
+               {k: (v["dtype"], v["shape"]) for k, v in source.items()}
+        check(same and 0 < r["kld_mean"] < rtn_kld,
+              f"{name} {method}: kld {r['kld_mean']:.4g} < rtn {rtn_kld:.4g}; the source's names and dtypes")
+        if method == "awq":  # the scaler's routed counts reach the report too
+            check_routing(name + " awq", out, src)
+        if method == "smoothquant+gptq" and ("-moe" in name or "mixtral" in name):
+            a, b = tensor_bytes(src, routers), tensor_bytes(out, routers)
+            check(a and a.keys() == b.keys() and all(a[k] != b[k] for k in a),
+                  f"{name} {method}: all {len(a)} routers written scaled")
+
+
+def check_scaling_resume(name, tmp):
+    """awq and awq-joint killed in the middle of an MoE layer, run again: the bytes of an
+    uninterrupted run (awq-joint feeds the next layer its own fake-quant weights, which the
+    replay of layer 0 must round as the first run did)."""
+    point = "layer-1-gate_up[expert 2]"
+    for method in ("awq", "awq-joint"):
+        out = os.path.join(tmp, f"{name}-{method}-killed")
+        p = attempt(scaling_cmd(name, tmp, method, out), {"QSHARD_TEST_KILL_AT": point})
+        check(p.returncode == -9, f"{name} {method}: killed at {point} (rc {p.returncode})")
+        run(scaling_cmd(name, tmp, method, out))
+        check(weights_digest(out) == weights_digest(os.path.join(tmp, f"{name}-{method}")),
+              f"{name} {method}: resumed after a kill mid-MoE-layer: the same bytes")
 
 
 def weights_digest(out):
@@ -178,11 +245,13 @@ def check_few_tokens(name, tmp):
     check(p.returncode == 0 and 0 < len(few) < len(experts) and all(m["rtn_fallback"] and m["gptq_loss"] == 0 for m in few)
           and "quantized with RTN" in p.stderr,
           f"{name}: {len(few)} of {len(experts)} expert Linears under 16 tokens fell back to RTN with a warning")
-    refused = os.path.join(tmp, f"{name}-awq")
-    p = attempt([QBIN, "quantize", "--model", src, "--out", refused, "--calib", calib, "--method", "awq"] + FORMAT)
+    refused = os.path.join(tmp, f"{name}-awq-starved")
+    p = attempt([QBIN, "quantize", "--model", src, "--out", refused, "--calib", calib, "--method", "awq",
+                 "--moe-starved", "all-tokens"] + FORMAT)
     errors = [line for line in p.stderr.splitlines() if line.startswith("qshard: error:")]
-    check(p.returncode == 2 and len(errors) == 1 and "mixture-of-experts" in errors[0] and not os.path.exists(refused),
-          f"{name}: --method awq refused before --out is made (docs/errors.md row 67)")
+    check(p.returncode == 2 and len(errors) == 1 and "--moe-starved all-tokens" in errors[0] and "awq+gptq" in errors[0]
+          and not os.path.exists(refused),
+          f"{name}: --method awq --moe-starved all-tokens refused before --out is made (docs/errors.md row 67)")
 
 
 def check_starved_modes(name, tmp):
@@ -235,6 +304,7 @@ def main():
                 check_family(name, tmp)
                 if name == "rand-qwen2-moe":
                     check_ranks_and_resume(name, tmp)
+                    check_scaling_resume(name, tmp)
                 if name == "rand-mixtral":
                     check_few_tokens(name, tmp)
                     check_starved_modes(name, tmp)

@@ -82,3 +82,46 @@ TEST(ArchitectureTable, MoeLayersExpandExpertsKindByKind) {
   EXPECT_EQ(layer_linears(s).back().name, "block_sparse_moe.experts.1.w2");
   EXPECT_STREQ(dense_linears(s)[0].name, "block_sparse_moe.gate");
 }
+
+// The AWQ / SmoothQuant pairs (awq_layer.cpp folds them in this order): a dense layer's
+// four; an MoE layer's one post_attention_layernorm pair over every expert's gate/up (and
+// the shared expert's) with the routers taking the scale, then one up->down per expert.
+TEST(ArchitectureTable, ScalingPairsShareOneMlpScaleOverExperts) {
+  ModelSpec s;
+  s.arch = Arch::Llama;
+  s.hidden_size = 8;
+  s.n_heads = 2;
+  s.n_kv_heads = 2;
+  s.head_dim = 4;
+  s.intermediate_size = 12;
+  auto what = [&] {
+    std::vector<std::string> w;
+    for (const ScalingPair& p : scaling_pairs(s)) w.push_back(p.what);
+    return w;
+  };
+  EXPECT_EQ(what(), (std::vector<std::string>{"input_layernorm->q,k,v", "v->o", "post_attention_layernorm->gate,up",
+                                              "up->down"}));
+  const auto dense = scaling_pairs(s);
+  EXPECT_EQ(dense[1].prev_linear, 2);  // v
+  EXPECT_EQ(dense[3].prev_linear, 5);  // up
+  EXPECT_EQ(dense[2].balance, (std::vector<size_t>{4, 5}));
+  s.n_kv_heads = 1;  // GQA: v's rows are not o's columns one to one
+  EXPECT_EQ(what().size(), 3u);
+  s.arch = Arch::Qwen2Moe;
+  s.num_experts = 2;
+  s.moe_intermediate_size = 4;
+  s.shared_expert_intermediate_size = 6;
+  EXPECT_EQ(what(), (std::vector<std::string>{"input_layernorm->q,k,v",
+                                              "post_attention_layernorm->experts' gate,up and router",
+                                              "up->down[expert 0]", "up->down[expert 1]",
+                                              "up->down[shared expert]"}));
+  const auto moe = scaling_pairs(s);
+  EXPECT_EQ(moe[1].balance, (std::vector<size_t>{4, 5, 6, 7, 8, 9}));  // every gate/up, shared too
+  EXPECT_EQ(moe[1].norm, &LayerWeights::post_attention_norm);
+  EXPECT_EQ(moe[1].dense, (std::vector<LinearWeights LayerWeights::*>{&LayerWeights::router,
+                                                                        &LayerWeights::shared_gate}));
+  EXPECT_EQ(moe[2].balance, (std::vector<size_t>{10}));  // expert 0's down ...
+  EXPECT_EQ(moe[2].prev_linear, 5);                       // ... after its up
+  EXPECT_EQ(moe[4].prev_linear, 9);                       // the shared expert's up
+  EXPECT_EQ(moe[4].expert, kSharedExpert);
+}
