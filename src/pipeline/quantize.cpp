@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <cstring>
 #include <map>
-#include <set>
 
 #include "core/error.h"
 #include "core/log.h"
@@ -217,8 +216,9 @@ class Pipeline {
   void quantize_layer(int64_t l, std::shared_ptr<const LayerTensors> src, const Marks& start);
   bool staged_groups(Layer& L);  // true: h holds the layer's output
   void pass_groups(Layer& L);
-  bool few_tokens(const Layer& L, const GroupSlot& g, double routed) const;  // logs a starved expert
-  void quantize_group(Layer& L, const GroupSlot& g, HessianSum* acc, double routed);
+  bool few_tokens(double routed) const;
+  void warn_starved(const Layer& L, const GroupSlot& g, double routed) const;
+  void quantize_group(Layer& L, const GroupSlot& g, HessianSum* acc);
   ModuleReport quantize_linear(Layer& L, const LinearSlot& slot, HessianSum* acc, GptqFactorCache& factor,
                                const QuantizeOptions& qo);
   RowParallelResult fit_rows(Layer& L, const LinearSlot& slot, HessianSum* acc, GptqFactorCache& factor,
@@ -376,7 +376,7 @@ bool Pipeline::staged_groups(Layer& L) {
         acc.add(be_.download(x));
       });
     }
-    quantize_group(L, g, &acc, -1);
+    quantize_group(L, g, &acc);
   }
   if (L.scaled.fp_output.defined()) return false;
   PhaseTimer timer(Phase::Forward);
@@ -421,7 +421,7 @@ void Pipeline::pass_groups(Layer& L) {
       if (is_routed_expert(*g) && !self_quantized())
         emit_expert_group(L, *g);
       else
-        quantize_group(L, *g, self_quantized() ? nullptr : &hessians.at(g->id()), -1.0);
+        quantize_group(L, *g, self_quantized() ? nullptr : &hessians.at(g->id()));
   }
 }
 
@@ -469,7 +469,7 @@ void Pipeline::fit_expert(Layer& L, int expert, const ExpertRows& rows, double r
   for (const GroupSlot& g : groups)
     if (g.expert == expert) (g.group == LinearGroup::GateUp ? gate_up : down) = &g;
   QS_ASSERT(gate_up && down, "expert ", expert, " has no gate_up/down group");
-  const bool few = few_tokens(L, *gate_up, routed);
+  const bool few = few_tokens(routed);
   const ExpertWeights& ex = L.w.experts[size_t(expert)];
   const GroupInput in = lm_.expert_input(ex, be_.upload(rows.x));
   Tensor act;  // down's input; without true-sequential, from the unquantized gate/up
@@ -532,7 +532,7 @@ void Pipeline::emit_expert_group(Layer& L, const GroupSlot& g) {
     stop_point(comm_);
     const std::string module = lm_.layer_tensor(L.index, slot.name);
     const FittedLinear& f = fitted_.at(module);
-    if (&slot == &g.linears.front()) few_tokens(L, g, double(f.report.routed_tokens));  // its warning
+    if (&slot == &g.linears.front()) warn_starved(L, g, double(f.report.routed_tokens));
     if (f.skipped) {
       export_dense_if_present(exporter_, *L.src, module + ".weight");
     } else {
@@ -546,36 +546,32 @@ void Pipeline::emit_expert_group(Layer& L, const GroupSlot& g) {
   test_kill_point(str_cat("layer-", L.index, "-", group_id_name(g.id())));  // mid-layer, for the resume tests
 }
 
-// A starved expert (under o.expert_min_tokens routed tokens; routed < 0: not an expert):
-// true when it is quantized with RTN (per o.moe_starved), with a warning either way.
-bool Pipeline::few_tokens(const Layer& L, const GroupSlot& g, double routed) const {
-  const bool starved = routed >= 0 && routed < double(o_.expert_min_tokens) && !self_quantized();
-  const bool few = starved && (o_.moe_starved == StarvedExperts::Rtn ||
-                               (o_.moe_starved == StarvedExperts::Routed && routed == 0));
-  if (few)
+// A starved expert (under o.expert_min_tokens routed tokens) quantized with RTN, per
+// o.moe_starved.
+bool Pipeline::few_tokens(double routed) const {
+  return routed < double(o_.expert_min_tokens) &&
+         (o_.moe_starved == StarvedExperts::Rtn || (o_.moe_starved == StarvedExperts::Routed && routed == 0));
+}
+
+void Pipeline::warn_starved(const Layer& L, const GroupSlot& g, double routed) const {
+  if (routed >= double(o_.expert_min_tokens)) return;
+  if (few_tokens(routed))
     log_warn("layer ", L.index, " ", group_id_name(g.id()), ": ", int64_t(routed), " calibration tokens routed (< ",
              o_.expert_min_tokens, "): its Linears are quantized with RTN; more calibration data would give it GPTQ");
-  else if (starved)
+  else
     log_warn("layer ", L.index, " ", group_id_name(g.id()), ": ", int64_t(routed), " calibration tokens routed (< ",
              o_.expert_min_tokens, "): GPTQ on ",
              o_.moe_starved == StarvedExperts::AllTokens ? "every token of the layer" : "those tokens");
-  return few;
 }
 
-// Quantizes group g's Linears with its Hessian (null when self-quantized); later groups
-// then see their quantized outputs. routed: an expert's calibration tokens over all ranks
-// (-1 for the other groups); a starved expert (under o.expert_min_tokens) per o.moe_starved.
-void Pipeline::quantize_group(Layer& L, const GroupSlot& g, HessianSum* acc, double routed) {
-  const bool few = few_tokens(L, g, routed);
-  QuantizeOptions rtn_o = o_;
-  rtn_o.method = "rtn";
+// Quantizes group g's Linears with its Hessian (null when self-quantized), the output
+// rows split over ranks; later groups then see their quantized outputs.
+void Pipeline::quantize_group(Layer& L, const GroupSlot& g, HessianSum* acc) {
   if (acc) allreduce_hessian(*acc, comm_);
   GptqFactorCache factor;  // one inverse factor for the group's Linears (same H)
   for (const LinearSlot& slot : g.linears) {
     stop_point(comm_);
-    ModuleReport mr = quantize_linear(L, slot, acc, factor, few ? rtn_o : o_);
-    mr.routed_tokens = int64_t(routed);
-    mr.rtn_fallback = few && mr.format != "skipped";
+    ModuleReport mr = quantize_linear(L, slot, acc, factor, o_);
     export_dense_if_present(exporter_, *L.src, lm_.layer_tensor(L.index, slot.name) + ".bias");
     report_.modules.push_back(std::move(mr));
   }
