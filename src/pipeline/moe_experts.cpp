@@ -14,6 +14,14 @@ int ExpertOwnership::owner(int64_t expert) const {
   return -1;
 }
 
+int64_t routed_expert_of(const std::string& tensor) {
+  const size_t at = tensor.find(".experts.");
+  if (at == std::string::npos) return -1;
+  size_t p = at + 9, q = p;
+  while (q < tensor.size() && tensor[q] >= '0' && tensor[q] <= '9') ++q;
+  return q > p && q < tensor.size() && tensor[q] == '.' ? std::stoll(tensor.substr(p, q - p)) : -1;
+}
+
 void RoutedCapture::add(const Tensor& x_batch, const Routing& r) {
   QS_ASSERT(x_batch.dtype() == DType::F32 && x_batch.dim(1) == hidden, "RoutedCapture: x ",
             shape_str(x_batch.shape()));

@@ -39,6 +39,10 @@ class ExpertOwnership {
   int ranks_;
 };
 
+// The routed expert a checkpoint tensor belongs to ("...layers.3.mlp.experts.5.up_proj.weight"
+// → 5), or -1 (a shared expert is not a routed one): its owner writes it.
+int64_t routed_expert_of(const std::string& tensor);
+
 // This rank's MLP inputs and routing, over the batches of one layer forward (filled by
 // the pipeline's observer from LayerObserver::on_moe_input, batches in window order).
 struct RoutedCapture {
