@@ -39,6 +39,7 @@ namespace {
 struct ByteWriter {
   std::vector<uint8_t> out;
   void raw(const void* p, size_t n) {
+    if (n == 0) return;  // p may be an empty vector's null data()
     const auto* b = static_cast<const uint8_t*>(p);
     out.insert(out.end(), b, b + n);
   }
@@ -59,6 +60,7 @@ struct ByteReader {
   const std::vector<uint8_t>& in;
   size_t at = 0;
   void raw(void* p, size_t n) {
+    if (n == 0) return;  // p may be an empty vector's null data()
     QS_ASSERT(at + n <= in.size(), "MoE message truncated at byte ", at);
     std::memcpy(p, in.data() + at, n);
     at += n;
