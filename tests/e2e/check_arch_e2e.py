@@ -12,12 +12,11 @@ else as stored: MoE routers and qwen2_moe's shared_expert_gate unquantized); MoE
 report gives each expert's routed calibration tokens, which sum per layer to
 tokens x num_experts_per_tok (gate_up and down alike). The MoE families, gptq: 2 and 3
 ranks (mpirun; each expert fitted by its owner rank from the rows routed to it) write the
-bytes of 1 rank; qwen2_moe also: a 2-rank run killed in the middle of its second MoE layer
-(after expert 2's gate/up, QSHARD_TEST_KILL_AT) and run again writes them too. mixtral
-with 32 calibration tokens: the experts under 16 routed tokens fall back to RTN, warned
-(--moe-starved rtn), get GPTQ with all-tokens and routed (both also at 2 ranks, same
-bytes);
-qwen3_moe with 4: experts no token reaches are quantized too (RTN). AWQ on MoE is refused.
+bytes of 1 rank, as does rand-mixtral grown to 8 experts (3, 3, 2 per rank); qwen2_moe
+also: a 2-rank run killed in the middle of its second MoE layer (after expert 2's gate/up,
+QSHARD_TEST_KILL_AT) and run again writes them too. mixtral with 32 calibration tokens:
+the experts under 16 routed tokens fall back to RTN, warned (--moe-starved rtn), get GPTQ
+with all-tokens and routed (both also at 2 ranks, same bytes); qwen3_moe with 4: experts no token reaches are quantized too (RTN). AWQ on MoE is refused.
 Env: QSHARD_BIN, QSHARD_SOURCE_DIR. Exit 0 pass, 1 fail.
 """
 import json
@@ -172,6 +171,67 @@ def check_ranks_and_resume(name, tmp, kill=False):
     check(weights_digest(out) == ref, f"{name}: 2 ranks resumed after a kill mid-MoE-layer: the same bytes")
 
 
+def eight_experts(tmp):
+    """rand-mixtral grown to 8 experts (8 on 3 ranks: 3, 3, 2), by bytes: experts 4-7 are
+    experts 0-3 with their rows reversed, the router's rows 4-7 its rows 0-3 with their
+    columns reversed (bf16: 2 bytes an element)."""
+    src = os.path.join(GOLDEN, "rand-mixtral")
+    out = os.path.join(tmp, "rand-mixtral-8")
+    os.makedirs(out)
+    with open(os.path.join(src, "config.json")) as f:
+        cfg = json.load(f)
+    cfg["num_local_experts"] = 8
+    with open(os.path.join(out, "config.json"), "w") as f:
+        json.dump(cfg, f)
+    with open(os.path.join(src, "model.safetensors"), "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(n))
+        data = f.read()
+    header.pop("__metadata__", None)
+
+    def rows(b, shape):
+        width = shape[1] * 2
+        return [b[i:i + width] for i in range(0, len(b), width)]
+    tensors = {}
+    for k, v in header.items():
+        b = data[v["data_offsets"][0]:v["data_offsets"][1]]
+        tensors[k] = (v["shape"], b)
+        if ".experts." in k:
+            e = int(k.split(".experts.")[1].split(".")[0])
+            tensors[k.replace(f".experts.{e}.", f".experts.{e + 4}.")] = (v["shape"], b"".join(rows(b, v["shape"])[::-1]))
+    for k in [k for k in tensors if k.endswith("block_sparse_moe.gate.weight")]:
+        shape, b = tensors[k]
+        flipped = [b"".join(r[i:i + 2] for i in range(len(r) - 2, -2, -2)) for r in rows(b, shape)]
+        tensors[k] = ([8, shape[1]], b + b"".join(flipped))
+    meta, blob = {}, b""
+    for k in sorted(tensors):
+        shape, b = tensors[k]
+        meta[k] = {"dtype": "BF16", "shape": shape, "data_offsets": [len(blob), len(blob) + len(b)]}
+        blob += b
+    head = json.dumps(meta).encode()
+    head += b" " * (-len(head) % 8)
+    with open(os.path.join(out, "model.safetensors"), "wb") as f:
+        f.write(struct.pack("<Q", len(head)) + head + blob)
+    return out
+
+
+def check_eight_experts(tmp):
+    """8 experts on 3 ranks (3, 3, 2 per owner) write the bytes of 1 rank."""
+    src = eight_experts(tmp)
+    calib = os.path.join(tmp, "rand-mixtral-calib.tokens")
+
+    def cmd(out):
+        return [QBIN, "quantize", "--model", src, "--out", out, "--quiet", "--calib", calib, "--n-calib",
+                str(CALIB_WINDOWS), "--calib-seqlen", str(SEQLEN), "--method", "gptq", "--export",
+                "fakequant"] + FORMAT
+    one, three = os.path.join(tmp, "mixtral8-1"), os.path.join(tmp, "mixtral8-3ranks")
+    run(cmd(one))
+    run(MPIRUN + ["-np", "3"] + cmd(three))
+    d = weights_digest(one)
+    check(d == weights_digest(three) and sum(".experts.7." in k for k in d) == 6,
+          "rand-mixtral grown to 8 experts: 3 ranks write the bytes of 1")
+
+
 def check_few_tokens(name, tmp):
     """Experts that fewer than 16 calibration tokens reach: RTN, a warning, and the report says so."""
     src = os.path.join(GOLDEN, name)
@@ -244,6 +304,7 @@ def main():
                 if name in ("rand-mixtral", "rand-qwen2-moe", "rand-qwen3-moe"):
                     check_ranks_and_resume(name, tmp, kill=name == "rand-qwen2-moe")
                 if name == "rand-mixtral":
+                    check_eight_experts(tmp)
                     check_few_tokens(name, tmp)
                     check_starved_modes(name, tmp)
                 if name == "rand-qwen3-moe":
