@@ -98,7 +98,13 @@ LayerWeights CausalLM::load_layer(int64_t layer, const TensorSource& from) const
   w.experts.resize(size_t(spec_.num_experts));
   for (const NormSlot& n : arch().norms) w.*(n.member) = up(str_cat(n.name, ".weight"));
   for (const DenseLinearSlot& d : dense_linears(spec_)) w.*(d.member) = linear(d.name, false);
-  for (const LinearSlot& lin : layer_linears(spec_)) linear_of(w, lin) = linear(lin.name, has_bias(spec_, lin));
+  for (const LinearSlot& lin : layer_linears(spec_)) {
+    // A routed expert another rank owns is not among `from`'s tensors (pipeline/moe_experts.h):
+    // undefined until its fitted weights arrive; statistics passes skip routed experts.
+    const bool routed = lin.expert != kNoExpert && lin.expert != kSharedExpert;
+    if (routed && !from.contains(layer_tensor(layer, lin.name + ".weight"))) continue;
+    linear_of(w, lin) = linear(lin.name, has_bias(spec_, lin));
+  }
   return w;
 }
 

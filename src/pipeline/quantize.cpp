@@ -294,6 +294,19 @@ QuantizeReport Pipeline::run() {
   std::vector<std::string> prefixes;
   for (int64_t l = 0; l < spec_.num_layers; ++l) prefixes.push_back(spec_.layer_prefix(l));
   LayerFetcher fetcher(source_, prefixes, owners, comm_);
+  // An MoE layer's routed experts are read by their owners only, when every one of them is
+  // quantized (a skipped one would be needed as stored by every rank's forward).
+  const ExpertOwnership expert_owners(spec_.num_experts, comm_.size());
+  bool experts_all_quantized = lm_.arch().is_moe();
+  for (const LinearSlot& slot : layer_linears(spec_))
+    for (int64_t l = 0; l < spec_.num_layers && experts_all_quantized; ++l)
+      if (routed_expert_of(lm_.layer_tensor(l, slot.name) + ".weight") >= 0)
+        experts_all_quantized = recipe_.format_for(lm_.layer_tensor(l, slot.name)).has_value();
+  if (experts_all_quantized)
+    fetcher.read_privately([&expert_owners](const std::string& n) {
+      const int64_t e = routed_expert_of(n);
+      return e >= 0 ? expert_owners.owner(e) : -1;
+    });
   if (!tail_done) fetcher.prefetch(0);
   if (done == 0) export_embedding();
   Progress progress("quantize", spec_.num_layers, "layers");
