@@ -84,9 +84,9 @@ int main(int argc, char** argv) {
                   "\"weights_wire\":%.0f,\"results_wire\":%.0f}\n",
                   name.c_str(), n, (unsigned long long)m.statistics, (unsigned long long)m.weights,
                   (unsigned long long)m.results, (unsigned long long)m.routed, st, ro, w, r);
-    else  // ratio: what a rank moves over what one rank reads from disk per layer
+    else  // ratio: what a rank moves over the layer as stored (what one rank alone reads)
       std::printf("  %6d %14.3f %15.3f %12.3f %12.3f %12.3f %14.2f\n", n, st / gb, ro / gb, w / gb, r / gb,
-                  (st + ro + w + r) / gb, (st + ro + w + r) / double(m.weights));
+                  (st + ro + w + r) / gb, (st + ro + w + r) / double(m.stored));
   }
   return 0;
 }

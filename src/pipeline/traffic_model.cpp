@@ -18,9 +18,13 @@ LayerTrafficModel layer_traffic_model(const ModelSpec& s, const QuantFormat& for
     m.routed = uint64_t(calib_tokens) * uint64_t(s.experts_per_token) * uint64_t(s.hidden_size) * 4;
   for (const NormSlot& n : architecture(s.arch).norms) m.weights += aligned(dim_size(s, n.size));
   for (const DenseLinearSlot& d : dense_linears(s)) m.weights += aligned(dim_size(s, d.out) * dim_size(s, d.in));
+  m.stored = m.weights;  // and the Linears' below
   for (const LinearSlot& l : layer_linears(s)) {
     const int64_t out = dim_size(s, l.out), in = dim_size(s, l.in);
-    m.weights += aligned(out * in) + (has_bias(s, l) ? aligned(out) : 0);
+    // A routed expert is read by its owner alone, never broadcast (LayerFetcher::read_privately).
+    const uint64_t bytes = aligned(out * in) + (has_bias(s, l) ? aligned(out) : 0);
+    m.stored += bytes;
+    if (l.expert == kNoExpert || l.expert == kSharedExpert) m.weights += bytes;
     m.results += row_results_bytes(out, in, format);
   }
   return m;

@@ -21,7 +21,9 @@ struct LayerTrafficModel {
   // (fp32, hidden wide, top-k per token; an alltoallv the Communicator counts as statistics,
   // as the bytes each rank receives; pipeline/moe_experts.h). 0 for dense layers.
   uint64_t routed = 0;
-  uint64_t weights = 0;     // the layer's tensors as stored (weight_dtype_bytes), 64-byte aligned
+  uint64_t weights = 0;     // the layer's broadcast tensors as stored (weight_dtype_bytes), 64-byte
+                            // aligned; an MoE layer's routed experts are read by their owners
+  uint64_t stored = 0;      // every tensor of the layer as stored: what one rank alone reads
   uint64_t results = 0;     // allgathered codes, scales, zero points, broadcast g_idx
   // Estimated wire bytes per rank at N ranks.
   double wire_statistics(int n) const { return n > 1 ? 2.0 * (n - 1) / n * double(statistics) : 0; }
