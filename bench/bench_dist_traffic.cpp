@@ -2,8 +2,10 @@
 // rules the pipeline's collectives follow), for a config.json or Llama-3-70B geometry,
 // at several rank counts. Prints a table; --json for one object per row.
 //   build/bench/bench_dist_traffic [--config DIR/config.json | --geometry NAME] [--format int4]
-//                                  [--group-size 128] [--ranks 2,8,64] [--json]
-// NAME: llama-3-70b (default), mixtral-8x22b, qwen3-235b-a22b (MoE: every expert's Hessians).
+//                                  [--group-size 128] [--ranks 2,8,64] [--calib-tokens N] [--json]
+// NAME: llama-3-70b (default), mixtral-8x22b, qwen3-235b-a22b. MoE: the routed experts'
+// rows travel to their owners (calib-tokens x top-k rows; default 128 x 2048 tokens)
+// instead of their Hessians being allreduced.
 #include <cstdio>
 #include <cstring>
 #include <sstream>
@@ -18,7 +20,7 @@ using namespace qshard;
 
 int main(int argc, char** argv) {
   std::string config, geometry = "llama-3-70b", format = "int4";
-  int64_t group = 128;
+  int64_t group = 128, calib_tokens = 128 * 2048;
   std::vector<int> ranks = {8, 64};
   bool json = false;
   for (int i = 1; i < argc; ++i) {
@@ -29,13 +31,14 @@ int main(int argc, char** argv) {
     else if (a == "--format") format = next();
     else if (a == "--group-size") group = std::stoll(next());
     else if (a == "--json") json = true;
+    else if (a == "--calib-tokens") calib_tokens = std::stoll(next());
     else if (a == "--ranks") {
       ranks.clear();
       std::stringstream ss(next());
       for (std::string t; std::getline(ss, t, ',');) ranks.push_back(std::stoi(t));
     } else {
       std::fprintf(stderr, "usage: %s [--config config.json | --geometry llama-3-70b|mixtral-8x22b|qwen3-235b-a22b] "
-                   "[--format int4] [--group-size 128] [--ranks 8,64] [--json]\n", argv[0]);
+                   "[--format int4] [--group-size 128] [--ranks 8,64] [--calib-tokens N] [--json]\n", argv[0]);
       return 2;
     }
   }
@@ -60,27 +63,30 @@ int main(int argc, char** argv) {
     return 2;
   }
   const QuantFormat f = QuantFormat::parse(format, group, true);
-  const LayerTrafficModel m = layer_traffic_model(s, f);
+  const LayerTrafficModel m = layer_traffic_model(s, f, 2, calib_tokens);
   const double gb = 1e9;
   if (!json) {
     std::printf("# %s, %s; per decoder layer. payload = bytes the Communicator counts (any N > 1);\n", name.c_str(),
                 f.describe().c_str());
-    std::printf("# wire = estimated bytes each rank moves (ring allreduce, pipelined bcast, ring allgather)\n");
-    std::printf("# payload GB: statistics %.3f  weights %.3f  results %.3f  total %.3f\n", m.statistics / gb,
-                m.weights / gb, m.results / gb, (m.statistics + m.weights + m.results) / gb);
-    std::printf("# %6s %14s %12s %12s %12s %14s\n", "ranks", "stats_wire_GB", "weights_GB", "results_GB", "total_GB",
-                "x_1rank_read");
+    std::printf("# wire = estimated bytes each rank moves (ring allreduce, pipelined bcast, ring allgather,\n"
+                "# routed rows to expert owners with uniform routing)\n");
+    std::printf("# payload GB: statistics %.3f  routed %.3f (%lld calibration tokens)  weights %.3f  results %.3f  "
+                "total %.3f\n", m.statistics / gb, m.routed / gb, (long long)calib_tokens, m.weights / gb,
+                m.results / gb, (m.statistics + m.routed + m.weights + m.results) / gb);
+    std::printf("# %6s %14s %15s %12s %12s %12s %14s\n", "ranks", "stats_wire_GB", "routed_wire_GB", "weights_GB",
+                "results_GB", "total_GB", "x_1rank_read");
   }
   for (int n : ranks) {
-    const double st = m.wire_statistics(n), w = m.wire_weights(n), r = m.wire_results(n);
+    const double st = m.wire_statistics(n), ro = m.wire_routed(n), w = m.wire_weights(n), r = m.wire_results(n);
     if (json)
       std::printf("{\"model\":\"%s\",\"ranks\":%d,\"statistics_payload\":%llu,\"weights_payload\":%llu,"
-                  "\"results_payload\":%llu,\"statistics_wire\":%.0f,\"weights_wire\":%.0f,\"results_wire\":%.0f}\n",
+                  "\"results_payload\":%llu,\"routed_payload\":%llu,\"statistics_wire\":%.0f,\"routed_wire\":%.0f,"
+                  "\"weights_wire\":%.0f,\"results_wire\":%.0f}\n",
                   name.c_str(), n, (unsigned long long)m.statistics, (unsigned long long)m.weights,
-                  (unsigned long long)m.results, st, w, r);
-    else  // ratio: what a rank moves over what one rank reads from disk per layer
-      std::printf("  %6d %14.3f %12.3f %12.3f %12.3f %14.2f\n", n, st / gb, w / gb, r / gb, (st + w + r) / gb,
-                  (st + w + r) / double(m.weights));
+                  (unsigned long long)m.results, (unsigned long long)m.routed, st, ro, w, r);
+    else  // ratio: what a rank moves over the layer as stored (what one rank alone reads)
+      std::printf("  %6d %14.3f %15.3f %12.3f %12.3f %12.3f %14.2f\n", n, st / gb, ro / gb, w / gb, r / gb,
+                  (st + ro + w + r) / gb, (st + ro + w + r) / double(m.stored));
   }
   return 0;
 }

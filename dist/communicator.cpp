@@ -288,6 +288,32 @@ std::vector<std::vector<uint8_t>> Communicator::allgather_bytes(const std::vecto
   return out;
 }
 
+std::vector<std::vector<uint8_t>> Communicator::alltoallv_bytes(const std::vector<std::vector<uint8_t>>& send,
+                                                                Traffic kind) {
+  QS_ASSERT(int(send.size()) == size_, "alltoallv_bytes: ", send.size(), " parts for ", size_, " ranks");
+  std::vector<std::vector<uint8_t>> got(static_cast<size_t>(size_));
+  got[size_t(rank_)] = send[size_t(rank_)];
+  uint64_t received = 0;
+  // Round s: send to rank + s, receive from rank − s; sizes first, then chunks under int.
+  for (int s = 1; s < size_; ++s) {
+    const int to = (rank_ + s) % size_, from = (rank_ - s + size_) % size_;
+    int64_t out_n = int64_t(send[size_t(to)].size()), in_n = 0;
+    QS_MPI(MPI_Sendrecv(&out_n, 1, MPI_INT64_T, to, 0, &in_n, 1, MPI_INT64_T, from, 0, MPI_COMM_WORLD,
+                        MPI_STATUS_IGNORE));
+    std::vector<uint8_t>& in = got[size_t(from)];
+    in.resize(size_t(in_n));
+    for (int64_t c = 0; c < std::max(out_n, in_n); c += kMaxChunk) {
+      const int so = int(std::clamp<int64_t>(out_n - c, 0, kMaxChunk));
+      const int si = int(std::clamp<int64_t>(in_n - c, 0, kMaxChunk));
+      QS_MPI(MPI_Sendrecv(so ? send[size_t(to)].data() + c : nullptr, so, MPI_BYTE, to, 1,
+                          si ? in.data() + c : nullptr, si, MPI_BYTE, from, 1, MPI_COMM_WORLD, MPI_STATUS_IGNORE));
+    }
+    received += uint64_t(in_n);
+  }
+  count(kind, received);
+  return got;
+}
+
 std::vector<double> Communicator::gather(const std::vector<double>& local, int root) {
   QS_ASSERT(local.size() < size_t(kMaxChunk), "gather of ", local.size(), " values");
   count(Traffic::Control, local.size() * sizeof(double));
@@ -318,6 +344,10 @@ std::unique_ptr<Communicator> make_world_communicator(int* argc, char*** argv) {
   std::unique_ptr<Communicator> c(new Communicator());
   c->init(argc, argv);
   return c;
+}
+
+std::unique_ptr<Communicator> make_self_communicator() {
+  return std::unique_ptr<Communicator>(new Communicator());
 }
 
 }  // namespace qshard

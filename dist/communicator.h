@@ -77,6 +77,12 @@ class Communicator {
   std::vector<std::vector<uint8_t>> allgather_bytes(const std::vector<uint8_t>& mine,
                                                     Traffic kind = Traffic::Control);
 
+  // Personalized exchange: send[r] goes to rank r; returns what each rank sent to this
+  // one, in rank order (own part copied). Pairwise rounds, so no count is limited to int.
+  // Counts the bytes received from other ranks.
+  std::vector<std::vector<uint8_t>> alltoallv_bytes(const std::vector<std::vector<uint8_t>>& send,
+                                                    Traffic kind = Traffic::Control);
+
   // Every rank's `local` concatenated in rank order, on `root` only (empty elsewhere).
   std::vector<double> gather(const std::vector<double>& local, int root);
 
@@ -98,6 +104,10 @@ class Communicator {
   template <class T>
   void allreduce_sum_in_place(T* data, int64_t n, Traffic kind, Device where);
   friend std::unique_ptr<Communicator> make_world_communicator(int* argc, char*** argv);
+// A world of one rank that never calls MPI: for work one rank does alone with code written
+// for a communicator (an MoE expert fitted by its owner, pipeline/moe_experts.h).
+std::unique_ptr<Communicator> make_self_communicator();
+  friend std::unique_ptr<Communicator> make_self_communicator();
   struct Nccl;  // NCCL state (CUDA builds)
   Communicator() = default;
   void init(int* argc, char*** argv);
@@ -114,5 +124,8 @@ class Communicator {
 // Initializes MPI (once per process) and returns MPI_COMM_WORLD; finalizes MPI when
 // the communicator that initialized it is destroyed.
 std::unique_ptr<Communicator> make_world_communicator(int* argc, char*** argv);
+// A world of one rank that never calls MPI: for work one rank does alone with code written
+// for a communicator (an MoE expert fitted by its owner, pipeline/moe_experts.h).
+std::unique_ptr<Communicator> make_self_communicator();
 
 }  // namespace qshard

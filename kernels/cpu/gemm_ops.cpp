@@ -13,43 +13,72 @@
 
 namespace qshard::cpu {
 
+namespace {
+
+// Every sgemm of a Linear has one shape, kRowTile x (a column chunk) x k, whatever the
+// number of rows: BLAS's rounding of a row depends on the call's shape (OpenBLAS's
+// SkylakeX kernels take a small-matrix path below an M·N·K bound, other cores have tail
+// kernels per M), and the rows a Linear sees depend on how windows are batched and split
+// over ranks — an MoE expert's routed rows most of all. With fixed tiles a row gets the
+// same bits at every rank count (gptq.cpp's row tiles, for the same reason). A short last
+// tile is zero-padded. Cost against one sgemm over all rows, single-threaded SkylakeX
+// kernels on a loaded 2-core machine: +3% to +12% at 1024–4096 rows (W is repacked per
+// tile; 64- or 128-row tiles cost 25–80%), and up to a whole tile's work for the padding.
+constexpr int64_t kRowTile = 256;
+// Columns in chunks fixed by n alone (never by the thread count), so small-M GEMMs with
+// a wide W (lm_head) still spread over threads.
+constexpr int64_t kColTile = 1024;
+
+// y[rows, cols] (row stride ldy) = x[rows, k] · w[cols, k]ᵀ (+ bias), as one
+// kRowTile-row sgemm.
+void linear_tile(const float* x, const float* w, const float* bias, float* y, int64_t rows,
+                 int64_t cols, int64_t k, int64_t ldy) {
+  // Seeding y with the bias lets sgemm add it for free (beta = 1).
+  auto seed = [&](float* out, int64_t ld, int64_t nrows) {
+    if (bias)
+      for (int64_t i = 0; i < nrows; ++i) std::copy(bias, bias + cols, out + i * ld);
+  };
+  const float beta = bias ? 1.0f : 0.0f;
+  if (rows == kRowTile) {
+    seed(y, ldy, rows);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(kRowTile), int(cols), int(k), 1.0f, x,
+                int(k), w, int(k), beta, y, int(ldy));
+    return;
+  }
+  std::vector<float> xs(size_t(kRowTile * k), 0.0f), ys(size_t(kRowTile * cols), 0.0f);
+  std::copy(x, x + rows * k, xs.data());
+  seed(ys.data(), cols, kRowTile);
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(kRowTile), int(cols), int(k), 1.0f,
+              xs.data(), int(k), w, int(k), beta, ys.data(), int(cols));
+  for (int64_t i = 0; i < rows; ++i) std::copy_n(ys.data() + i * cols, cols, y + i * ldy);
+}
+
+}  // namespace
+
 void linear(const float* x, const float* w, const float* bias, float* y, int64_t m,
             int64_t n, int64_t k) {
   if (m == 0 || n == 0) return;
-  // Seeding y with the bias lets sgemm add it for free (beta = 1) instead of a second
-  // pass over y afterwards.
-  float beta = 0.0f;
-  if (bias) {
-    for (int64_t i = 0; i < m; ++i) std::copy(bias, bias + n, y + i * n);
-    beta = 1.0f;
-  }
   if (k == 0) {  // lda = 0 would make OpenBLAS's argument check complain
-    if (!bias) std::fill(y, y + m * n, 0.0f);
+    for (int64_t i = 0; i < m; ++i)
+      if (bias)
+        std::copy(bias, bias + n, y + i * n);
+      else
+        std::fill(y + i * n, y + (i + 1) * n, 0.0f);
     return;
   }
-  // Split the GEMM over OpenMP threads ourselves rather than let OpenBLAS thread it:
-  // with two pools on the same cores, OpenMP's workers (still spinning after the last
-  // row op) steal cycles from OpenBLAS's; one pool for every op took the tiny decoder
-  // layer from ~50 to ~27 ms on 2 cores. Split the longer side of y into chunks of
-  // >= kChunk rows (or columns), handed out dynamically so a preempted core does not
-  // stall the call.
-  constexpr int64_t kChunk = 128;
-  const bool split_rows = m >= n;
-  const int64_t extent = split_rows ? m : n;
-  const int64_t threads = omp_get_max_threads();
-  const int64_t chunks = threads == 1 ? 1 : std::clamp<int64_t>(extent / kChunk, 1, 4 * threads);
-  const int64_t per = (extent + chunks - 1) / chunks;
+  // Split over OpenMP threads ourselves rather than let OpenBLAS thread it: with two
+  // pools on the same cores, OpenMP's workers (still spinning after the last row op)
+  // steal cycles from OpenBLAS's; one pool for every op took the tiny decoder layer from
+  // ~50 to ~27 ms on 2 cores. Tiles are handed out dynamically so a preempted core does
+  // not stall the call; which thread runs a tile does not change its bits.
+  const int64_t row_tiles = (m + kRowTile - 1) / kRowTile, col_tiles = (n + kColTile - 1) / kColTile;
+  const int64_t tiles = row_tiles * col_tiles;
   SerialBlasScope serial_blas;
-#pragma omp parallel for schedule(dynamic, 1) if (chunks > 1 && 2.0 * m * n * k > 4e6)
-  for (int64_t c = 0; c < chunks; ++c) {
-    const int64_t b0 = c * per, b1 = std::min(extent, b0 + per);
-    if (b0 >= b1) continue;
-    if (split_rows)
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(b1 - b0), int(n), int(k), 1.0f,
-                  x + b0 * k, int(k), w, int(k), beta, y + b0 * n, int(n));
-    else
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(m), int(b1 - b0), int(k), 1.0f,
-                  x, int(k), w + b0 * k, int(k), beta, y + b0, int(n));
+#pragma omp parallel for schedule(dynamic, 1) if (tiles > 1 && 2.0 * m * n * k > 4e6)
+  for (int64_t t = 0; t < tiles; ++t) {
+    const int64_t r0 = (t / col_tiles) * kRowTile, c0 = (t % col_tiles) * kColTile;
+    linear_tile(x + r0 * k, w + c0 * k, bias ? bias + c0 : nullptr, y + r0 * n + c0,
+                std::min(kRowTile, m - r0), std::min(kColTile, n - c0), k, n);
   }
 }
 

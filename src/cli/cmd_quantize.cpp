@@ -20,6 +20,7 @@
 #include "io/safetensors.h"
 #include "io/tokenizer.h"
 #include "pipeline/layer_owner.h"
+#include "pipeline/moe_experts.h"
 #include "pipeline/quantize.h"
 
 namespace qshard::cli {
@@ -446,11 +447,16 @@ int run_quantize(const std::vector<std::string>& args, Communicator& comm) {
            " -> ", export_kind_name(kind), " ", out_dir,
            "; calibration ", set.n_samples, " x ", set.seqlen, " tokens; ", comm.size(), " rank(s)");
 
-  // Every rank exports; each writes the layers it owns (pipeline/layer_owner.h). Every
-  // rank's exporter is wrapped; rank 0 records the calls into OUT/.qshard (resume).
+  // Every rank exports; each writes the layers it owns (pipeline/layer_owner.h), an MoE
+  // layer's routed experts their owners (pipeline/moe_experts.h). Every rank's exporter is
+  // wrapped; rank 0 records the calls into OUT/.qshard (resume).
   comm.barrier();  // rank 0 has checked and made the output directory
   const LayerOwnership owners(lm.spec().num_layers, comm.size());
-  const WriteSplit split{&comm, [&owners](const std::string& t) { return owners.owner_of_tensor(t); }};
+  const ExpertOwnership expert_owners(lm.spec().num_experts, comm.size());
+  const WriteSplit split{&comm, [&](const std::string& t) {
+                           const int64_t e = routed_expert_of(t);
+                           return e >= 0 ? expert_owners.owner(e) : owners.owner_of_tensor(t);
+                         }};
   std::unique_ptr<Exporter> exporter = make_exporter(kind, out_dir, uint64_t(max_shard_gb * 1e9), &split,
                                                       act);
   Exporter* const recorded = checkpoint->wrap(exporter.get());

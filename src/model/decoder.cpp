@@ -4,7 +4,6 @@
 
 #include "core/error.h"
 #include "core/log.h"
-#include "model/moe.h"
 
 namespace qshard {
 
@@ -99,7 +98,13 @@ LayerWeights CausalLM::load_layer(int64_t layer, const TensorSource& from) const
   w.experts.resize(size_t(spec_.num_experts));
   for (const NormSlot& n : arch().norms) w.*(n.member) = up(str_cat(n.name, ".weight"));
   for (const DenseLinearSlot& d : dense_linears(spec_)) w.*(d.member) = linear(d.name, false);
-  for (const LinearSlot& lin : layer_linears(spec_)) linear_of(w, lin) = linear(lin.name, has_bias(spec_, lin));
+  for (const LinearSlot& lin : layer_linears(spec_)) {
+    // A routed expert another rank owns is not among `from`'s tensors (pipeline/moe_experts.h):
+    // undefined until its fitted weights arrive; statistics passes skip routed experts.
+    const bool routed = lin.expert != kNoExpert && lin.expert != kSharedExpert;
+    if (routed && !from.contains(layer_tensor(layer, lin.name + ".weight"))) continue;
+    linear_of(w, lin) = linear(lin.name, has_bias(spec_, lin));
+  }
   return w;
 }
 
@@ -232,6 +237,13 @@ void CausalLM::layer_forward(int64_t layer, const LayerWeights& w, Tensor& h, in
   add_mlp_output(w, act, h);
 }
 
+GroupInput CausalLM::expert_input(const ExpertWeights& e, Tensor x) {
+  GroupInput in;
+  in.xq = quantized_input(backend_, x, {&e.gate, &e.up});
+  in.x = std::move(x);
+  return in;
+}
+
 Tensor CausalLM::expert_activation(const ExpertWeights& e, const GroupInput& in, int64_t inter) {
   Backend& be = backend_;
   const int64_t T = in.x.dim(0);
@@ -257,6 +269,7 @@ bool CausalLM::add_moe_output(int64_t layer, const LayerWeights& w, const GroupI
   const Routing r = route_tokens(be.download(logits), s.experts_per_token, s.norm_topk_prob);
   const Tensor x_host = be.download(in.x);
   Tensor out = Tensor::zeros(DType::F32, {T, H});
+  const bool skip_routed = observer && observer->on_moe_input(layer, x_host, r);
   // rows: the routed tokens of rows_in (an expert), or null (every token); an undefined
   // rows_in with `width`: an expert no token reached.
   auto observe = [&](GroupId g, const Tensor& rows_in, const std::vector<int64_t>* rows, int64_t width = 0) {
@@ -274,26 +287,16 @@ bool CausalLM::add_moe_output(int64_t layer, const LayerWeights& w, const GroupI
     for (size_t i = 0; i < rows.size(); ++i)
       for (int64_t j = 0; j < H; ++j) out.data<float>()[rows[i] * H + j] += wt[i] * yh.data<float>()[int64_t(i) * H + j];
   };
-  for (int e = 0; e < int(s.num_experts); ++e) {
+  for (int e = 0; e < int(s.num_experts) && !skip_routed; ++e) {
     const ExpertWeights& ex = w.experts[size_t(e)];
     const std::vector<int64_t>& rows = r.rows[size_t(e)];
-    if (observer) observer->on_routed(layer, e, int64_t(rows.size()));
-    if (observer && observer->all_tokens(e)) {  // a statistics pass: h is a scratch copy
-      const GroupInput ga{in.x, quantized_input(be, in.x, {&ex.gate, &ex.up})};
-      if (observe({LinearGroup::GateUp, e}, ga.seen(), nullptr) ||
-          observe({LinearGroup::Down, e}, expert_activation(ex, ga, s.moe_intermediate_size), nullptr))
-        return false;
-      continue;
-    }
     if (rows.empty()) {  // no token for this expert: the observer still sees its (zero) inputs
       if (observe({LinearGroup::GateUp, e}, Tensor(), nullptr, H) ||
           observe({LinearGroup::Down, e}, Tensor(), nullptr, s.moe_intermediate_size))
         return false;
       continue;
     }
-    GroupInput gi;
-    gi.x = be.upload(gather_rows(x_host, rows));
-    gi.xq = quantized_input(be, gi.x, {&ex.gate, &ex.up});
+    const GroupInput gi = expert_input(ex, be.upload(gather_rows(x_host, rows)));
     if (observe({LinearGroup::GateUp, e}, gi.seen(), &rows)) return false;
     const Tensor act = expert_activation(ex, gi, s.moe_intermediate_size);
     if (observe({LinearGroup::Down, e}, act, &rows)) return false;

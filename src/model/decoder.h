@@ -11,6 +11,7 @@
 #include "kernels/backend.h"
 #include "model/architecture.h"
 #include "model/model_spec.h"
+#include "model/moe.h"
 #include "model/rope.h"
 
 namespace qshard {
@@ -30,12 +31,11 @@ class LayerObserver {
   // True when nothing after this group's input is needed: the forward stops there
   // (statistics passes need not finish the layer; h is then left partly updated).
   virtual bool stop_after(GroupId) const { return false; }
-  // MoE: how many of this batch's tokens the router sent to `expert`.
-  virtual void on_routed(int64_t /*layer*/, int /*expert*/, int64_t /*tokens*/) {}
-  // MoE: true when `expert`'s groups are to be observed on every token of the batch, not
-  // only its routed ones (llm-compressor's calibrate-all-experts, for experts the router
-  // starves); the layer's output still takes only the routed rows.
-  virtual bool all_tokens(int /*expert*/) const { return false; }
+  // MoE: the MLP's normed input rows (host F32 [tokens, hidden], every token) and
+  // where the router sends them, before any expert runs. True: the routed experts are
+  // skipped (a statistics pass that takes their rows from here: the pipeline sends them to
+  // each expert's owner, pipeline/moe_experts.h); the layer's output is then incomplete.
+  virtual bool on_moe_input(int64_t /*layer*/, const Tensor& /*x*/, const Routing& /*r*/) { return false; }
 };
 
 // A linear group's input: the normed rows, and their fake-quantized copy when a Linear
@@ -88,6 +88,11 @@ class CausalLM {
   // false when the observer stopped the forward.
   bool add_moe_output(int64_t layer, const LayerWeights& w, const GroupInput& in, Tensor& h,
                       LayerObserver* observer);
+  // An expert's input (x, and its fake-quantized copy when its gate/up quantize their
+  // input) and its silu(gate)·up on those rows: an owner rank runs its experts on the
+  // rows routed to them from every rank (pipeline/moe_experts.h).
+  GroupInput expert_input(const ExpertWeights& e, Tensor x);
+  Tensor expert_activation(const ExpertWeights& e, const GroupInput& in, int64_t inter);
   // Embedding, every layer, final norm: backend F32 [B*S, hidden].
   Tensor forward_hidden(const Tensor& tokens, int64_t batch, int64_t seqlen,
                         LayerObserver* observer = nullptr);
@@ -96,8 +101,6 @@ class CausalLM {
 
  private:
   void check_shapes() const;
-  // An expert's silu(gate)·up on its rows (x, and xq when it quantizes its input).
-  Tensor expert_activation(const ExpertWeights& e, const GroupInput& in, int64_t inter);
   const Tensor& positions(int64_t batch, int64_t seqlen);
 
   ModelSpec spec_;

@@ -87,7 +87,10 @@ class CaptureObserver final : public LayerObserver {
     stats_[index_.at(g)].add(host);
     if (g == GroupId(LinearGroup::GateUp)) mlp_inputs_.push_back(be_.upload(host));
   }
-  void on_routed(int64_t, int expert, int64_t tokens) override { routed_[size_t(expert)] += double(tokens); }
+  bool on_moe_input(int64_t, const Tensor&, const Routing& r) override {
+    for (size_t e = 0; e < r.rows.size(); ++e) routed_[e] += double(r.rows[e].size());
+    return false;  // the experts run: their inputs are this observer's statistics
+  }
 
  private:
   Backend& be_;

@@ -83,7 +83,7 @@ LayerFetcher::Packed LayerFetcher::read(int64_t layer) const {
   const std::string& prefix = prefixes_.at(size_t(layer));
   std::vector<std::string> names;
   for (const auto& n : source_.names())
-    if (n.compare(0, prefix.size(), prefix) == 0) names.push_back(n);
+    if (n.compare(0, prefix.size(), prefix) == 0 && !(private_reader_ && private_reader_(n) >= 0)) names.push_back(n);
   std::sort(names.begin(), names.end());
   if (names.empty()) fail_input("no tensors named ", prefix, "* in the checkpoint");
   std::vector<Tensor> ts;
@@ -172,6 +172,15 @@ std::shared_ptr<const LayerTensors> LayerFetcher::fetch(int64_t layer) {
     QS_ASSERT(off >= 0 && off + int64_t(shape_numel(shape) * int64_t(dtype_size(dtype))) <= p.data_bytes,
               "tensor ", name, " outside the layer buffer");
     out->tensors_[name] = Tensor::view(dtype, shape, p.data.get() + off, keep);
+  }
+  if (private_reader_) {  // this rank's own tensors of the layer, as stored (mapped)
+    PhaseTimer read_timer(Phase::Read);
+    const std::string& prefix = prefixes_.at(size_t(layer));
+    for (const auto& n : source_.names())
+      if (n.compare(0, prefix.size(), prefix) == 0 && private_reader_(n) == comm_.rank()) {
+        out->tensors_[n] = source_.get(n);
+        out->bytes_ += uint64_t(out->tensors_[n].nbytes());
+      }
   }
   return out;
 }

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <future>
 #include <map>
 #include <memory>
@@ -65,6 +66,10 @@ class LayerFetcher {
   std::shared_ptr<const LayerTensors> fetch(int64_t layer);
   // Starts reading layer L on its owner in the background; nothing elsewhere.
   void prefetch(int64_t layer);
+  // Tensors `reader` names a rank for (>= 0) are not broadcast: that rank alone reads
+  // them, in fetch(), and the others' LayerTensors lack them (an MoE layer's routed
+  // experts, read by their owners: pipeline/moe_experts.h).
+  void read_privately(std::function<int(const std::string&)> reader) { private_reader_ = std::move(reader); }
 
  private:
   // A layer as it travels: a small description (names, dtypes, shapes, offsets) and
@@ -83,6 +88,7 @@ class LayerFetcher {
   Communicator& comm_;
   int64_t pending_layer_ = -1;
   std::future<Packed> pending_;
+  std::function<int(const std::string&)> private_reader_;
 };
 
 }  // namespace qshard

@@ -2,9 +2,9 @@
 
 #include <cblas.h>
 
+#include <algorithm>
 #include <cstring>
 #include <map>
-#include <set>
 
 #include "core/error.h"
 #include "core/log.h"
@@ -14,6 +14,7 @@
 #include "dist/partition.h"
 #include "pipeline/hessian_sum.h"
 #include "pipeline/layer_owner.h"
+#include "pipeline/moe_experts.h"
 #include "pipeline/row_parallel.h"
 #include "pipeline/staged_layer.h"
 #include "quant/quant_device.h"
@@ -32,40 +33,37 @@ void stop_point(Communicator& comm) {
   if (sig) throw Stopped(int(sig), "stopped at a safe point");
 }
 
-// Accumulates the Hessian of the linear groups it is asked to watch, and counts the
-// tokens the router sends to each expert (MoE).
+// Accumulates the Hessian of the linear groups it is asked to watch. In MoE layers the
+// routed experts are skipped (their owners fit them from the rows exchanged once per
+// layer, moe_experts.h); the pass that feeds their gate/up captures those rows.
 class HessianObserver final : public LayerObserver {
  public:
   explicit HessianObserver(Backend& be) : be_(be) {}
   void watch(GroupId g, HessianSum* acc) { targets_[g] = acc; }
+  void capture(RoutedCapture* c) { capture_ = c; }
   void on_linear_input(int64_t, GroupId g, const Tensor& x) override {
     auto it = targets_.find(g);
     if (it == targets_.end()) return;
     PhaseTimer timer(Phase::Hessian);
     it->second->add(be_.download(x));
   }
-  bool stop_after(GroupId g) const override { return !targets_.empty() && g == targets_.rbegin()->first; }
-  void on_routed(int64_t, int expert, int64_t tokens) override { routed_[expert] += double(tokens); }
-  void observe_all_tokens(int expert) { all_tokens_.insert(expert); }
-  bool all_tokens(int expert) const override { return all_tokens_.count(expert) > 0; }
-  bool watching() const { return !targets_.empty(); }
-  // Tokens routed to each expert over every rank's batches (collective; -1 for groups
-  // that are not a routed expert's).
-  std::map<int, double> routed_totals(int64_t experts, Communicator& comm) const {
-    std::vector<double> n(size_t(experts), 0.0);
-    for (const auto& [e, c] : routed_) n[size_t(e)] = c;
-    if (experts > 0) comm.allreduce_sum(n.data(), experts);
-    std::map<int, double> out;
-    for (int64_t e = 0; e < experts; ++e) out[int(e)] = n[size_t(e)];
-    return out;
+  // A capturing pass runs on to the MoE input even when its last watched group is before it.
+  bool stop_after(GroupId g) const override {
+    return !targets_.empty() && g == targets_.rbegin()->first && !(capture_ && g.group < LinearGroup::GateUp);
   }
+  bool on_moe_input(int64_t, const Tensor& x, const Routing& r) override {
+    if (capture_) capture_->add(x, r);
+    return true;
+  }
+  bool watching() const { return !targets_.empty() || capture_; }
 
  private:
   Backend& be_;
   std::map<GroupId, HessianSum*> targets_;
-  std::map<int, double> routed_;
-  std::set<int> all_tokens_;
+  RoutedCapture* capture_ = nullptr;
 };
+
+bool is_routed_expert(const GroupSlot& g) { return g.expert != kNoExpert && g.expert != kSharedExpert; }
 
 Tensor copy_rows(Backend& be, const Tensor& t) { return be.upload(be.download(t)); }
 
@@ -221,12 +219,22 @@ class Pipeline {
   void quantize_layer(int64_t l, std::shared_ptr<const LayerTensors> src, const Marks& start);
   bool staged_groups(Layer& L);  // true: h holds the layer's output
   void pass_groups(Layer& L);
-  void recalibrate_starved(Layer& L, const std::vector<const GroupSlot*>& pass, const std::map<int, double>& routed,
-                           std::map<GroupId, HessianSum>& hessians);
-  bool starved(const std::map<int, double>& routed, int expert) const;
-  void quantize_group(Layer& L, const GroupSlot& g, HessianSum* acc, double routed);
+  bool few_tokens(double routed) const;
+  void warn_starved(const Layer& L, const GroupSlot& g, double routed) const;
+  void quantize_group(Layer& L, const GroupSlot& g, HessianSum* acc, double routed = -1);
+  double scaled_routed(const Layer& L, const GroupSlot& g) const;
   ModuleReport quantize_linear(Layer& L, const LinearSlot& slot, HessianSum* acc, GptqFactorCache& factor,
                                const QuantizeOptions& qo);
+  RowParallelResult fit_rows(Layer& L, const LinearSlot& slot, HessianSum* acc, GptqFactorCache& factor,
+                             const QuantizeOptions& qo, Communicator& comm);
+  // MoE: this rank's routed experts fitted from their exchanged rows, then every rank's
+  // results allgathered into fitted_ (collective); emit_expert_group applies and exports them.
+  void fit_routed_experts(Layer& L, const RoutedCapture& capture);
+  void fit_expert(Layer& L, int expert, const ExpertRows& rows, double routed, std::vector<FittedLinear>& out);
+  HessianSum window_hessian(const Tensor& x, const std::vector<int64_t>& window_rows) const;
+  FittedLinear fit_expert_linear(Layer& L, const LinearSlot& slot, HessianSum& acc, GptqFactorCache& factor,
+                                 double routed, bool few);
+  void emit_expert_group(Layer& L, const GroupSlot& g);
   void export_layer_dense(const Layer& L);
   void quantize_tail();
   ModuleReport quantize_lm_head();
@@ -249,6 +257,8 @@ class Pipeline {
   int64_t S_, per_batch_;
   Tensor h_;  // the residual stream of this rank's windows, at the current layer's input
   QuantizeReport report_;
+  std::unique_ptr<Communicator> self_;  // a world of one: an expert's owner fits it alone
+  std::map<std::string, FittedLinear> fitted_;  // MoE: the current layer's routed experts, by module
 };
 
 Pipeline::Pipeline(CausalLM& lm, const TensorSource& source, const CalibrationSet& calib, const Recipe& recipe,
@@ -256,7 +266,7 @@ Pipeline::Pipeline(CausalLM& lm, const TensorSource& source, const CalibrationSe
     : lm_(lm), source_(source), calib_(calib), recipe_(recipe), o_(o), exporter_(exporter), comm_(comm),
       be_(lm.backend()), spec_(lm.spec()), plan_(parse_method(o.method)), scaling_(o.scaling),
       numerics_(o.numerics), mine_(split_range(calib.n_samples, comm.size(), comm.rank())), S_(calib.seqlen),
-      per_batch_(std::max<int64_t>(1, o.batch_tokens / calib.seqlen)) {
+      per_batch_(std::max<int64_t>(1, o.batch_tokens / calib.seqlen)), self_(make_self_communicator()) {
   scaling_.expert_min_tokens = double(o.expert_min_tokens);
   // AutoAWQ feeds the next layer the FP output; GPTQ-style methods the quantized one.
   scaling_.propagate_fp = o.propagate_fp.value_or(
@@ -289,6 +299,20 @@ QuantizeReport Pipeline::run() {
   std::vector<std::string> prefixes;
   for (int64_t l = 0; l < spec_.num_layers; ++l) prefixes.push_back(spec_.layer_prefix(l));
   LayerFetcher fetcher(source_, prefixes, owners, comm_);
+  // An MoE layer's routed experts are read by their owners only, when every one of them is
+  // quantized (a skipped one would be needed as stored by every rank's forward) and no
+  // scaling method runs (the AWQ family's scaler folds and fits every expert on every rank).
+  const ExpertOwnership expert_owners(spec_.num_experts, comm_.size());
+  bool experts_all_quantized = lm_.arch().is_moe() && plan_.scaling == ScalingMethod::None;
+  for (const LinearSlot& slot : layer_linears(spec_))
+    for (int64_t l = 0; l < spec_.num_layers && experts_all_quantized; ++l)
+      if (routed_expert_of(lm_.layer_tensor(l, slot.name) + ".weight") >= 0)
+        experts_all_quantized = recipe_.format_for(lm_.layer_tensor(l, slot.name)).has_value();
+  if (experts_all_quantized)
+    fetcher.read_privately([&expert_owners](const std::string& n) {
+      const int64_t e = routed_expert_of(n);
+      return e >= 0 ? expert_owners.owner(e) : -1;
+    });
   if (!tail_done) fetcher.prefetch(0);
   if (done == 0) export_embedding();
   Progress progress("quantize", spec_.num_layers, "layers");
@@ -372,7 +396,7 @@ bool Pipeline::staged_groups(Layer& L) {
         acc.add(be_.download(x));
       });
     }
-    quantize_group(L, g, &acc, -1);
+    quantize_group(L, g, &acc);
   }
   if (L.scaled.fp_output.defined()) return false;
   PhaseTimer timer(Phase::Forward);
@@ -383,7 +407,9 @@ bool Pipeline::staged_groups(Layer& L) {
 // Statistics by layer forwards that stop after the last watched group. Without
 // true-sequential every group sees the unquantized layer: one pass; the rerun path
 // (o.sequential_rerun) re-runs the layer from its input for each group. MoE layers take
-// this path too: a pass per kind, every expert's gate/up in one.
+// this path too: a pass per kind; the pass of the experts' gate/up captures the rows their
+// owners fit them from (gate, up and down: fit_routed_experts), the shared expert's
+// groups are watched as a dense MLP's.
 void Pipeline::pass_groups(Layer& L) {
   const std::vector<GroupSlot> groups = layer_groups(spec_);
   std::vector<std::vector<const GroupSlot*>> passes;
@@ -397,68 +423,186 @@ void Pipeline::pass_groups(Layer& L) {
     stop_point(comm_);  // a stop inside a layer drops it: it is redone on resume
     std::map<GroupId, HessianSum> hessians;
     HessianObserver observer(be_);
+    RoutedCapture capture{spec_.hidden_size, {}, std::vector<std::vector<int64_t>>(size_t(spec_.num_experts))};
+    const bool experts_here = std::any_of(pass.begin(), pass.end(), [](const GroupSlot* g) {
+      return is_routed_expert(*g) && g->group == LinearGroup::GateUp;
+    });
     if (!self_quantized()) {
-      for (const GroupSlot* g : pass) {
-        auto [it, _] = hessians.emplace(g->id(), hessian_for(*g));
-        observer.watch(g->id(), &it->second);
-      }
-      run_layer(lm_, L.index, L.w, h_, mine_.size(), S_, per_batch_, &observer);
+      for (const GroupSlot* g : pass)
+        if (!is_routed_expert(*g)) {
+          auto [it, _] = hessians.emplace(g->id(), hessian_for(*g));
+          observer.watch(g->id(), &it->second);
+        }
+      if (experts_here) observer.capture(&capture);
+      if (observer.watching()) run_layer(lm_, L.index, L.w, h_, mine_.size(), S_, per_batch_, &observer);
     }
-    const std::map<int, double> routed =
-        self_quantized() ? L.scaled.routed : observer.routed_totals(spec_.num_experts, comm_);
-    if (o_.moe_starved == StarvedExperts::AllTokens && !self_quantized())
-      recalibrate_starved(L, pass, routed, hessians);
-    for (const GroupSlot* g : pass) {
-      const auto r = routed.find(g->expert);
-      quantize_group(L, *g, self_quantized() ? nullptr : &hessians.at(g->id()), r == routed.end() ? -1.0 : r->second);
-    }
+    if (experts_here && !self_quantized()) fit_routed_experts(L, capture);
+    for (const GroupSlot* g : pass)
+      if (!self_quantized())
+        is_routed_expert(*g) ? emit_expert_group(L, *g) : quantize_group(L, *g, &hessians.at(g->id()));
+      else  // the AWQ family fitted every expert in the scaler, from its own routed counts
+        quantize_group(L, *g, nullptr, scaled_routed(L, *g));
   }
 }
 
-// --moe-starved all-tokens: the starved experts' Hessians again, from one more pass that
-// runs every token of the layer through them (a collective: `routed` is over all ranks).
-void Pipeline::recalibrate_starved(Layer& L, const std::vector<const GroupSlot*>& pass,
-                                   const std::map<int, double>& routed, std::map<GroupId, HessianSum>& hessians) {
-  HessianObserver observer(be_);
-  for (const GroupSlot* g : pass)
-    if (starved(routed, g->expert)) {
-      hessians.erase(g->id());
-      auto [it, _] = hessians.emplace(g->id(), hessian_for(*g));
-      observer.watch(g->id(), &it->second);
-      observer.observe_all_tokens(g->expert);
+double Pipeline::scaled_routed(const Layer& L, const GroupSlot& g) const {
+  const auto r = L.scaled.routed.find(g.expert);
+  return r == L.scaled.routed.end() ? -1.0 : r->second;
+}
+
+// Collective. The tokens routed to each expert over all ranks, --moe-starved all-tokens'
+// experts, the rows to their owners; each rank fits the experts it owns, then every rank
+// receives every fitted expert.
+void Pipeline::fit_routed_experts(Layer& L, const RoutedCapture& capture) {
+  const int64_t E = spec_.num_experts;
+  std::vector<double> routed(static_cast<size_t>(E));
+  for (int64_t e = 0; e < E; ++e) routed[size_t(e)] = double(capture.rows[size_t(e)].size());
+  comm_.allreduce_sum(routed.data(), E);
+  std::vector<bool> all_tokens(static_cast<size_t>(E));
+  for (int64_t e = 0; e < E; ++e)
+    all_tokens[size_t(e)] =
+        o_.moe_starved == StarvedExperts::AllTokens && routed[size_t(e)] < double(o_.expert_min_tokens);
+  const ExpertOwnership owners(E, comm_.size());
+  std::map<int, ExpertRows> mine;
+  {
+    PhaseTimer timer(Phase::Allreduce);  // the rows' exchange stands in for the Hessians' allreduce
+    mine = exchange_routed_rows(capture, owners, all_tokens, calib_.n_samples, S_, comm_);
+  }
+  std::vector<FittedLinear> fitted;
+  for (const auto& [e, rows] : mine) fit_expert(L, e, rows, routed[size_t(e)], fitted);
+  std::vector<std::vector<uint8_t>> every;
+  {
+    PhaseTimer timer(Phase::Allreduce);  // the results' allgather
+    every = comm_.allgather_bytes(serialize_fitted(fitted), Traffic::Results);
+  }
+  fitted_.clear();
+  for (const auto& bytes : every)
+    for (FittedLinear& f : deserialize_fitted(bytes)) {
+      if (!f.skipped) f.q.format = *recipe_.format_for(f.module);
+      const std::string module = f.module;
+      fitted_[module] = std::move(f);
     }
-  if (observer.watching()) run_layer(lm_, L.index, L.w, h_, mine_.size(), S_, per_batch_, &observer);
 }
 
-bool Pipeline::starved(const std::map<int, double>& routed, int expert) const {
-  const auto r = routed.find(expert);
-  return r != routed.end() && r->second < double(o_.expert_min_tokens);
+// One expert on its owner: gate/up's Hessian from its rows (a Gram matrix per window),
+// gate and up fitted, the expert run on the same rows for down's Hessian, down fitted.
+void Pipeline::fit_expert(Layer& L, int expert, const ExpertRows& rows, double routed,
+                          std::vector<FittedLinear>& out) {
+  const GroupSlot* gate_up = nullptr;
+  const GroupSlot* down = nullptr;
+  const std::vector<GroupSlot> groups = layer_groups(spec_);
+  for (const GroupSlot& g : groups)
+    if (g.expert == expert) (g.group == LinearGroup::GateUp ? gate_up : down) = &g;
+  QS_ASSERT(gate_up && down, "expert ", expert, " has no gate_up/down group");
+  const bool few = few_tokens(routed);
+  const ExpertWeights& ex = L.w.experts[size_t(expert)];
+  const GroupInput in = lm_.expert_input(ex, be_.upload(rows.x));
+  Tensor act;  // down's input; without true-sequential, from the unquantized gate/up
+  if (!o_.true_sequential) act = lm_.expert_activation(ex, in, spec_.moe_intermediate_size);
+  {
+    HessianSum acc = window_hessian(be_.download(in.seen()), rows.window_rows);
+    GptqFactorCache factor;
+    for (const LinearSlot& slot : gate_up->linears) out.push_back(fit_expert_linear(L, slot, acc, factor, routed, few));
+  }
+  if (o_.true_sequential) act = lm_.expert_activation(ex, in, spec_.moe_intermediate_size);
+  HessianSum acc = window_hessian(be_.download(act), rows.window_rows);
+  GptqFactorCache factor;
+  for (const LinearSlot& slot : down->linears) out.push_back(fit_expert_linear(L, slot, acc, factor, routed, few));
 }
 
-// Quantizes group g's Linears with its Hessian (null when self-quantized); later groups
-// then see their quantized outputs. routed: an expert's calibration tokens over all ranks
-// (-1 for the other groups); a starved expert (under o.expert_min_tokens) per o.moe_starved.
-void Pipeline::quantize_group(Layer& L, const GroupSlot& g, HessianSum* acc, double routed) {
-  const bool starved = routed >= 0 && routed < double(o_.expert_min_tokens);  // self-quantized: RTN (awq_layer)
-  const bool few = starved && (o_.moe_starved == StarvedExperts::Rtn ||
-                               (o_.moe_starved == StarvedExperts::Routed && routed == 0));
-  if (few)
+// Σ xxᵀ over rows that come window by window (window_rows[w] rows of window w): each
+// window's Gram matrix alone, as HessianSum sums a rank's windows, so the owner's Hessian
+// is the same whichever ranks the windows came from.
+HessianSum Pipeline::window_hessian(const Tensor& x, const std::vector<int64_t>& window_rows) const {
+  PhaseTimer timer(Phase::Hessian);
+  HessianSum acc(x.dim(1), S_);
+  int64_t at = 0;
+  for (int64_t n : window_rows) {
+    if (n > 0) acc.add(x.rows(at, at + n));  // n <= S_: one window
+    at += n;
+  }
+  QS_ASSERT(at == x.dim(0), "window_hessian: ", at, " of ", x.dim(0), " rows");
+  acc.allreduce(*self_);
+  return acc;
+}
+
+FittedLinear Pipeline::fit_expert_linear(Layer& L, const LinearSlot& slot, HessianSum& acc, GptqFactorCache& factor,
+                                         double routed, bool few) {
+  const std::string module = lm_.layer_tensor(L.index, slot.name);
+  const std::optional<QuantFormat> format = recipe_.format_for(module);
+  FittedLinear f;
+  f.module = module;
+  f.report = {module, format ? format->describe() : "skipped", 0, 0, 0, 0};
+  f.report.routed_tokens = int64_t(routed);
+  f.skipped = !format;
+  if (f.skipped) return f;
+  const double t0 = wall_seconds();
+  QuantizeOptions rtn_o = o_;
+  rtn_o.method = "rtn";
+  RowParallelResult qr = fit_rows(L, slot, &acc, factor, few ? rtn_o : o_, *self_);
+  f.report.rel_error = qr.rel_error;
+  f.report.gptq_loss = qr.loss;
+  f.report.damp_escalations = qr.escalations;
+  f.report.rtn_fallback = few;
+  f.report.seconds = wall_seconds() - t0;
+  linear_of(L.w, slot).weight = be_.upload(qr.w_hat);  // down's Hessian reads the quantized gate/up
+  f.q = std::move(qr.q);
+  return f;
+}
+
+// Every rank: the group's fitted Linears into the forward's weights, the exporter and the
+// report, in the order a single rank makes those calls.
+void Pipeline::emit_expert_group(Layer& L, const GroupSlot& g) {
+  for (const LinearSlot& slot : g.linears) {
+    stop_point(comm_);
+    const std::string module = lm_.layer_tensor(L.index, slot.name);
+    const FittedLinear& f = fitted_.at(module);
+    if (&slot == &g.linears.front()) warn_starved(L, g, double(f.report.routed_tokens));
+    if (f.skipped) {
+      export_dense_if_present(exporter_, *L.src, module + ".weight");
+    } else {
+      linear_of(L.w, slot).weight = be_.upload(f.q.dequantize());
+      PhaseTimer timer(Phase::Export);
+      if (exporter_) exporter_->add_quantized(module, f.q);
+    }
+    export_dense_if_present(exporter_, *L.src, module + ".bias");
+    report_.modules.push_back(f.report);
+  }
+  test_kill_point(str_cat("layer-", L.index, "-", group_id_name(g.id())));  // mid-layer, for the resume tests
+}
+
+// A starved expert (under o.expert_min_tokens routed tokens) quantized with RTN, per
+// o.moe_starved.
+bool Pipeline::few_tokens(double routed) const {
+  return routed < double(o_.expert_min_tokens) &&
+         (o_.moe_starved == StarvedExperts::Rtn || (o_.moe_starved == StarvedExperts::Routed && routed == 0));
+}
+
+void Pipeline::warn_starved(const Layer& L, const GroupSlot& g, double routed) const {
+  if (routed >= double(o_.expert_min_tokens)) return;
+  if (few_tokens(routed))
     log_warn("layer ", L.index, " ", group_id_name(g.id()), ": ", int64_t(routed), " calibration tokens routed (< ",
              o_.expert_min_tokens, "): its Linears are quantized with RTN; more calibration data would give it ",
              self_quantized() ? o_.method : "GPTQ");
-  else if (starved)
+  else
     log_warn("layer ", L.index, " ", group_id_name(g.id()), ": ", int64_t(routed), " calibration tokens routed (< ",
              o_.expert_min_tokens, "): GPTQ on ",
              o_.moe_starved == StarvedExperts::AllTokens ? "every token of the layer" : "those tokens");
-  QuantizeOptions rtn_o = o_;
-  rtn_o.method = "rtn";
+}
+
+// Quantizes group g's Linears with its Hessian (null when self-quantized), the output
+// rows split over ranks; later groups then see their quantized outputs. routed: a
+// self-quantized expert's calibration tokens over all ranks (-1 for every other group;
+// the scaler quantized a starved one with RTN).
+void Pipeline::quantize_group(Layer& L, const GroupSlot& g, HessianSum* acc, double routed) {
+  if (routed >= 0) warn_starved(L, g, routed);
   if (acc) allreduce_hessian(*acc, comm_);
   GptqFactorCache factor;  // one inverse factor for the group's Linears (same H)
   for (const LinearSlot& slot : g.linears) {
     stop_point(comm_);
-    ModuleReport mr = quantize_linear(L, slot, acc, factor, few ? rtn_o : o_);
+    ModuleReport mr = quantize_linear(L, slot, acc, factor, o_);
     mr.routed_tokens = int64_t(routed);
-    mr.rtn_fallback = few && mr.format != "skipped";
+    mr.rtn_fallback = routed >= 0 && few_tokens(routed) && mr.format != "skipped";
     export_dense_if_present(exporter_, *L.src, lm_.layer_tensor(L.index, slot.name) + ".bias");
     report_.modules.push_back(std::move(mr));
   }
@@ -485,6 +629,27 @@ ModuleReport Pipeline::quantize_linear(Layer& L, const LinearSlot& slot, Hessian
     return mr;
   }
   const double t0 = wall_seconds();
+  RowParallelResult qr = fit_rows(L, slot, acc, factor, qo, comm_);
+  mr.rel_error = qr.rel_error;
+  mr.gptq_loss = qr.loss;
+  mr.damp_escalations = qr.escalations;
+  lw.weight = be_.upload(qr.w_hat);  // later groups see quantized outputs
+  {
+    PhaseTimer timer(Phase::Export);
+    if (exporter_) exporter_->add_quantized(module, qr.q);
+  }
+  mr.seconds = wall_seconds() - t0;
+  return mr;
+}
+
+// The Linear's quantized rows: split over `comm`'s ranks and allgathered (row_parallel.h);
+// a world of one for an expert's owner.
+RowParallelResult Pipeline::fit_rows(Layer& L, const LinearSlot& slot, HessianSum* acc, GptqFactorCache& factor,
+                                     const QuantizeOptions& qo, Communicator& comm) {
+  const std::string weight_name = lm_.layer_tensor(L.index, slot.name) + ".weight";
+  const std::string module = lm_.layer_tensor(L.index, slot.name);
+  const std::optional<QuantFormat> format = recipe_.format_for(module);
+  LinearWeights& lw = linear_of(L.w, slot);
   // The layer's weights as the forward holds them: scaled if a scaling method ran.
   const Tensor w_orig = plan_.scaling != ScalingMethod::None ? be_.download(lw.weight).to_f32()
                                                              : L.src->get(weight_name).to_f32();
@@ -498,23 +663,14 @@ ModuleReport Pipeline::quantize_linear(Layer& L, const LinearSlot& slot, Hessian
         std::vector<GroupParams> mine_fixed;
         if (fixed) {
           const int64_t out = w_orig.dim(0), ng = int64_t(fixed->size()) / out;
-          const Range r = row_range(out, comm_.size(), comm_.rank());
+          const Range r = row_range(out, comm.size(), comm.rank());
           QS_ASSERT(r.size() == rows.dim(0), "row split of ", weight_name);
           mine_fixed.assign(fixed->begin() + r.begin * ng, fixed->begin() + r.end * ng);
         }
         return quantize_weight(be_, rows, &acc->sum(), s, qo, weight_name, fixed ? &mine_fixed : nullptr, &factor);
       },
-      comm_);
-  mr.rel_error = qr.rel_error;
-  mr.gptq_loss = qr.loss;
-  mr.damp_escalations = qr.escalations;
-  lw.weight = be_.upload(qr.w_hat);  // later groups see quantized outputs
-  {
-    PhaseTimer timer(Phase::Export);
-    if (exporter_) exporter_->add_quantized(module, qr.q);
-  }
-  mr.seconds = wall_seconds() - t0;
-  return mr;
+      comm);
+  return qr;
 }
 
 // The layer's tensors that are not quantized: norms (folded by a scaling method, then

@@ -113,6 +113,25 @@ TEST(Communicator, AllgathervUnevenInRankOrder) {
   for (int r = 0; r < c.size(); ++r) EXPECT_EQ(parts[size_t(r)].size(), size_t(r + 1));
 }
 
+// Rank s sends rank d (s + 1) · d + 1 bytes of value 16 s + d, and nothing to itself (an
+// empty part); every rank checks what it got and the bytes counted (from other ranks only).
+TEST(Communicator, AlltoallvPersonalizedInRankOrder) {
+  Communicator& c = world();
+  std::vector<std::vector<uint8_t>> send(static_cast<size_t>(c.size()));
+  for (int d = 0; d < c.size(); ++d) send[size_t(d)].assign(size_t((c.rank() + 1) * d + 1), uint8_t(16 * c.rank() + d));
+  send[size_t(c.rank())].clear();  // nothing to itself: an empty part
+  const TrafficCounters before = c.traffic();
+  const auto got = c.alltoallv_bytes(send, Traffic::Statistics);
+  ASSERT_EQ(int(got.size()), c.size());
+  uint64_t expect = 0;
+  for (int s = 0; s < c.size(); ++s) {
+    const size_t n = s == c.rank() ? 0 : size_t((s + 1) * c.rank() + 1);
+    EXPECT_EQ(got[size_t(s)], std::vector<uint8_t>(n, uint8_t(16 * s + c.rank()))) << "from rank " << s;
+    if (s != c.rank()) expect += n;
+  }
+  EXPECT_EQ((c.traffic() - before).of(Traffic::Statistics), expect);
+}
+
 TEST(Communicator, AllreduceMaxDouble) {
   Communicator& c = world();
   double v[2] = {double(c.rank()) + 0.5, -double(c.rank())};

@@ -10,18 +10,18 @@ the source under the source's names (fakequant: same names, shapes and dtypes;
 compressed-tensors: the quantized Linears as .weight_packed/.weight_scale, everything
 else as stored: MoE routers and qwen2_moe's shared_expert_gate unquantized); MoE: the
 report gives each expert's routed calibration tokens, which sum per layer to
-tokens x num_experts_per_tok (gate_up and down alike). qwen2_moe gptq also: 2 ranks
-(mpirun) write the bytes of 1 rank, and a run killed in the middle of its second MoE layer
-(after expert 2's gate/up, QSHARD_TEST_KILL_AT) and run again writes them too. mixtral
-with 32 calibration tokens: the experts under 16 routed tokens fall back to RTN, warned
-(--moe-starved rtn), get GPTQ with all-tokens (also at 2 ranks, same bytes) and routed;
-qwen3_moe with 4: experts no token reaches are quantized too (RTN). The AWQ family and
-SmoothQuant (awq, awq-joint, smoothquant+gptq; fakequant): KLD below RTN's, the source's
-tensor names and dtypes; MoE: the report's routed tokens (awq), the routers written scaled
-(they take the experts' shared input scale); qwen2_moe awq and awq-joint killed
-mid-MoE-layer and resumed write the bytes of one run. (Not checked: 2 ranks against 1 with
-awq/awq-joint on MoE, which differ today: docs/awq-joint.md, "Mixture of experts".)
---moe-starved all-tokens with --method awq is refused (row 67).
+tokens x num_experts_per_tok (gate_up and down alike). The MoE families, gptq: 2 and 3
+ranks (mpirun; each expert fitted by its owner rank from the rows routed to it) write the
+bytes of 1 rank, as does rand-mixtral grown to 8 experts (3, 3, 2 per rank); qwen2_moe
+also: a 2-rank run killed in the middle of its second MoE layer (after expert 2's gate/up,
+QSHARD_TEST_KILL_AT) and run again writes them too. mixtral with 32 calibration tokens:
+the experts under 16 routed tokens fall back to RTN, warned (--moe-starved rtn), get GPTQ
+with all-tokens and routed (both also at 2 ranks, same bytes); qwen3_moe with 4: experts
+no token reaches are quantized too (RTN). The AWQ family and SmoothQuant (awq, awq-joint,
+smoothquant+gptq; fakequant): KLD below RTN's, the source's tensor names and dtypes; MoE:
+the report's routed tokens (awq), the routers written scaled (they take the experts' shared
+input scale); qwen2_moe awq and awq-joint killed mid-MoE-layer and resumed write the bytes
+of one run. --moe-starved all-tokens with --method awq is refused (row 67).
 Env: QSHARD_BIN, QSHARD_SOURCE_DIR. Exit 0 pass, 1 fail.
 """
 import json
@@ -210,8 +210,10 @@ def weights_digest(out):
     return digest
 
 
-def check_ranks_and_resume(name, tmp):
-    """2 ranks and a kill mid-MoE-layer give the bytes of one uninterrupted rank."""
+def check_ranks_and_resume(name, tmp, kill=False):
+    """2 and 3 ranks (each expert fitted by its owner rank from the rows routed to it from every
+    rank) write the bytes of 1; with `kill`, a 2-rank run killed in the middle of its second MoE
+    layer and run again writes them too."""
     src = os.path.join(GOLDEN, name)
     calib = os.path.join(tmp, name + "-calib.tokens")
 
@@ -220,15 +222,80 @@ def check_ranks_and_resume(name, tmp):
                 str(CALIB_WINDOWS), "--calib-seqlen", str(SEQLEN), "--method", "gptq", "--export",
                 "fakequant"] + FORMAT
     ref = weights_digest(os.path.join(tmp, f"{name}-gptq-fakequant"))
-    two = os.path.join(tmp, f"{name}-2ranks")
-    run(MPIRUN + ["-np", "2"] + cmd(two))
-    check(weights_digest(two) == ref, f"{name}: 2 ranks write the bytes of 1")
+    for ranks in (2, 3):
+        out = os.path.join(tmp, f"{name}-{ranks}ranks")
+        run(MPIRUN + ["-np", str(ranks)] + cmd(out))
+        check(weights_digest(out) == ref, f"{name}: {ranks} ranks write the bytes of 1")
+    if not kill:
+        return
     out = os.path.join(tmp, f"{name}-killed")
     point = "layer-1-gate_up[expert 2]"
-    p = attempt(cmd(out), {"QSHARD_TEST_KILL_AT": point})
-    check(p.returncode == -9, f"{name}: killed at {point} (rc {p.returncode})")
-    run(cmd(out))
-    check(weights_digest(out) == ref, f"{name}: resumed after a kill mid-MoE-layer: the same bytes")
+    p = attempt(MPIRUN + ["-np", "2"] + cmd(out), {"QSHARD_TEST_KILL_AT": point})
+    check(p.returncode != 0 and not os.path.exists(os.path.join(out, "config.json")),
+          f"{name}: 2 ranks killed at {point} (rc {p.returncode})")
+    run(MPIRUN + ["-np", "2"] + cmd(out))
+    check(weights_digest(out) == ref, f"{name}: 2 ranks resumed after a kill mid-MoE-layer: the same bytes")
+
+
+def eight_experts(tmp):
+    """rand-mixtral grown to 8 experts (8 on 3 ranks: 3, 3, 2), by bytes: experts 4-7 are
+    experts 0-3 with their rows reversed, the router's rows 4-7 its rows 0-3 with their
+    columns reversed (bf16: 2 bytes an element)."""
+    src = os.path.join(GOLDEN, "rand-mixtral")
+    out = os.path.join(tmp, "rand-mixtral-8")
+    os.makedirs(out)
+    with open(os.path.join(src, "config.json")) as f:
+        cfg = json.load(f)
+    cfg["num_local_experts"] = 8
+    with open(os.path.join(out, "config.json"), "w") as f:
+        json.dump(cfg, f)
+    with open(os.path.join(src, "model.safetensors"), "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(n))
+        data = f.read()
+    header.pop("__metadata__", None)
+
+    def rows(b, shape):
+        width = shape[1] * 2
+        return [b[i:i + width] for i in range(0, len(b), width)]
+    tensors = {}
+    for k, v in header.items():
+        b = data[v["data_offsets"][0]:v["data_offsets"][1]]
+        tensors[k] = (v["shape"], b)
+        if ".experts." in k:
+            e = int(k.split(".experts.")[1].split(".")[0])
+            tensors[k.replace(f".experts.{e}.", f".experts.{e + 4}.")] = (v["shape"], b"".join(rows(b, v["shape"])[::-1]))
+    for k in [k for k in tensors if k.endswith("block_sparse_moe.gate.weight")]:
+        shape, b = tensors[k]
+        flipped = [b"".join(r[i:i + 2] for i in range(len(r) - 2, -2, -2)) for r in rows(b, shape)]
+        tensors[k] = ([8, shape[1]], b + b"".join(flipped))
+    meta, blob = {}, b""
+    for k in sorted(tensors):
+        shape, b = tensors[k]
+        meta[k] = {"dtype": "BF16", "shape": shape, "data_offsets": [len(blob), len(blob) + len(b)]}
+        blob += b
+    head = json.dumps(meta).encode()
+    head += b" " * (-len(head) % 8)
+    with open(os.path.join(out, "model.safetensors"), "wb") as f:
+        f.write(struct.pack("<Q", len(head)) + head + blob)
+    return out
+
+
+def check_eight_experts(tmp):
+    """8 experts on 3 ranks (3, 3, 2 per owner) write the bytes of 1 rank."""
+    src = eight_experts(tmp)
+    calib = os.path.join(tmp, "rand-mixtral-calib.tokens")
+
+    def cmd(out):
+        return [QBIN, "quantize", "--model", src, "--out", out, "--quiet", "--calib", calib, "--n-calib",
+                str(CALIB_WINDOWS), "--calib-seqlen", str(SEQLEN), "--method", "gptq", "--export",
+                "fakequant"] + FORMAT
+    one, three = os.path.join(tmp, "mixtral8-1"), os.path.join(tmp, "mixtral8-3ranks")
+    run(cmd(one))
+    run(MPIRUN + ["-np", "3"] + cmd(three))
+    d = weights_digest(one)
+    check(d == weights_digest(three) and sum(".experts.7." in k for k in d) == 6,
+          "rand-mixtral grown to 8 experts: 3 ranks write the bytes of 1")
 
 
 def check_few_tokens(name, tmp):
@@ -256,8 +323,9 @@ def check_few_tokens(name, tmp):
 
 def check_starved_modes(name, tmp):
     """--moe-starved all-tokens and routed on 32 tokens (2 windows of 16): the starved experts get
-    GPTQ (no RTN fallback, a GPTQ loss), the model evaluates; all-tokens (an extra pass, a
-    collective) writes the same bytes at 2 ranks; --moe-min-tokens 0 starves none."""
+    GPTQ (no RTN fallback, a GPTQ loss), the model evaluates; both write the same bytes at 2
+    ranks (all-tokens: every rank's rows go to the starved expert's owner); --moe-min-tokens 0
+    starves none."""
     src = os.path.join(GOLDEN, name)
 
     def cmd(out, *extra):
@@ -273,10 +341,9 @@ def check_starved_modes(name, tmp):
         check(few and not any(m["rtn_fallback"] for m in few) and all(m["gptq_loss"] > 0 for m in few)
               and 0 < r["kld_mean"] < 1.0,
               f"{name} --moe-starved {mode}: {len(few)} starved expert Linears by GPTQ, kld {r['kld_mean']:.4g}")
-        if mode == "all-tokens":
-            two = os.path.join(tmp, f"{name}-starved-2ranks")
-            run(MPIRUN + ["-np", "2"] + cmd(two, "--moe-starved", mode))
-            check(weights_digest(two) == weights_digest(out), f"{name} --moe-starved {mode}: 2 ranks write the bytes of 1")
+        two = os.path.join(tmp, f"{name}-starved-{mode}-2ranks")
+        run(MPIRUN + ["-np", "2"] + cmd(two, "--moe-starved", mode))
+        check(weights_digest(two) == weights_digest(out), f"{name} --moe-starved {mode}: 2 ranks write the bytes of 1")
     out = os.path.join(tmp, f"{name}-min0")
     run(cmd(out, "--moe-starved", "rtn", "--moe-min-tokens", "0"))
     with open(os.path.join(out, "quantize_report.json")) as f:
@@ -302,10 +369,12 @@ def main():
         for name in FAMILIES:
             try:
                 check_family(name, tmp)
+                if name in ("rand-mixtral", "rand-qwen2-moe", "rand-qwen3-moe"):
+                    check_ranks_and_resume(name, tmp, kill=name == "rand-qwen2-moe")
                 if name == "rand-qwen2-moe":
-                    check_ranks_and_resume(name, tmp)
                     check_scaling_resume(name, tmp)
                 if name == "rand-mixtral":
+                    check_eight_experts(tmp)
                     check_few_tokens(name, tmp)
                     check_starved_modes(name, tmp)
                 if name == "rand-qwen3-moe":

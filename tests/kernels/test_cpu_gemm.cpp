@@ -55,6 +55,34 @@ INSTANTIATE_TEST_SUITE_P(Shapes, LinearTest,
                                            std::tuple{600, 40, 200, true},
                                            std::tuple{5, 1000, 500, true}));
 
+// A row's output bits must not depend on how many rows the call has or where the row
+// sits: the pipeline hands a Linear rows batched and split over ranks (an MoE expert its
+// routed rows), and identical bytes at every rank count rest on it. OpenBLAS rounds a row
+// differently by the GEMM's M (its SkylakeX small-matrix path below an M·N·K bound, tail
+// kernels on other cores): 1 and 2 ranks of rand-mixtral once differed by one expert.
+TEST(Linear, RowBitsDoNotDependOnTheRowCount) {
+  auto be = make_cpu_backend();
+  for (const auto& [n, k] : {std::pair<int64_t, int64_t>{48, 64}, {64, 48}, {1100, 96}}) {
+    const int64_t m = 600;
+    Rng rng(77 + n);
+    const auto x = rng.normal(m * k), w = rng.normal(n * k, 0.1f), b = rng.normal(n);
+    const Tensor wt = be->upload(host_f32({n, k}, w)), bt = be->upload(host_f32({n}, b));
+    Tensor all = be->zeros(DType::F32, {m, n});
+    be->linear(be->upload(host_f32({m, k}, x)), wt, &bt, all);
+    const std::vector<float> ref = values_of(*be, all);
+    for (const auto& [begin, rows] : {std::pair<int64_t, int64_t>{0, 1}, {3, 7}, {11, 25}, {17, 100}, {40, 256},
+                                      {0, 257}, {1, 299}, {5, 595}}) {
+      const std::vector<float> part(x.begin() + begin * k, x.begin() + (begin + rows) * k);
+      Tensor y = be->zeros(DType::F32, {rows, n});
+      be->linear(be->upload(host_f32({rows, k}, part)), wt, &bt, y);
+      const std::vector<float> got = values_of(*be, y);
+      int64_t differ = 0;
+      for (int64_t i = 0; i < rows * n; ++i) differ += got[size_t(i)] != ref[size_t(begin * n + i)];
+      EXPECT_EQ(differ, 0) << "rows [" << begin << ", " << begin + rows << ") of " << m << ", n=" << n << " k=" << k;
+    }
+  }
+}
+
 TEST(Linear, RejectsMismatchedShapes) {
   auto be = make_cpu_backend();
   Tensor x = be->zeros(DType::F32, {4, 8}), w = be->zeros(DType::F32, {3, 7});

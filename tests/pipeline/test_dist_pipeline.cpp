@@ -1,10 +1,11 @@
 // The distributed pieces of the pipeline at whatever rank count mpirun gives (1, 2, 3):
 // row-split GPTQ against one rank's GPTQ of the whole weight, the rank-count-invariant
-// Hessian sum, layer ownership and the owner's broadcast. Every rank builds the same
+// Hessian sum, layer ownership and the owner's broadcast, MoE experts' owners and their rows. Every rank builds the same
 // seeded inputs, so each can check its result against the whole-problem reference.
 #include <gtest/gtest.h>
 #include <omp.h>
 
+#include <algorithm>
 #include <mutex>
 #include <cstring>
 #include <map>
@@ -13,6 +14,7 @@
 #include "dist/communicator.h"
 #include "pipeline/hessian_sum.h"
 #include "pipeline/layer_owner.h"
+#include "pipeline/moe_experts.h"
 #include "pipeline/row_parallel.h"
 #include "quant/gptq.h"
 #include "quant/rtn.h"
@@ -245,4 +247,100 @@ TEST(LayerFetcher, OwnerReadsAndBroadcasts) {
   int64_t total = 0;
   for (int64_t v : all) total += v;
   EXPECT_EQ(total, layers);
+}
+
+// Experts split over ranks in contiguous ranges; tensor names map to their routed expert.
+TEST(ExpertOwnership, ContiguousAndComplete) {
+  for (int ranks = 1; ranks <= 4; ++ranks) {
+    const ExpertOwnership o(8, ranks);
+    int64_t next = 0;
+    for (int r = 0; r < ranks; ++r) {
+      const Range e = o.experts_of(r);
+      EXPECT_EQ(e.begin, next);
+      for (int64_t x = e.begin; x < e.end; ++x) EXPECT_EQ(o.owner(x), r);
+      next = e.end;
+    }
+    EXPECT_EQ(next, 8);
+  }
+  EXPECT_EQ(ExpertOwnership(8, 3).experts_of(2).size(), 2);  // 3, 3, 2
+  EXPECT_EQ(routed_expert_of("model.layers.3.mlp.experts.12.up_proj.weight"), 12);
+  EXPECT_EQ(routed_expert_of("model.layers.3.block_sparse_moe.experts.0.w2.weight_packed"), 0);
+  EXPECT_EQ(routed_expert_of("model.layers.3.mlp.shared_expert.up_proj.weight"), -1);
+  EXPECT_EQ(routed_expert_of("model.layers.3.mlp.gate.weight"), -1);
+}
+
+// 7 windows of 5 tokens split over the ranks, 5 experts, seeded routing (some expert-window
+// pairs empty), expert 3 taking every token: each owner must hold, per expert, exactly
+// the rows and window counts one rank computes from all windows.
+TEST(ExpertRows, OwnerHoldsWhatOneRankWould) {
+  Communicator& c = world();
+  const int64_t windows = 7, S = 5, H = 3, E = 5;
+  const Tensor x = seeded(windows * S, H, 11, 1.0f);
+  std::mt19937 g(5);
+  std::vector<std::vector<int64_t>> routed(static_cast<size_t>(E));  // over all tokens, ascending
+  for (int64_t t = 0; t < windows * S; ++t)
+    for (int64_t e = 0; e < E; ++e)
+      if (g() % 3 == 0) routed[size_t(e)].push_back(t);
+  const std::vector<bool> all = {false, false, false, true, false};
+  const Range mine = split_range(windows, c.size(), c.rank());
+  RoutedCapture cap{H, {}, std::vector<std::vector<int64_t>>(size_t(E))};
+  Routing r;
+  r.rows.resize(size_t(E));
+  r.weights.resize(size_t(E));
+  for (int64_t e = 0; e < E; ++e)
+    for (int64_t t : routed[size_t(e)])
+      if (t >= mine.begin * S && t < mine.end * S) r.rows[size_t(e)].push_back(t - mine.begin * S);
+  if (mine.size() > 0) cap.add(x.rows(mine.begin * S, mine.end * S), r);
+  const ExpertOwnership owners(E, c.size());
+  const auto got = exchange_routed_rows(cap, owners, all, windows, S, c);
+  const Range own = owners.experts_of(c.rank());
+  ASSERT_EQ(int64_t(got.size()), own.size());
+  for (int64_t e = own.begin; e < own.end; ++e) {
+    std::vector<int64_t> tokens;
+    std::vector<int64_t> per_window(size_t(windows), 0);
+    for (int64_t t = 0; t < windows * S; ++t)
+      if (all[size_t(e)] || std::binary_search(routed[size_t(e)].begin(), routed[size_t(e)].end(), t)) {
+        tokens.push_back(t);
+        ++per_window[size_t(t / S)];
+      }
+    const ExpertRows& er = got.at(int(e));
+    EXPECT_EQ(er.window_rows, per_window) << "expert " << e;
+    ASSERT_EQ(er.x.dim(0), int64_t(tokens.size())) << "expert " << e;
+    for (size_t i = 0; i < tokens.size(); ++i)
+      EXPECT_EQ(std::memcmp(er.x.data<float>() + i * H, x.data<float>() + tokens[i] * H, H * sizeof(float)), 0);
+  }
+}
+
+// A fitted Linear survives the trip: codes (packed two to a byte when they fit), scales,
+// zeros, g_idx, the report row; and one with 8-bit codes.
+TEST(FittedLinear, SerializeRoundTrip) {
+  std::vector<FittedLinear> in(3);
+  for (int k = 0; k < 3; ++k) {
+    FittedLinear& f = in[size_t(k)];
+    f.module = "model.layers.1.mlp.experts." + std::to_string(k) + ".down_proj";
+    f.skipped = k == 2;
+    f.q.out_features = 3;
+    f.q.in_features = 5;  // odd: the last packed byte holds one code
+    for (int i = 0; i < 15; ++i) f.q.codes.push_back(uint8_t(k == 1 ? 200 + i : i));
+    f.q.scales = {0.5f, 0.25f, 2.0f};
+    f.q.zeros = k == 0 ? std::vector<float>{8, 8, 7} : std::vector<float>{};
+    f.q.g_idx = {0, 0, 0, 0, 0};
+    f.q.tensor_scale = 1.5f;
+    f.report = {f.module, "int4 g5 sym", 0.01 * k, 0.5, 0.25, 2, 17 + k, k == 1};
+  }
+  const std::vector<FittedLinear> out = deserialize_fitted(serialize_fitted(in));
+  ASSERT_EQ(out.size(), in.size());
+  for (size_t k = 0; k < in.size(); ++k) {
+    EXPECT_EQ(out[k].module, in[k].module);
+    EXPECT_EQ(out[k].skipped, in[k].skipped);
+    EXPECT_EQ(out[k].q.codes, in[k].q.codes);
+    EXPECT_EQ(out[k].q.scales, in[k].q.scales);
+    EXPECT_EQ(out[k].q.zeros, in[k].q.zeros);
+    EXPECT_EQ(out[k].q.g_idx, in[k].q.g_idx);
+    EXPECT_EQ(out[k].q.tensor_scale, in[k].q.tensor_scale);
+    EXPECT_EQ(out[k].report.rel_error, in[k].report.rel_error);
+    EXPECT_EQ(out[k].report.routed_tokens, in[k].report.routed_tokens);
+    EXPECT_EQ(out[k].report.rtn_fallback, in[k].report.rtn_fallback);
+    EXPECT_EQ(out[k].report.damp_escalations, in[k].report.damp_escalations);
+  }
 }
