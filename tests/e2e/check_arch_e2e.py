@@ -21,7 +21,8 @@ no token reaches are quantized too (RTN). The AWQ family and SmoothQuant (awq, a
 smoothquant+gptq; fakequant): KLD below RTN's, the source's tensor names and dtypes; MoE:
 the report's routed tokens (awq), the routers written scaled (they take the experts' shared
 input scale); qwen2_moe awq and awq-joint killed mid-MoE-layer and resumed write the bytes
-of one run. --moe-starved all-tokens with --method awq is refused (row 67).
+of one run; mixtral and qwen2_moe awq and awq-joint at 2 ranks write the bytes of 1.
+--moe-starved all-tokens with --method awq is refused (row 67).
 Env: QSHARD_BIN, QSHARD_SOURCE_DIR. Exit 0 pass, 1 fail.
 """
 import json
@@ -190,6 +191,17 @@ def check_scaling_resume(name, tmp):
         run(scaling_cmd(name, tmp, method, out))
         check(weights_digest(out) == weights_digest(os.path.join(tmp, f"{name}-{method}")),
               f"{name} {method}: resumed after a kill mid-MoE-layer: the same bytes")
+
+
+def check_scaling_ranks(name, tmp):
+    """awq and awq-joint at 2 ranks write the bytes of 1 (the scaler's statistics forwards
+    see each rank's windows in other batches: the CPU linear's fixed sgemm shapes keep a
+    row's bits from depending on that)."""
+    for method in ("awq", "awq-joint"):
+        out = os.path.join(tmp, f"{name}-{method}-2ranks")
+        run(MPIRUN + ["-np", "2"] + scaling_cmd(name, tmp, method, out))
+        check(weights_digest(out) == weights_digest(os.path.join(tmp, f"{name}-{method}")),
+              f"{name} {method}: 2 ranks write the bytes of 1")
 
 
 def weights_digest(out):
@@ -373,6 +385,8 @@ def main():
                     check_ranks_and_resume(name, tmp, kill=name == "rand-qwen2-moe")
                 if name == "rand-qwen2-moe":
                     check_scaling_resume(name, tmp)
+                if name in ("rand-mixtral", "rand-qwen2-moe"):
+                    check_scaling_ranks(name, tmp)
                 if name == "rand-mixtral":
                     check_eight_experts(tmp)
                     check_few_tokens(name, tmp)
