@@ -133,9 +133,8 @@ def check_family(name, tmp):
     check_scaling(name, tmp, kld[("rtn", "fakequant")])
 
 
-def tensor_bytes(model_dir, suffixes):
-    """name -> raw bytes of the tensors whose names end with one of `suffixes`."""
-    out = {}
+def stored_tensors(model_dir):
+    """(name, dtype, shape, raw bytes) of every tensor in the model*.safetensors shards."""
     for f in sorted(os.listdir(model_dir)):
         if not (f.startswith("model") and f.endswith(".safetensors")):
             continue
@@ -143,11 +142,15 @@ def tensor_bytes(model_dir, suffixes):
             n = struct.unpack("<Q", fh.read(8))[0]
             header = json.loads(fh.read(n))
             data = fh.read()
+        header.pop("__metadata__", None)
         for k, v in header.items():
-            if k != "__metadata__" and k.endswith(suffixes):
-                b, e = v["data_offsets"]
-                out[k] = data[b:e]
-    return out
+            b, e = v["data_offsets"]
+            yield k, v["dtype"], tuple(v["shape"]), data[b:e]
+
+
+def tensor_bytes(model_dir, suffixes):
+    """name -> raw bytes of the tensors whose names end with one of `suffixes`."""
+    return {k: raw for k, _, _, raw in stored_tensors(model_dir) if k.endswith(suffixes)}
 
 
 def scaling_cmd(name, tmp, method, out):
@@ -207,19 +210,7 @@ def check_scaling_ranks(name, tmp):
 def weights_digest(out):
     """sha256 of every tensor's bytes by name, whatever the sharding (2 ranks write 2 shards)."""
     import hashlib
-    digest = {}
-    for f in sorted(os.listdir(out)):
-        if not (f.startswith("model") and f.endswith(".safetensors")):
-            continue
-        with open(os.path.join(out, f), "rb") as fh:
-            n = struct.unpack("<Q", fh.read(8))[0]
-            header = json.loads(fh.read(n))
-            data = fh.read()
-        header.pop("__metadata__", None)
-        for k, v in header.items():
-            b, e = v["data_offsets"]
-            digest[k] = (v["dtype"], tuple(v["shape"]), hashlib.sha256(data[b:e]).hexdigest())
-    return digest
+    return {k: (dtype, shape, hashlib.sha256(raw).hexdigest()) for k, dtype, shape, raw in stored_tensors(out)}
 
 
 def check_ranks_and_resume(name, tmp, kill=False):
