@@ -1,12 +1,29 @@
 #include "pipeline/recipe.h"
 
+#include <cctype>
+
 #include "core/error.h"
 #include "io/json_file.h"
 
 namespace qshard {
 
 namespace {
+// libstdc++'s regex compiler reads a back-reference's or a {m,n} count's number into a
+// long without an overflow check (UB, found by the recipe fuzzer): refuse long numbers
+// before compiling. Module patterns need none longer than a layer index.
+void check_numbers(const std::string& pattern, const std::string& where) {
+  size_t run = 0;
+  for (char c : pattern) {
+    run = std::isdigit(static_cast<unsigned char>(c)) ? run + 1 : 0;
+    if (run > 9)
+      fail_input(where, ": regular expression '", pattern,
+                 "' has a number of more than 9 digits (a back-reference or a repeat count); "
+                 "module patterns need none");
+  }
+}
+
 std::regex compile(const std::string& pattern, const std::string& where) {
+  check_numbers(pattern, where);
   try {
     return std::regex(pattern, std::regex::ECMAScript);
   } catch (const std::regex_error& e) {
