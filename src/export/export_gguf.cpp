@@ -1,8 +1,8 @@
 // GGUF export (formats.md E, docs/formats-gguf.md): one file OUT/model.gguf that llama.cpp loads, laid out as
-// its convert_hf_to_gguf.py writes a Llama: "llama" architecture metadata, the tokenizer
-// (gguf_vocab.cpp), tensors renamed to llama.cpp's names, and q_proj/k_proj rows permuted
-// into its rotary layout (LlamaModel.permute: within each head, row i·2 + j takes row
-// j·head_dim/2 + i). A permutation of whole rows moves each row's blocks unchanged, so the
+// its convert_hf_to_gguf.py writes the family (gguf_arch.cpp: llama, qwen2, qwen3): the
+// architecture's metadata, the tokenizer (gguf_vocab.cpp), tensors renamed to llama.cpp's
+// names, and for llama q_proj/k_proj rows permuted into its rotary layout
+// (LlamaModel.permute: within each head, row i·2 + j takes row j·head_dim/2 + i). A permutation of whole rows moves each row's blocks unchanged, so the
 // quantized codes are exactly those qshard chose.
 // Quantized Linears are written in their llama.cpp block type (--format q4_0 ... q8_0);
 // dense tensors as F32 (1-D: norms, as the converter does) or their stored float dtype.
@@ -15,6 +15,7 @@
 #include "core/dtype.h"
 #include "core/error.h"
 #include "export/export_common.h"
+#include "export/gguf_arch.h"
 #include "export/gguf_file.h"
 #include "export/gguf_vocab.h"
 #include "quant/rtn.h"
@@ -25,32 +26,6 @@ namespace qshard::exporting {
 namespace {
 
 constexpr const char* kFileName = "model.gguf";
-
-// HF name -> llama.cpp name (gguf-py tensor_mapping.py for LLAMA), "" if unknown.
-std::string gguf_name(const std::string& hf) {
-  static const std::map<std::string, std::string> top = {
-      {"model.embed_tokens.weight", "token_embd.weight"},
-      {"model.norm.weight", "output_norm.weight"},
-      {"lm_head.weight", "output.weight"}};
-  if (auto it = top.find(hf); it != top.end()) return it->second;
-  static const std::pair<const char*, const char*> layer[] = {
-      {"input_layernorm", "attn_norm"},  {"post_attention_layernorm", "ffn_norm"},
-      {"self_attn.q_proj", "attn_q"},    {"self_attn.k_proj", "attn_k"},
-      {"self_attn.v_proj", "attn_v"},    {"self_attn.o_proj", "attn_output"},
-      {"mlp.gate_proj", "ffn_gate"},     {"mlp.up_proj", "ffn_up"},
-      {"mlp.down_proj", "ffn_down"}};
-  const std::string prefix = "model.layers.";
-  if (hf.compare(0, prefix.size(), prefix) != 0) return "";
-  const size_t dot = hf.find('.', prefix.size());
-  if (dot == std::string::npos) return "";
-  const std::string n = hf.substr(prefix.size(), dot - prefix.size());
-  const std::string rest = hf.substr(dot + 1);
-  for (const auto& [from, to] : layer) {
-    const std::string f = from;
-    if (rest.compare(0, f.size() + 1, f + ".") == 0) return "blk." + n + "." + to + rest.substr(f.size());
-  }
-  return "";
-}
 
 GgmlType block_type(const QuantFormat& f) {
   QS_ASSERT(f.is_ggml(), "not a GGML block format: ", f.name());
@@ -298,18 +273,19 @@ class GgufExporter final : public Exporter {
 
  private:
   std::vector<int64_t> rope_order(const GgufModel& m, const std::string& gname, int64_t rows) const {
+    if (!m.arch->permute_qk) return {};
     if (gname.find(".attn_q.") != std::string::npos) return rope_rows(rows, m.n_head);
     if (gname.find(".attn_k.") != std::string::npos) return rope_rows(rows, m.n_head_kv);
     return {};
   }
 
   std::string mapped(const std::string& name) const {
-    const std::string g = gguf_name(name);
+    const std::string g = gguf_tensor_name(name);
     if (g.empty())
       fail_input("--export gguf: tensor ", name, " has no llama.cpp name (the GGUF export "
-                 "writes Llama checkpoints: embed_tokens, layers.N.{input_layernorm, "
-                 "post_attention_layernorm, self_attn.{q,k,v,o}_proj, mlp.{gate,up,down}_proj}, "
-                 "norm, lm_head)");
+                 "writes dense Llama, Mistral, Qwen2 and Qwen3 checkpoints: embed_tokens, "
+                 "layers.N.{input_layernorm, post_attention_layernorm, self_attn.{q,k,v,o}_proj, "
+                 "self_attn.{q,k}_norm, mlp.{gate,up,down}_proj}, norm, lm_head)");
     return g;
   }
 

@@ -3,6 +3,7 @@
 
 #include "core/error.h"
 #include "export/export_common.h"
+#include "export/gguf_arch.h"
 
 namespace qshard {
 
@@ -107,6 +108,10 @@ void check_export_supports_act(ExportKind kind, ActFormat act, const QuantFormat
     case ExportKind::Hdf5:
       return;
   }
+}
+
+void check_export_supports_model(ExportKind kind, const ModelSpec& spec) {
+  if (kind == ExportKind::Gguf) exporting::gguf_arch(spec);
 }
 
 std::unique_ptr<Exporter> make_exporter(ExportKind kind, const std::string& out_dir,

@@ -11,6 +11,7 @@
 
 #include "core/tensor.h"
 #include "kernels/act_format.h"
+#include "model/model_spec.h"
 #include "quant/quantized.h"
 
 namespace qshard {
@@ -69,6 +70,9 @@ void check_export_supports(ExportKind kind, const QuantFormat& format, bool act_
 // for which weight formats. scattered_g_idx: act-order without static groups.
 void check_export_supports_act(ExportKind kind, ActFormat act, const QuantFormat& format,
                                bool scattered_g_idx);
+// The same for the model's family (config.json): --export gguf writes llama.cpp's
+// llama, qwen2 and qwen3 architectures only.
+void check_export_supports_model(ExportKind kind, const ModelSpec& spec);
 
 // A checkpoint written by every rank of a job. Every rank makes the same exporter and
 // the same add_dense/add_quantized/finish calls in the same order (every rank holds every

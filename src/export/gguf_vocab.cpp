@@ -15,23 +15,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// llama_ftype (llama.h) of a file whose quantized tensors are mostly `f`.
-uint32_t file_type(const QuantFormat& f, bool any_quantized) {
-  if (!any_quantized || !f.is_ggml()) return 0;  // ALL_F32
-  if (f.family == FormatFamily::GgmlIQ4NL) return 25;
-  if (f.family == FormatFamily::GgmlIQ4XS) return 30;
-  if (f.family == FormatFamily::GgmlK) return f.bits == 2 ? 10 : f.bits == 3 ? 11 : f.bits == 4 ? 14 : f.bits == 5 ? 16 : 18;  // _K_S, Q6_K
-  if (f.bits == 8) return 7;
-  if (f.bits == 4) return f.symmetric ? 2 : 3;
-  return f.symmetric ? 8 : 9;
-}
-
-int64_t need_int(const nlohmann::json& config, const char* key) {
-  if (!config.contains(key) || !config[key].is_number_integer())
-    fail_input("config.json: missing integer \"", key, "\", which the GGUF export needs");
-  return config[key].get<int64_t>();
-}
-
 nlohmann::json read_json_if(const fs::path& p) {
   if (!fs::exists(p)) return nlohmann::json::object();
   std::ifstream f(p);
@@ -71,8 +54,17 @@ void sentencepiece_vocab(const fs::path& path, int64_t vocab_size, GgufFile& fil
   if (sp.unk_id() >= 0) file.set_u32("tokenizer.ggml.unknown_token_id", uint32_t(sp.unk_id()));
 }
 
-// llama.cpp's pre-tokenizer name for a tokenizer.json pre_tokenizer (the converter finds
-// it by hashing the tokens of a test text; these are the layouts qshard's tokenizer reads).
+// The Split regexes of Llama 3's and Qwen2's tokenizer.json (Qwen2.5 and Qwen3 ship
+// Qwen2's), which llama.cpp's llama-vocab.cpp adapts for pre "llama-bpe" and "qwen2".
+constexpr const char* kLlama3Regex =
+    R"re((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)re";
+constexpr const char* kQwen2Regex =
+    R"re((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)re";
+
+// llama.cpp's pre-tokenizer name for a tokenizer.json pre_tokenizer. The converter finds
+// it by hashing the tokens of a test text; qshard names the layouts whose splitting
+// llama.cpp reproduces under that name: SmolLM's digits + byte-level, and a byte-level
+// after one Split by Llama 3's or Qwen2's regex.
 std::string bpe_pre(const nlohmann::json& pre) {
   const auto type = [](const nlohmann::json& j) { return j.value("type", std::string()); };
   if (pre.is_object() && type(pre) == "Sequence" && pre.contains("pretokenizers")) {
@@ -80,6 +72,12 @@ std::string bpe_pre(const nlohmann::json& pre) {
     if (s.size() == 2 && type(s[0]) == "Digits" && s[0].value("individual_digits", false) &&
         type(s[1]) == "ByteLevel")
       return "smollm";
+    if (s.size() == 2 && type(s[0]) == "Split" && type(s[1]) == "ByteLevel" && s[0].contains("pattern") &&
+        s[0]["pattern"].is_object() && s[0]["pattern"].value("Regex", std::string()) != "") {
+      const std::string re = s[0]["pattern"]["Regex"].get<std::string>();
+      if (re == kLlama3Regex) return "llama-bpe";
+      if (re == kQwen2Regex) return "qwen2";
+    }
   }
   if (pre.is_object() && type(pre) == "ByteLevel") return "gpt-2";
   log_warn_line("--export gguf: tokenizer.json's pre_tokenizer is not one qshard names for llama.cpp; "
@@ -126,41 +124,6 @@ std::string token_content(const nlohmann::json& v) {
 }
 
 }  // namespace
-
-GgufModel gguf_model_metadata(const nlohmann::json& config, const ExportInfo& info, GgufFile& file) {
-  const std::string type = config.value("model_type", std::string());
-  if (type != "llama" && type != "mistral")
-    fail_input("config.json: --export gguf writes llama.cpp's \"llama\" architecture, for "
-               "model_type llama or mistral, not \"", type, "\": use --export fakequant or hdf5");
-  if (config.contains("rope_scaling") && !config["rope_scaling"].is_null())
-    fail_input("config.json: --export gguf does not write rope_scaling (llama.cpp's rope_freqs "
-               "tensor) yet: use --export fakequant or hdf5 for this model");
-  GgufModel m;
-  const int64_t hidden = need_int(config, "hidden_size");
-  m.n_head = need_int(config, "num_attention_heads");
-  m.n_head_kv = config.contains("num_key_value_heads") ? need_int(config, "num_key_value_heads") : m.n_head;
-  const int64_t head_dim = config.contains("head_dim") ? need_int(config, "head_dim") : hidden / m.n_head;
-  const std::string name = fs::path(info.source_model_dir).filename().string();
-  file.set_string("general.architecture", "llama");
-  file.set_string("general.name", name.empty() ? "model" : name);
-  file.set_u32("general.quantization_version", 2);
-  file.set_u32("general.file_type", info.gguf_file_type ? info.gguf_file_type : file_type(info.format, true));
-  file.set_u32("llama.block_count", uint32_t(need_int(config, "num_hidden_layers")));
-  file.set_u32("llama.context_length", uint32_t(config.value("max_position_embeddings", int64_t(2048))));
-  file.set_u32("llama.embedding_length", uint32_t(hidden));
-  file.set_u32("llama.feed_forward_length", uint32_t(need_int(config, "intermediate_size")));
-  file.set_u32("llama.attention.head_count", uint32_t(m.n_head));
-  file.set_u32("llama.attention.head_count_kv", uint32_t(m.n_head_kv));
-  file.set_f32("llama.rope.freq_base", config.value("rope_theta", 10000.0f));
-  file.set_f32("llama.attention.layer_norm_rms_epsilon", config.value("rms_norm_eps", 1e-6f));
-  if (head_dim != hidden / m.n_head) {
-    file.set_u32("llama.attention.key_length", uint32_t(head_dim));
-    file.set_u32("llama.attention.value_length", uint32_t(head_dim));
-  }
-  file.set_u32("llama.vocab_size", uint32_t(need_int(config, "vocab_size")));
-  file.set_u32("llama.rope.dimension_count", uint32_t(head_dim));
-  return m;
-}
 
 void write_tokenizer(const std::string& model_dir, const nlohmann::json& config, GgufFile& file) {
   const fs::path dir(model_dir);
