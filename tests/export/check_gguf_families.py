@@ -2,14 +2,16 @@
 """--export gguf of the families beyond Llama 2, checked with llama.cpp itself: its library
 (libllama of launch/build_llama_cpp.sh's cached build) runs qshard's GGUF through
 llama_logits.c, built here, on the golden tokens of tests/model/data/golden/rand-{llama3,
-mistral,qwen2,qwen3} (tiny random checkpoints made by transformers, with its logits).
+mistral,qwen2,qwen3} (tiny random checkpoints made by transformers, with its logits), and
+rand-llama2's weights under rope_scaling linear x4 (reference logits from
+tools/torch_llama.py).
 
 Per family:
 1. The unquantized export (rtn q8_0 --skip . --gguf-dense f32: every weight as stored,
    upcast) reproduces transformers' golden logits: max |diff| <= 1e-3 x max |logit|
    (both run in F32, llama.cpp's K/V cache too; measured 2.7e-7 .. 5.5e-7). The file holds
    what llama.cpp's converter writes for the family: general.architecture (llama for
-   llama3 and mistral, qwen2, qwen3), llama3's rope_freqs.weight, qwen2's q/k/v biases and
+   llama3 and mistral, qwen2, qwen3), llama3's rope_freqs.weight, linear's rope.scaling.type/factor, qwen2's q/k/v biases and
    no output.weight (tied embeddings), qwen3's attn_q_norm/attn_k_norm; tokenizer.ggml.pre
    llama-bpe/qwen2 for a tokenizer.json with Llama 3's/Qwen2's pre-tokenizer (the test
    writes a byte-level tokenizer.json of vocab_size tokens into a copy of the checkpoint,
@@ -50,7 +52,11 @@ SRC = os.path.join(CACHE, "llama-cpp-src", "llama_cpp_python-0.3.36", "vendor", 
 LIBS = ["src/libllama.a", "ggml/src/libggml.a", "ggml/src/libggml-cpu.a", "ggml/src/libggml-base.a"]
 # family -> (architecture, tokenizer.ggml.pre of the tokenizer.json written for it)
 FAMILIES = {"rand-llama3": ("llama", "llama-bpe"), "rand-mistral": ("llama", "gpt-2"),
-            "rand-qwen2": ("qwen2", "qwen2"), "rand-qwen3": ("qwen3", "qwen2")}
+            "rand-qwen2": ("qwen2", "qwen2"), "rand-qwen3": ("qwen3", "qwen2"),
+            "rand-llama2-linear": ("llama", "gpt-2")}
+# Cases made here: rand-llama2's weights under rope_scaling linear (no golden file has it).
+SOURCE = {"rand-llama2-linear": "rand-llama2"}
+PATCH = {"rand-llama2-linear": {"rope_scaling": {"rope_type": "linear", "factor": 4.0}}}
 F32_TOL, QUANT_TOL, QUANT_RATIO = 1e-3, 0.03, 0.25
 QFMT = "q4_0"  # weight error well above llama.cpp's own activation rounding
 CALIB = []  # the family's --calib arguments
@@ -86,17 +92,31 @@ def byte_level_tokenizer(vocab_size, pre):
             "decoder": {"type": "ByteLevel"}}
 
 
-def model_copy(t, name, pre):
-    """The golden checkpoint with a tokenizer.json (the export needs one)."""
+def model_copy(t, name, pre, config):
+    """The golden checkpoint with `config` and a tokenizer.json (the export needs one)."""
     d = os.path.join(t, name)
     os.makedirs(d)
-    for f in ("config.json", "model.safetensors"):
-        shutil.copy(os.path.join(GOLDEN, name, f), d)
-    with open(os.path.join(d, "config.json")) as f:
-        vocab_size = json.load(f)["vocab_size"]
+    shutil.copy(os.path.join(GOLDEN, SOURCE.get(name, name), "model.safetensors"), d)
+    with open(os.path.join(d, "config.json"), "w") as f:
+        json.dump(config, f)
     with open(os.path.join(d, "tokenizer.json"), "w") as f:
-        json.dump(byte_level_tokenizer(vocab_size, pre), f)
+        json.dump(byte_level_tokenizer(config["vocab_size"], pre), f)
     return d
+
+
+def golden_case(name):
+    """config, tokens and reference logits: the golden files', or for a case made here from
+    another's weights, tools/torch_llama.py's (bit-identical to transformers, README.md there)."""
+    src = os.path.join(GOLDEN, SOURCE.get(name, name))
+    config = json.load(open(os.path.join(src, "config.json")))
+    golden = load_file(os.path.join(src, "golden.safetensors"))
+    if name in SOURCE:
+        import torch
+        import torch_llama
+        config.update(PATCH[name])
+        m = torch_llama.TorchLlama(src, config=config)
+        golden["logits"] = m(torch.from_numpy(golden["tokens"].astype(np.int64))).numpy()
+    return config, golden
 
 
 def quantize(model, out, *args):
@@ -129,6 +149,9 @@ def check_layout(name, path, arch, pre, config):
     check(("rope_freqs.weight" in names) == (scaling == "llama3"), f"{name}: rope_freqs.weight iff rope_scaling llama3")
     check(("output.weight" in names) != config.get("tie_word_embeddings", False),
           f"{name}: output.weight iff embeddings are not tied")
+    if scaling == "linear":
+        check(field(r, f"{arch}.rope.scaling.type") == "linear" and field(r, f"{arch}.rope.scaling.factor")
+              == config["rope_scaling"]["factor"], f"{name}: {arch}.rope.scaling.type/factor linear")
     if arch == "qwen2":
         check({f"blk.0.attn_{x}.bias" for x in "qkv"} <= names, f"{name}: q/k/v biases")
     if arch == "qwen3":
@@ -148,14 +171,13 @@ def quantizable_skip(config):
 
 
 def family(exe, t, name, arch, pre):
-    config = json.load(open(os.path.join(GOLDEN, name, "config.json")))
-    golden = load_file(os.path.join(GOLDEN, name, "golden.safetensors"))
+    config, golden = golden_case(name)
     # rtn reads no calibration, but quantize asks for it: the golden tokens.
     calib = os.path.join(t, name + ".tokens")
     golden["tokens"].astype(np.int32).tofile(calib)
     B, S = golden["tokens"].shape
     CALIB[:] = ["--calib", calib, "--n-calib", str(B), "--calib-seqlen", str(S)]
-    src = model_copy(t, name, pre)
+    src = model_copy(t, name, pre, config)
     base = quantize(src, os.path.join(t, name + "-f32"), "--method", "rtn", "--format", "q8_0", "--skip", ".",
                     "--export", "gguf", "--gguf-dense", "f32")
     path = os.path.join(base, "model.gguf")
@@ -192,7 +214,8 @@ def main():
             family(exe, tmp.name, name, arch, pre)
         except RuntimeError as e:
             check(False, f"{name}: {e}")
-    src = model_copy(tmp.name, "rand-mixtral", "gpt-2")
+    moe = json.load(open(os.path.join(GOLDEN, "rand-mixtral", "config.json")))
+    src = model_copy(tmp.name, "rand-mixtral", "gpt-2", moe)
     p = attempt([QBIN, "quantize", "--model", src, "--out", os.path.join(tmp.name, "moe"), "--quiet"] + CALIB +
                 ["--method", "rtn", "--format", "q8_0", "--skip", ".", "--export", "gguf"])
     check(p.returncode == 2 and "mixture-of-experts" in p.stderr and len(p.stderr.strip().splitlines()) == 1,
