@@ -77,6 +77,7 @@ GgufPlan plan_gguf(const ModelSpec& spec, const QuantFormat& base, const GgufMix
   auto set = [&](const std::string& module, const QuantFormat& f, int64_t ncols) {
     const std::optional<QuantFormat> r = fallback(f, ncols, module, plan.fallbacks);
     if (!r || r->name() != base.name()) plan.modules[module] = r;
+    if (!r) plan.dense[module + ".weight"] = "f16";  // F16 as llama-quantize, whatever --gguf-dense says
   };
   for (int64_t i = 0; i < n; ++i) {
     const std::string p = spec.layer_prefix(i);

@@ -32,7 +32,8 @@ struct GgufPlan {
   // for F16 (left unquantized). Only modules whose type differs from `base` are listed.
   std::map<std::string, std::optional<QuantFormat>> modules;
   // Dense tensors the GGUF writer quantizes itself (RTN, llama.cpp's reference):
-  // "model.embed_tokens.weight" / "lm_head.weight" -> format name (q6_k, q8_0, ...).
+  // "model.embed_tokens.weight" / "lm_head.weight" -> format name (q6_k, q8_0, ...); "f16"
+  // for those and for the Linears left unquantized because not even 32 divides their rows.
   std::map<std::string, std::string> dense;
   std::vector<std::string> fallbacks;  // one line per tensor that fell back, for the log
 };

@@ -59,6 +59,7 @@ SOURCE = {"rand-llama2-linear": "rand-llama2"}
 PATCH = {"rand-llama2-linear": {"rope_scaling": {"rope_type": "linear", "factor": 4.0}}}
 F32_TOL, QUANT_TOL, QUANT_RATIO = 1e-3, 0.03, 0.25
 QFMT = "q4_0"  # weight error well above llama.cpp's own activation rounding
+MIX = "Q4_K_M"  # on these rows (not multiples of 256): Q5_0/Q8_0 fallbacks, F16 where 32 does not divide
 CALIB = []  # the family's --calib arguments
 
 
@@ -162,6 +163,21 @@ def rel_err(a, b):
     return float(np.abs(a - b).max() / np.abs(b).max())
 
 
+def same_as_llama_quantize(name, src, base, t):
+    """rtn gguf:MIX equals llama-quantize's MIX of the unquantized export: the mix's types
+    (as llama_tensor_get_type picks them for this architecture) and its bytes."""
+    ours = os.path.join(quantize(src, os.path.join(t, name + "-mix"), "--method", "rtn", "--format", "gguf:" + MIX,
+                                 "--export", "gguf"), "model.gguf")
+    theirs = os.path.join(t, name + "-llama-quantize.gguf")
+    run([os.path.join(BUILD, "bin", "llama-quantize"), base, theirs, MIX, "1"])
+    a = {x.name: x for x in gguf.GGUFReader(ours).tensors}
+    b = {x.name: x for x in gguf.GGUFReader(theirs).tensors}
+    bad = sorted(n for n in b if n not in a or a[n].tensor_type != b[n].tensor_type or not np.array_equal(a[n].data, b[n].data))
+    if bad: print("  types ours", [a[n].tensor_type.name if n in a else None for n in bad[:4]], "theirs", [b[n].tensor_type.name for n in bad[:4]])
+    check(not bad and a.keys() == b.keys(), f"{name}: rtn gguf:{MIX} byte-identical to llama-quantize {MIX} "
+          f"({len(b)} tensors" + (f"; differ: {', '.join(bad[:4])})" if bad else ")"))
+
+
 def quantizable_skip(config):
     """--skip for the Linears whose in_features 32 does not divide (q8_0's blocks)."""
     h, i = config["hidden_size"], config["intermediate_size"]
@@ -182,6 +198,7 @@ def family(exe, t, name, arch, pre):
                     "--export", "gguf", "--gguf-dense", "f32")
     path = os.path.join(base, "model.gguf")
     check_layout(name, path, arch, pre, config)
+    same_as_llama_quantize(name, src, path, t)
     e = rel_err(logits(exe, path, golden["tokens"], t), golden["logits"])
     check(e <= F32_TOL, f"{name}: llama.cpp on the F32 export reproduces transformers' logits "
           f"(max |diff| / max |logit| = {e:.2e} <= {F32_TOL})")

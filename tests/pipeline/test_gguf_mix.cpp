@@ -135,3 +135,15 @@ TEST(GgufMix, ImatrixRulesForCalibratedMethods) {
   const auto xs = parse_gguf_mix("gguf:IQ4_XS");
   EXPECT_EQ(type_of(plan_gguf(s, xs->base, &*xs, true), xs->base, "model.layers.2.mlp.down_proj"), "iq4_xs");
 }
+
+TEST(GgufMix, NoBlockDividesMeansF16) {
+  // 80 columns: not even 32 divides them, so llama-quantize stores ffn_down as F16 (whatever
+  // the source dtype); the GGUF writer is told so through `dense`.
+  ModelSpec s = smollm2_like();
+  s.intermediate_size = 80;
+  const auto mix = parse_gguf_mix("gguf:Q4_K_M");
+  const GgufPlan p = plan_gguf(s, mix->base, &*mix);
+  EXPECT_EQ(type_of(p, mix->base, "model.layers.3.mlp.down_proj"), "f16");
+  EXPECT_EQ(p.dense.at("model.layers.3.mlp.down_proj.weight"), "f16");
+  EXPECT_EQ(p.dense.count("model.layers.3.mlp.up_proj.weight"), 0u);
+}
