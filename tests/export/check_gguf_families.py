@@ -150,6 +150,12 @@ def check_layout(name, path, arch, pre, config):
     check(("rope_freqs.weight" in names) == (scaling == "llama3"), f"{name}: rope_freqs.weight iff rope_scaling llama3")
     check(("output.weight" in names) != config.get("tie_word_embeddings", False),
           f"{name}: output.weight iff embeddings are not tied")
+    if scaling == "llama3":
+        got = next(x for x in r.tensors if x.name == "rope_freqs.weight").data
+        want = llama3_factors(config)
+        check(got.shape == want.shape and np.allclose(got, want, rtol=1e-6, atol=0),
+              f"{name}: rope_freqs.weight [{' '.join(f'{v:.4g}' for v in got)}] = transformers' llama3 factors "
+              f"[{' '.join(f'{v:.4g}' for v in want)}]")
     if scaling == "linear":
         check(field(r, f"{arch}.rope.scaling.type") == "linear" and field(r, f"{arch}.rope.scaling.factor")
               == config["rope_scaling"]["factor"], f"{name}: {arch}.rope.scaling.type/factor linear")
@@ -157,6 +163,20 @@ def check_layout(name, path, arch, pre, config):
         check({f"blk.0.attn_{x}.bias" for x in "qkv"} <= names, f"{name}: q/k/v biases")
     if arch == "qwen3":
         check({"blk.1.attn_q_norm.weight", "blk.1.attn_k_norm.weight"} <= names, f"{name}: q/k norms")
+
+
+def llama3_factors(config):
+    """Per rotary frequency pair, transformers' unscaled over its llama3-scaled frequency
+    (modeling_rope_utils), which llama.cpp divides the frequency by."""
+    rs, d = config["rope_scaling"], config["hidden_size"] // config["num_attention_heads"]
+    inv = 1.0 / config["rope_theta"] ** (np.arange(0, d, 2) / d)
+    wavelen = 2 * np.pi / inv
+    lo, hi, old = rs["low_freq_factor"], rs["high_freq_factor"], rs["original_max_position_embeddings"]
+    smooth = (old / wavelen - lo) / (hi - lo)
+    scaled = np.where(wavelen > old / lo, inv / rs["factor"], inv)
+    medium = (wavelen >= old / hi) & (wavelen <= old / lo)
+    scaled = np.where(medium, (1 - smooth) * inv / rs["factor"] + smooth * inv, scaled)
+    return (inv / scaled).astype(np.float32)
 
 
 def rel_err(a, b):
@@ -173,9 +193,10 @@ def same_as_llama_quantize(name, src, base, t):
     a = {x.name: x for x in gguf.GGUFReader(ours).tensors}
     b = {x.name: x for x in gguf.GGUFReader(theirs).tensors}
     bad = sorted(n for n in b if n not in a or a[n].tensor_type != b[n].tensor_type or not np.array_equal(a[n].data, b[n].data))
-    if bad: print("  types ours", [a[n].tensor_type.name if n in a else None for n in bad[:4]], "theirs", [b[n].tensor_type.name for n in bad[:4]])
+    diff = "; ".join(f"{n} ours {a[n].tensor_type.name if n in a else 'missing'} theirs {b[n].tensor_type.name}"
+                     for n in bad[:4])
     check(not bad and a.keys() == b.keys(), f"{name}: rtn gguf:{MIX} byte-identical to llama-quantize {MIX} "
-          f"({len(b)} tensors" + (f"; differ: {', '.join(bad[:4])})" if bad else ")"))
+          f"({len(b)} tensors" + (f"; differ: {diff})" if bad else ")"))
 
 
 def quantizable_skip(config):
