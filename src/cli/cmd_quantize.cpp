@@ -371,7 +371,7 @@ int run_quantize(const std::vector<std::string>& args, Communicator& comm) {
   const std::string device = resolve_device(device_name);
   auto backend = make_backend(device);  // no GPU is one clear line
   ModelSpec spec = ModelSpec::load(model_dir);
-  check_export_supports_model(kind, spec);
+  check_export_supports_model(kind, spec, format, mix.has_value());
   GgufPlan gguf_plan;  // llama.cpp's per-tensor types for a mix, and its fallbacks
   if (mix || format.ggml_block() == 256) {
     gguf_plan = plan_gguf(spec, format, mix ? &*mix : nullptr, opt.method != "rtn");

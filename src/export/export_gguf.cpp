@@ -267,6 +267,7 @@ class GgufExporter final : public Exporter {
         add_dense_tensor(file, model, name, t, it != info.gguf_dense_types.end() ? "f16" : info.gguf_dense);
     }
     for (const auto& [module, q] : quantized_) add_quantized_tensor(file, model, module, q);
+    experts_.write(file, model.n_experts);
     const std::string path = out_dir_ + "/" + kFileName;
     finish_output(out_dir_, info, [&] { file.write(path); }, nullptr);
   }
@@ -280,12 +281,13 @@ class GgufExporter final : public Exporter {
   }
 
   std::string mapped(const std::string& name) const {
+    if (const auto slot = gguf_expert_slot(name)) return slot->name;
     const std::string g = gguf_tensor_name(name);
     if (g.empty())
       fail_input("--export gguf: tensor ", name, " has no llama.cpp name (the GGUF export "
                  "writes dense Llama, Mistral, Qwen2 and Qwen3 checkpoints: embed_tokens, "
                  "layers.N.{input_layernorm, post_attention_layernorm, self_attn.{q,k,v,o}_proj, "
-                 "self_attn.{q,k}_norm, mlp.{gate,up,down}_proj}, norm, lm_head)");
+                 "self_attn.{q,k}_norm, mlp.{gate,up,down}_proj} or their experts, norm, lm_head)");
     return g;
   }
 
@@ -302,7 +304,7 @@ class GgufExporter final : public Exporter {
     const std::vector<int64_t> shape(t.shape().begin(), t.shape().end());
     if (const auto src = rope_order(m, g, shape[0]); !src.empty())
       data = permute_rows(data, data.size() / size_t(shape[0]), src);
-    file.add_tensor(g, shape, type, std::move(data));
+    put(file, name, g, shape, type, std::move(data));
   }
 
   void add_quantized_tensor(GgufFile& file, const GgufModel& m, const std::string& module,
@@ -319,12 +321,20 @@ class GgufExporter final : public Exporter {
       (k ? encode_row_k : encode_row)(q, r, type, data.data() + r * row_bytes);
     if (const auto src = rope_order(m, g, q.out_features); !src.empty())
       data = permute_rows(data, row_bytes, src);
-    file.add_tensor(g, {q.out_features, q.in_features}, type, std::move(data));
+    put(file, module + ".weight", g, {q.out_features, q.in_features}, type, std::move(data));
+  }
+
+  // An expert's slice waits for its stack (finish writes them); any other tensor goes in.
+  void put(GgufFile& file, const std::string& hf, const std::string& g, const std::vector<int64_t>& shape,
+           GgmlType type, std::vector<uint8_t> data) {
+    if (const auto slot = gguf_expert_slot(hf)) experts_.add(*slot, shape, type, std::move(data));
+    else file.add_tensor(g, shape, type, std::move(data));
   }
 
   std::string out_dir_;
   std::vector<std::pair<std::string, Tensor>> dense_;
   std::vector<std::pair<std::string, QuantizedLinear>> quantized_;
+  ExpertStacks experts_;
   bool finished_ = false;
 };
 

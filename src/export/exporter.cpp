@@ -110,8 +110,13 @@ void check_export_supports_act(ExportKind kind, ActFormat act, const QuantFormat
   }
 }
 
-void check_export_supports_model(ExportKind kind, const ModelSpec& spec) {
-  if (kind == ExportKind::Gguf) exporting::gguf_arch(spec);
+void check_export_supports_model(ExportKind kind, const ModelSpec& spec, const QuantFormat& format, bool mix) {
+  if (kind != ExportKind::Gguf) return;
+  exporting::gguf_arch(spec);
+  if (spec.num_experts > 0 && (mix || format.ggml_block() == 256))
+    fail_input("--export gguf of model_type ", spec.model_type, " (mixture of experts): llama.cpp's "
+               "per-tensor types and K-quant fallbacks for expert layers are not planned yet; use a "
+               "32-block --format (q4_0, q4_1, q5_0, q5_1, q8_0, iq4_nl)");
 }
 
 std::unique_ptr<Exporter> make_exporter(ExportKind kind, const std::string& out_dir,

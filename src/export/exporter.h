@@ -70,9 +70,10 @@ void check_export_supports(ExportKind kind, const QuantFormat& format, bool act_
 // for which weight formats. scattered_g_idx: act-order without static groups.
 void check_export_supports_act(ExportKind kind, ActFormat act, const QuantFormat& format,
                                bool scattered_g_idx);
-// The same for the model's family (config.json): --export gguf writes llama.cpp's
-// llama, qwen2 and qwen3 architectures only.
-void check_export_supports_model(ExportKind kind, const ModelSpec& spec);
+// The same for the model's family (config.json): --export gguf writes the families of
+// gguf_arch.cpp's table, mixture-of-experts ones with 32-block types only (no llama.cpp
+// mix or K-quant fallback plan for experts yet). mix: --format gguf:MIX.
+void check_export_supports_model(ExportKind kind, const ModelSpec& spec, const QuantFormat& format, bool mix);
 
 // A checkpoint written by every rank of a job. Every rank makes the same exporter and
 // the same add_dense/add_quantized/finish calls in the same order (every rank holds every

@@ -12,14 +12,26 @@ namespace qshard::exporting {
 
 namespace {
 
-// Mixtral, qwen2_moe and qwen3_moe have no row: their experts are stacked 3-D tensors
-// (ffn_*_exps) that this export does not assemble yet.
 const GgufArch kArchs[] = {
-    {Arch::Llama, "llama", true, true},
-    {Arch::Mistral, "llama", true, true},  // the converter registers MistralForCausalLM as LlamaModel
-    {Arch::Qwen2, "qwen2", false, false},
-    {Arch::Qwen3, "qwen3", false, false},
+    {Arch::Llama, "llama", true, true, false, false},
+    {Arch::Mistral, "llama", true, true, false, false},  // the converter registers MistralForCausalLM as LlamaModel
+    {Arch::Qwen2, "qwen2", false, false, false, false},
+    {Arch::Qwen3, "qwen3", false, false, false, false},
+    {Arch::Mixtral, "llama", true, true, true, true},  // LlamaModel too, with experts
+    {Arch::Qwen2Moe, "qwen2moe", false, false, true, false},
+    {Arch::Qwen3Moe, "qwen3moe", false, false, true, true},
 };
+
+// The layer part of an HF name split off: ("3", "mlp.experts.5.up_proj.weight"), or false.
+bool split_layer(const std::string& hf, std::string& n, std::string& rest) {
+  const std::string prefix = "model.layers.";
+  if (hf.compare(0, prefix.size(), prefix) != 0) return false;
+  const size_t dot = hf.find('.', prefix.size());
+  if (dot == std::string::npos) return false;
+  n = hf.substr(prefix.size(), dot - prefix.size());
+  rest = hf.substr(dot + 1);
+  return true;
+}
 
 // llama_ftype (llama.h) of a file whose quantized tensors are mostly `f`.
 uint32_t file_type(const QuantFormat& f) {
@@ -79,15 +91,18 @@ void rope_scaling(const ModelSpec& s, const GgufArch& a, GgufFile& file) {
 const GgufArch& gguf_arch(const ModelSpec& spec) {
   for (const GgufArch& a : kArchs) {
     if (a.arch != spec.arch) continue;
+    if (a.moe && spec.norm_topk_prob != a.norm_topk)
+      fail_input("config.json: norm_topk_prob ", spec.norm_topk_prob ? "true" : "false", " on model_type ",
+                 spec.model_type, ": llama.cpp's ", a.name, " graph ", a.norm_topk ? "always" : "never",
+                 " renormalizes the top-k routing weights, so --export gguf cannot describe this model; "
+                 "use --export fakequant or hdf5");
     if (spec.rope_scaling.type == RopeScaling::Type::Llama3 && !a.llama_extras)
       fail_input("config.json: rope_scaling llama3 on model_type ", spec.model_type, ": llama.cpp's ",
                  a.name, " graph reads no rope_freqs tensor, so --export gguf cannot write it; use "
                  "--export fakequant or hdf5 for this model");
     return a;
   }
-  fail_input("config.json: --export gguf writes llama.cpp's llama (model_type llama, mistral), "
-             "qwen2 and qwen3 architectures, not model_type \"", spec.model_type,
-             "\" (mixture-of-experts tensors are not written yet): use --export fakequant or hdf5");
+  fail("internal error: no GGUF architecture row for model_type ", spec.model_type);
 }
 
 std::string gguf_tensor_name(const std::string& hf) {
@@ -102,18 +117,63 @@ std::string gguf_tensor_name(const std::string& hf) {
       {"self_attn.v_proj", "attn_v"},    {"self_attn.o_proj", "attn_output"},
       {"self_attn.q_norm", "attn_q_norm"}, {"self_attn.k_norm", "attn_k_norm"},
       {"mlp.gate_proj", "ffn_gate"},     {"mlp.up_proj", "ffn_up"},
-      {"mlp.down_proj", "ffn_down"}};
-  const std::string prefix = "model.layers.";
-  if (hf.compare(0, prefix.size(), prefix) != 0) return "";
-  const size_t dot = hf.find('.', prefix.size());
-  if (dot == std::string::npos) return "";
-  const std::string n = hf.substr(prefix.size(), dot - prefix.size());
-  const std::string rest = hf.substr(dot + 1);
+      {"mlp.down_proj", "ffn_down"},
+      {"block_sparse_moe.gate", "ffn_gate_inp"}, {"mlp.gate", "ffn_gate_inp"},  // routers
+      {"mlp.shared_expert.gate_proj", "ffn_gate_shexp"}, {"mlp.shared_expert.up_proj", "ffn_up_shexp"},
+      {"mlp.shared_expert.down_proj", "ffn_down_shexp"}, {"mlp.shared_expert_gate", "ffn_gate_inp_shexp"}};
+  std::string n, rest;
+  if (!split_layer(hf, n, rest)) return "";
   for (const auto& [from, to] : layer) {
     const std::string f = from;
     if (rest.compare(0, f.size() + 1, f + ".") == 0) return "blk." + n + "." + to + rest.substr(f.size());
   }
   return "";
+}
+
+std::optional<ExpertSlot> gguf_expert_slot(const std::string& hf) {
+  static const std::pair<const char*, const char*> experts[] = {
+      {"block_sparse_moe.experts.", ""}, {"mlp.experts.", ""}};
+  static const std::pair<const char*, const char*> linear[] = {
+      {"w1", "ffn_gate_exps"}, {"w3", "ffn_up_exps"}, {"w2", "ffn_down_exps"},  // mixtral
+      {"gate_proj", "ffn_gate_exps"}, {"up_proj", "ffn_up_exps"}, {"down_proj", "ffn_down_exps"}};
+  std::string n, rest;
+  if (!split_layer(hf, n, rest)) return std::nullopt;
+  for (const auto& [prefix, unused] : experts) {
+    const std::string p = prefix;
+    if (rest.compare(0, p.size(), p) != 0) continue;
+    const size_t dot = rest.find('.', p.size());
+    if (dot == std::string::npos) return std::nullopt;
+    const std::string e = rest.substr(p.size(), dot - p.size()), lin = rest.substr(dot + 1);
+    if (e.empty() || e.find_first_not_of("0123456789") != std::string::npos) return std::nullopt;
+    for (const auto& [from, to] : linear)
+      if (lin == std::string(from) + ".weight") return ExpertSlot{"blk." + n + "." + to + ".weight", std::stoll(e)};
+  }
+  return std::nullopt;
+}
+
+void ExpertStacks::add(const ExpertSlot& slot, const std::vector<int64_t>& shape, GgmlType type,
+                       std::vector<uint8_t> data) {
+  auto [it, fresh] = stacks_.try_emplace(slot.name);
+  Stack& s = it->second;
+  if (fresh) s.shape = shape, s.type = type;
+  if ((shape != s.shape || type != s.type) && s.mismatch.empty())
+    s.mismatch = str_cat("expert ", slot.expert, " is ", ggml_type_name(type), ", expert ",
+                         s.slices.begin()->first, " ", ggml_type_name(s.type));
+  s.slices[slot.expert] = std::move(data);
+}
+
+void ExpertStacks::write(GgufFile& file, int64_t n_experts) {
+  for (auto& [name, s] : stacks_) {
+    if (!s.mismatch.empty())
+      fail_input("--export gguf: ", name, " stacks every expert in one GGUF tensor of one type, but ",
+                 s.mismatch, ": give the experts of a layer one format (--recipe, --target-bpw)");
+    QS_ASSERT(int64_t(s.slices.size()) == n_experts && s.slices.rbegin()->first == n_experts - 1, name,
+              ": ", s.slices.size(), " of ", n_experts, " experts");
+    std::vector<uint8_t> bytes;
+    for (auto& [e, slice] : s.slices) bytes.insert(bytes.end(), slice.begin(), slice.end()), slice.clear();
+    file.add_tensor(name, {n_experts, s.shape[0], s.shape[1]}, s.type, std::move(bytes));
+  }
+  stacks_.clear();
 }
 
 GgufModel gguf_model_metadata(const nlohmann::json& config, const ExportInfo& info, GgufFile& file) {
@@ -144,8 +204,15 @@ GgufModel gguf_model_metadata(const nlohmann::json& config, const ExportInfo& in
     file.set_u32(p + ".vocab_size", uint32_t(s.vocab_size));
     file.set_u32(p + ".rope.dimension_count", uint32_t(s.head_dim));
   }
+  if (a.moe) {  // TextModel's expert keys, Qwen2MoeModel's expert sizes
+    file.set_u32(p + ".expert_count", uint32_t(s.num_experts));
+    file.set_u32(p + ".expert_used_count", uint32_t(s.experts_per_token));
+    if (s.arch != Arch::Mixtral) file.set_u32(p + ".expert_feed_forward_length", uint32_t(s.moe_intermediate_size));
+    if (s.shared_expert_intermediate_size > 0)
+      file.set_u32(p + ".expert_shared_feed_forward_length", uint32_t(s.shared_expert_intermediate_size));
+  }
   rope_scaling(s, a, file);
-  return GgufModel{&a, s.n_heads, s.n_kv_heads};
+  return GgufModel{&a, s.n_heads, s.n_kv_heads, s.num_experts};
 }
 
 }  // namespace qshard::exporting

@@ -8,7 +8,10 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
+#include <optional>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -29,6 +32,11 @@ struct GgufArch {
   // generate_extra_tensors (rope_freqs.weight for rope_scaling llama3, which only the
   // llama graph reads).
   bool llama_extras;
+  // Mixture of experts: the experts stacked into 3-D ffn_{gate,up,down}_exps, and the
+  // top-k renormalization llama.cpp's graph hard-codes for the family (mixtral and
+  // qwen3moe renormalize, qwen2moe does not); a config.json asking otherwise is refused.
+  bool moe;
+  bool norm_topk;
 };
 
 // The row for the model's family; InputError naming config.json for a family without one
@@ -38,10 +46,38 @@ const GgufArch& gguf_arch(const ModelSpec& spec);
 // llama.cpp's name for an HF tensor name (gguf-py tensor_mapping.py), "" if unknown.
 std::string gguf_tensor_name(const std::string& hf);
 
+// An expert's Linear ("model.layers.3.mlp.experts.5.up_proj.weight"): the stacked tensor
+// it is one slice of ("blk.3.ffn_up_exps.weight") and which slice.
+struct ExpertSlot {
+  std::string name;
+  int64_t expert = 0;
+};
+std::optional<ExpertSlot> gguf_expert_slot(const std::string& hf);
+
+// The experts' slices gathered into llama.cpp's [experts, out, in] tensors: every slice of
+// a stack has the same shape and type (one type per GGUF tensor).
+class ExpertStacks {
+ public:
+  void add(const ExpertSlot& slot, const std::vector<int64_t>& shape, GgmlType type, std::vector<uint8_t> data);
+  // Adds every stack to `file`; an InputError if a stack mixes types (e.g. --recipe or
+  // --target-bpw gave experts of one layer different formats).
+  void write(GgufFile& file, int64_t n_experts);
+
+ private:
+  struct Stack {
+    std::vector<int64_t> shape;
+    GgmlType type;
+    std::map<int64_t, std::vector<uint8_t>> slices;
+    std::string mismatch;  // the first slice whose shape or type differs
+  };
+  std::map<std::string, Stack> stacks_;
+};
+
 struct GgufModel {
   const GgufArch* arch = nullptr;
   int64_t n_head = 0;
   int64_t n_head_kv = 0;
+  int64_t n_experts = 0;
 };
 
 // general.* and ARCH.* keys, and the family's extra tensors (rope_freqs.weight) added to
