@@ -27,7 +27,9 @@ Per family:
    quarter of the quantization's own distance to the golden logits (llama.cpp rounds the
    activations to Q8_0 blocks inside its Q4_0 dot products, which qshard does not:
    measured 0.7e-2 .. 2.3e-2, against 5e-2 .. 3.8e-1 from the golden logits).
-3. A llama.cpp mix of an MoE model (not planned yet) is refused with one line.
+3. Refused with one error line (docs/errors.md rows 57, 69): a llama.cpp mix of an MoE
+   model (not planned yet), rope_scaling llama3 on qwen2, norm_topk_prob false on
+   qwen3_moe, one layer's experts in two types (one --skip'ed).
 Env: QSHARD_BIN, QSHARD_SOURCE_DIR, QSHARD_VOCAB_DIR (its cache holds the llama.cpp build and
 source). Exit 0 pass, 1 fail (a missing llama.cpp build fails, naming the script).
 """
@@ -99,9 +101,10 @@ def byte_level_tokenizer(vocab_size, pre):
             "decoder": {"type": "ByteLevel"}}
 
 
-def model_copy(t, name, pre, config):
-    """The golden checkpoint with `config` and a tokenizer.json (the export needs one)."""
-    d = os.path.join(t, name)
+def model_copy(t, name, pre, config, dest=None):
+    """The golden checkpoint with `config` and a tokenizer.json (the export needs one), in
+    t/dest (default: t/name)."""
+    d = os.path.join(t, dest or name)
     os.makedirs(d)
     shutil.copy(os.path.join(GOLDEN, SOURCE.get(name, name), "model.safetensors"), d)
     with open(os.path.join(d, "config.json"), "w") as f:
@@ -255,6 +258,23 @@ def family(exe, t, name, arch, pre):
           f"= {e:.2e} <= {QUANT_TOL} and <= {QUANT_RATIO} x the quantization's own {eg:.2e} from the golden logits)")
 
 
+def refused(t, what, name, patch, args, pattern):
+    """docs/errors.md rows 57 and 69: exit 2, one error line (MoE runs may warn before it)."""
+    config = json.load(open(os.path.join(GOLDEN, name, "config.json"))) | patch
+    src = model_copy(t, name, "gpt-2", config, f"refused-{len(os.listdir(t))}")
+    src_golden = load_file(os.path.join(GOLDEN, name, "golden.safetensors"))
+    B, S = src_golden["tokens"].shape
+    calib = os.path.join(src, "calib.tokens")
+    src_golden["tokens"].astype(np.int32).tofile(calib)
+    cmd = [QBIN, "quantize", "--model", src, "--out", src + "-out", "--quiet", "--calib", calib, "--n-calib", str(B),
+           "--calib-seqlen", str(S), "--method", "rtn", "--export", "gguf"] + (args if "--format" in args else
+                                                                                ["--format", "q4_0"] + args)
+    p = attempt(cmd)
+    errors = [line for line in p.stderr.splitlines() if line.startswith("qshard: error:")]
+    check(p.returncode == 2 and len(errors) == 1 and pattern in errors[0],
+          f"{what} refused with one error line: {' / '.join(errors) or p.stderr.strip()[-300:]}")
+
+
 def main():
     tmp = tempfile.TemporaryDirectory(prefix="qshard-gguf-families-")
     exe = build_runner(tmp.name)
@@ -267,11 +287,14 @@ def main():
             family(exe, tmp.name, name, arch, pre)
         except RuntimeError as e:
             check(False, f"{name}: {e}")
-    src = os.path.join(tmp.name, "rand-mixtral")
-    p = attempt([QBIN, "quantize", "--model", src, "--out", os.path.join(tmp.name, "moe"), "--quiet"] + CALIB +
-                ["--method", "rtn", "--format", "gguf:Q4_K_M", "--export", "gguf"])
-    check(p.returncode == 2 and "not planned yet" in p.stderr and len(p.stderr.strip().splitlines()) == 1,
-          f"a llama.cpp mix of rand-mixtral refused with one line: {p.stderr.strip()}")
+    refused(tmp.name, "a llama.cpp mix of rand-mixtral", "rand-mixtral", {}, ["--format", "gguf:Q4_K_M"],
+            "not planned yet")
+    refused(tmp.name, "rope_scaling llama3 on qwen2", "rand-qwen2", PATCH["rand-llama2-linear"] | {"rope_scaling": {
+        "rope_type": "llama3", "factor": 8.0, "original_max_position_embeddings": 256}}, [], "reads no rope_freqs")
+    refused(tmp.name, "norm_topk_prob false on qwen3_moe", "rand-qwen3-moe", {"norm_topk_prob": False}, [],
+            "always renormalizes")
+    refused(tmp.name, "one layer's experts in two types", "rand-mixtral", {}, ["--skip", r"layers\.0\..*experts\.1\."],
+            "one GGUF tensor of one type")
     return verdict()
 
 
