@@ -1,9 +1,10 @@
 // GGUF export (formats.md E, docs/formats-gguf.md): one file OUT/model.gguf that llama.cpp loads, laid out as
-// its convert_hf_to_gguf.py writes the family (gguf_arch.cpp: llama, qwen2, qwen3): the
-// architecture's metadata, the tokenizer (gguf_vocab.cpp), tensors renamed to llama.cpp's
-// names, and for llama q_proj/k_proj rows permuted into its rotary layout
-// (LlamaModel.permute: within each head, row i·2 + j takes row j·head_dim/2 + i). A permutation of whole rows moves each row's blocks unchanged, so the
-// quantized codes are exactly those qshard chose.
+// its convert_hf_to_gguf.py writes the family (gguf_arch.cpp: llama, qwen2, qwen3 and the
+// MoE ones): the architecture's metadata, the tokenizer (gguf_vocab.cpp), tensors renamed
+// to llama.cpp's names, experts stacked, and for llama q_proj/k_proj rows permuted into its
+// rotary layout (LlamaModel.permute: within each head, row i·2 + j takes row
+// j·head_dim/2 + i). A permutation of whole rows, like a stack of whole experts, moves each
+// row's blocks unchanged, so the quantized codes are exactly those qshard chose.
 // Quantized Linears are written in their llama.cpp block type (--format q4_0 ... q8_0);
 // dense tensors as F32 (1-D: norms, as the converter does) or their stored float dtype.
 // config.json and the tokenizer files are copied beside it (finish_output), config last.
@@ -285,9 +286,9 @@ class GgufExporter final : public Exporter {
     const std::string g = gguf_tensor_name(name);
     if (g.empty())
       fail_input("--export gguf: tensor ", name, " has no llama.cpp name (the GGUF export "
-                 "writes dense Llama, Mistral, Qwen2 and Qwen3 checkpoints: embed_tokens, "
+                 "writes Llama, Mistral, Qwen2, Qwen3 and their MoE checkpoints: embed_tokens, "
                  "layers.N.{input_layernorm, post_attention_layernorm, self_attn.{q,k,v,o}_proj, "
-                 "self_attn.{q,k}_norm, mlp.{gate,up,down}_proj} or their experts, norm, lm_head)");
+                 "self_attn.{q,k}_norm, mlp.{gate,up,down}_proj, the experts and routers}, norm, lm_head)");
     return g;
   }
 

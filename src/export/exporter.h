@@ -11,11 +11,11 @@
 
 #include "core/tensor.h"
 #include "kernels/act_format.h"
-#include "model/model_spec.h"
 #include "quant/quantized.h"
 
 namespace qshard {
 class Communicator;
+struct ModelSpec;
 }
 
 namespace qshard {

@@ -12,12 +12,13 @@ namespace qshard::exporting {
 
 namespace {
 
+// The converter registers MistralForCausalLM and MixtralForCausalLM as LlamaModel.
 const GgufArch kArchs[] = {
     {Arch::Llama, "llama", true, true, false, false},
-    {Arch::Mistral, "llama", true, true, false, false},  // the converter registers MistralForCausalLM as LlamaModel
+    {Arch::Mistral, "llama", true, true, false, false},
     {Arch::Qwen2, "qwen2", false, false, false, false},
     {Arch::Qwen3, "qwen3", false, false, false, false},
-    {Arch::Mixtral, "llama", true, true, true, true},  // LlamaModel too, with experts
+    {Arch::Mixtral, "llama", true, true, true, true},
     {Arch::Qwen2Moe, "qwen2moe", false, false, true, false},
     {Arch::Qwen3Moe, "qwen3moe", false, false, true, true},
 };
@@ -131,14 +132,13 @@ std::string gguf_tensor_name(const std::string& hf) {
 }
 
 std::optional<ExpertSlot> gguf_expert_slot(const std::string& hf) {
-  static const std::pair<const char*, const char*> experts[] = {
-      {"block_sparse_moe.experts.", ""}, {"mlp.experts.", ""}};
+  static const char* const experts[] = {"block_sparse_moe.experts.", "mlp.experts."};  // mixtral, qwen
   static const std::pair<const char*, const char*> linear[] = {
       {"w1", "ffn_gate_exps"}, {"w3", "ffn_up_exps"}, {"w2", "ffn_down_exps"},  // mixtral
       {"gate_proj", "ffn_gate_exps"}, {"up_proj", "ffn_up_exps"}, {"down_proj", "ffn_down_exps"}};
   std::string n, rest;
   if (!split_layer(hf, n, rest)) return std::nullopt;
-  for (const auto& [prefix, unused] : experts) {
+  for (const char* prefix : experts) {
     const std::string p = prefix;
     if (rest.compare(0, p.size(), p) != 0) continue;
     const size_t dot = rest.find('.', p.size());
