@@ -6,6 +6,8 @@
 // quantized codes are exactly those qshard chose.
 // Quantized Linears are written in their llama.cpp block type (--format q4_0 ... q8_0);
 // dense tensors as F32 (1-D: norms, as the converter does) or their stored float dtype.
+// Tensors wait in spool files in OUT, not in memory, until finish writes the file from
+// them (gguf_stream.h; with several ranks each owner spools, rank 0 writes).
 // config.json and the tokenizer files are copied beside it (finish_output), config last.
 #include <cmath>
 #include <map>
