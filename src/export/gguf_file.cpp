@@ -269,7 +269,8 @@ void copy_file_bytes(int from, uint64_t offset, int to, uint64_t bytes, const st
                      const std::string& to_path, bool kernel_copy) {
   while (kernel_copy && bytes > 0) {
     loff_t off = loff_t(offset);
-    const ssize_t n = ::copy_file_range(from, &off, to, nullptr, size_t(std::min<uint64_t>(bytes, uint64_t(1) << 30)), 0);
+    const size_t want = size_t(std::min<uint64_t>(bytes, uint64_t(1) << 30));
+    const ssize_t n = ::copy_file_range(from, &off, to, nullptr, want, 0);
     if (n < 0 && errno == EINTR) continue;
     // Kernels before 5.3, filesystems across which (or on which) it cannot copy: the
     // plain copy below does the rest.

@@ -125,9 +125,10 @@ TEST(RowParallel, SuperBlockScalesAreGathered) {
     const QuantFormat f = QuantFormat::parse(name, 0, true);
     const auto scheme = Scheme::make(f);
     const QuantizedLinear ref = rtn_quantize(w, *scheme, ClipSearch{}, "w");
-    const RowParallelResult got = quantize_rows_parallel(
-        w, nullptr, f, [](const Tensor& rows, const Scheme& s) { return RowQuantized{rtn_quantize(rows, s, ClipSearch{}, "w")}; },
-        c);
+    const RowQuantizer rtn = [](const Tensor& rows, const Scheme& s) {
+      return RowQuantized{rtn_quantize(rows, s, ClipSearch{}, "w")};
+    };
+    const RowParallelResult got = quantize_rows_parallel(w, nullptr, f, rtn, c);
     EXPECT_EQ(ref.super_scales.size(), size_t(37 * 2 * 2));
     EXPECT_EQ(got.q.super_scales, ref.super_scales);
     EXPECT_EQ(got.q.codes, ref.codes);
