@@ -7,6 +7,8 @@
 // row's blocks unchanged, so the quantized codes are exactly those qshard chose.
 // Quantized Linears are written in their llama.cpp block type (--format q4_0 ... q8_0);
 // dense tensors as F32 (1-D: norms, as the converter does) or their stored float dtype.
+// Tensors wait in spool files in OUT, not in memory, until finish writes the file from
+// them (gguf_stream.h; with several ranks each owner spools, rank 0 writes).
 // config.json and the tokenizer files are copied beside it (finish_output), config last.
 #include <cmath>
 #include <map>
@@ -18,9 +20,9 @@
 #include "export/export_common.h"
 #include "export/gguf_arch.h"
 #include "export/gguf_file.h"
+#include "export/gguf_stream.h"
 #include "export/gguf_vocab.h"
 #include "quant/rtn.h"
-#include "dist/communicator.h"
 
 namespace qshard::exporting {
 
@@ -221,21 +223,39 @@ std::vector<uint8_t> dense_bytes(const Tensor& t, GgmlType type) {
   return out;
 }
 
-std::vector<uint8_t> permute_rows(const std::vector<uint8_t>& data, uint64_t row_bytes,
-                                  const std::vector<int64_t>& src) {
-  std::vector<uint8_t> out(data.size());
-  for (size_t r = 0; r < src.size(); ++r)
-    std::memcpy(out.data() + r * row_bytes, data.data() + size_t(src[r]) * row_bytes, row_bytes);
-  return out;
+// The type an unquantized tensor is written in: 1-D (norms) F32, as the converter does;
+// 2-D ones by --gguf-dense (auto: their stored dtype).
+GgmlType dense_type(const Tensor& t, const std::string& dense) {
+  if (t.ndim() < 2) return GgmlType::F32;
+  const DType d = dense == "f16" ? DType::F16 : dense == "bf16" ? DType::BF16 : dense == "f32" ? DType::F32 : t.dtype();
+  return d == DType::F16 ? GgmlType::F16 : d == DType::BF16 ? GgmlType::BF16 : GgmlType::F32;
 }
 
+// A quantized Linear's rows in its llama.cpp block type, in the module's own row order
+// (the rope permutation is applied when the file is written).
+std::vector<uint8_t> block_bytes(const std::string& module, const QuantizedLinear& q) {
+  const GgmlType type = block_type(q.format);
+  const uint64_t row_bytes = ggml_row_bytes(type, q.in_features);
+  std::vector<uint8_t> data(size_t(row_bytes * uint64_t(q.out_features)));
+  const bool k = q.format.ggml_block() == 256;  // K-quants, IQ4_XS
+  if (k && q.super_scales.size() != size_t(q.out_features * (q.in_features / 256) * 2))
+    fail("internal error: module ", module, ": K-quant without its super-block scales (",
+         q.super_scales.size(), " values)");
+  for (int64_t r = 0; r < q.out_features; ++r)
+    (k ? encode_row_k : encode_row)(q, r, type, data.data() + r * row_bytes);
+  return data;
+}
+
+// Tensors stream to disk as they arrive (gguf_stream.h): a 70B model's bytes are never all
+// in memory. With several ranks each tensor's owner spools it and rank 0 writes the file.
 class GgufExporter final : public Exporter {
  public:
-  explicit GgufExporter(const std::string& out_dir) : out_dir_(out_dir) {}
+  GgufExporter(const std::string& out_dir, const WriteSplit* split)
+      : out_dir_(out_dir), stream_(out_dir, kFileName, split) {}
 
   void add_dense(const std::string& name, const Tensor& t) override {
     QS_ASSERT(!finished_, "add_dense after finish");
-    dense_.emplace_back(name, t);
+    stream_.add_dense(name, t);
   }
 
   void add_quantized(const std::string& module, const QuantizedLinear& q) override {
@@ -245,32 +265,49 @@ class GgufExporter final : public Exporter {
     } catch (const InputError& e) {
       fail_input("module ", module, ": ", e.what());
     }
-    validate_quantized(module, q);
     if (q.has_act_order_g_idx())
       fail_input("module ", module, ": --export gguf stores each row's blocks in column order; "
                  "act-order without --static-groups scatters them (add --static-groups)");
-    quantized_.emplace_back(module, q);
+    stream_.add_encoded(module + ".weight", {q.out_features, q.in_features}, block_type(q.format), [&] {
+      validate_quantized(module, q);
+      return block_bytes(module, q);
+    });
   }
 
+  // Collective: every rank encodes its dense tensors and hands its list to rank 0, which
+  // writes the header and copies the tensors into place.
   void finish(const ExportInfo& info) override {
     QS_ASSERT(!finished_, "finish called twice");
     finished_ = true;
-    const nlohmann::json config = read_source_config(info.source_model_dir);
-    GgufFile file;
-    const GgufModel model = gguf_model_metadata(config, info, file);
-    write_tokenizer(info.source_model_dir, config, file);
-    for (const auto& [name, t] : dense_) {
-      const auto it = info.gguf_dense_types.find(name);
-      if (it != info.gguf_dense_types.end() && it->second != "f16" && t.ndim() == 2)
-        add_quantized_tensor(file, model, name.substr(0, name.size() - 7),  // drop ".weight"
-                             rtn_quantize(t, *Scheme::make(QuantFormat::parse(it->second, 0, true)), {}, name));
-      else
-        add_dense_tensor(file, model, name, t, it != info.gguf_dense_types.end() ? "f16" : info.gguf_dense);
+    stream_.encode_dense([&](const std::string& name, const Tensor& t) { return encode_dense(name, t, info); });
+    const std::vector<GgufStream::Placed> placed = stream_.gather();
+    if (!stream_.writes_file()) return;
+    try {
+      const nlohmann::json config = read_source_config(info.source_model_dir);
+      GgufFile file;
+      const GgufModel model = gguf_model_metadata(config, info, file);
+      write_tokenizer(info.source_model_dir, config, file);
+      ExpertStacks experts;  // an expert's slice waits for its stack, written after the rest
+      for (const GgufStream::Placed& p : placed) {
+        if (const auto slot = gguf_expert_slot(p.name)) {
+          experts.add(*slot, p.shape, p.type, p.where);
+          continue;
+        }
+        const std::string g = mapped(p.name);
+        GgufExtent where = p.where;
+        where.order = rope_order(model, g, p.shape[0]);
+        file.add_tensor_at(g, p.shape, p.type, std::move(where));
+      }
+      experts.write(file, model.n_experts);
+      const std::string path = out_dir_ + "/" + kFileName;
+      finish_output(out_dir_, info, [&] {
+        file.write(path);
+        stream_.remove_spools();
+      }, nullptr);
+    } catch (...) {
+      stream_.remove_spools();  // nothing to resume from them: a rerun replays the calls
+      throw;
     }
-    for (const auto& [module, q] : quantized_) add_quantized_tensor(file, model, module, q);
-    experts_.write(file, model.n_experts);
-    const std::string path = out_dir_ + "/" + kFileName;
-    finish_output(out_dir_, info, [&] { file.write(path); }, nullptr);
   }
 
  private:
@@ -292,60 +329,28 @@ class GgufExporter final : public Exporter {
     return g;
   }
 
-  void add_dense_tensor(GgufFile& file, const GgufModel& m, const std::string& name, const Tensor& t,
-                        const std::string& dense) {
-    const std::string g = mapped(name);
-    GgmlType type = GgmlType::F32;
-    if (t.ndim() >= 2) {
-      const DType d = dense == "f16" ? DType::F16 : dense == "bf16" ? DType::BF16 : dense == "f32" ? DType::F32 : t.dtype();
-      if (d == DType::F16) type = GgmlType::F16;
-      if (d == DType::BF16) type = GgmlType::BF16;
+  // A dense tensor as the file stores it: a llama.cpp mix's quantized embeddings/output
+  // (info.gguf_dense_types, llama.cpp's reference rounding), else F32/F16/BF16.
+  static GgufStream::Encoded encode_dense(const std::string& name, const Tensor& t, const ExportInfo& info) {
+    const auto it = info.gguf_dense_types.find(name);
+    if (it != info.gguf_dense_types.end() && it->second != "f16" && t.ndim() == 2) {
+      const QuantizedLinear q = rtn_quantize(t, *Scheme::make(QuantFormat::parse(it->second, 0, true)), {}, name);
+      const std::string module = name.substr(0, name.size() - 7);  // drop ".weight"
+      return {block_type(q.format), block_bytes(module, q)};
     }
-    std::vector<uint8_t> data = dense_bytes(t, type);
-    const std::vector<int64_t> shape(t.shape().begin(), t.shape().end());
-    if (const auto src = rope_order(m, g, shape[0]); !src.empty())
-      data = permute_rows(data, data.size() / size_t(shape[0]), src);
-    put(file, name, g, shape, type, std::move(data));
-  }
-
-  void add_quantized_tensor(GgufFile& file, const GgufModel& m, const std::string& module,
-                            const QuantizedLinear& q) {
-    const std::string g = mapped(module + ".weight");
-    const GgmlType type = block_type(q.format);
-    const uint64_t row_bytes = ggml_row_bytes(type, q.in_features);
-    std::vector<uint8_t> data(size_t(row_bytes * uint64_t(q.out_features)));
-    const bool k = q.format.ggml_block() == 256;  // K-quants, IQ4_XS
-    if (k && q.super_scales.size() != size_t(q.out_features * (q.in_features / 256) * 2))
-      fail("internal error: module ", module, ": K-quant without its super-block scales (",
-           q.super_scales.size(), " values)");
-    for (int64_t r = 0; r < q.out_features; ++r)
-      (k ? encode_row_k : encode_row)(q, r, type, data.data() + r * row_bytes);
-    if (const auto src = rope_order(m, g, q.out_features); !src.empty())
-      data = permute_rows(data, row_bytes, src);
-    put(file, module + ".weight", g, {q.out_features, q.in_features}, type, std::move(data));
-  }
-
-  // An expert's slice waits for its stack (finish writes them); any other tensor goes in.
-  void put(GgufFile& file, const std::string& hf, const std::string& g, const std::vector<int64_t>& shape,
-           GgmlType type, std::vector<uint8_t> data) {
-    if (const auto slot = gguf_expert_slot(hf)) experts_.add(*slot, shape, type, std::move(data));
-    else file.add_tensor(g, shape, type, std::move(data));
+    const GgmlType type = dense_type(t, it != info.gguf_dense_types.end() ? "f16" : info.gguf_dense);
+    return {type, dense_bytes(t, type)};
   }
 
   std::string out_dir_;
-  std::vector<std::pair<std::string, Tensor>> dense_;
-  std::vector<std::pair<std::string, QuantizedLinear>> quantized_;
-  ExpertStacks experts_;
+  GgufStream stream_;
   bool finished_ = false;
 };
 
 }  // namespace
 
 std::unique_ptr<Exporter> make_gguf_exporter(const std::string& out_dir, const WriteSplit* split) {
-  if (split && split->comm && split->comm->size() > 1)
-    fail_input("--export gguf writes one file from one process: run it without mpirun (one "
-               "rank), or export hdf5 with several ranks");
-  return std::make_unique<GgufExporter>(out_dir);
+  return std::make_unique<GgufExporter>(out_dir, split);
 }
 
 }  // namespace qshard::exporting

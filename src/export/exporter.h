@@ -80,6 +80,8 @@ void check_export_supports_model(ExportKind kind, const ModelSpec& spec, const Q
 // tensor); rank owner(tensor name) writes a tensor's bytes, the others only note it.
 // Safetensors: each rank writes its own shards, rank 0 numbers them (rank order),
 // renames them and writes the index. HDF5: one file written collectively (MPI-IO).
+// GGUF: each rank spools the tensors it owns into OUT, rank 0 writes the one file from
+// every rank's spool (gguf_stream.h).
 // finish() is collective; rank 0 finishes the directory (config.json last).
 struct WriteSplit {
   Communicator* comm = nullptr;

@@ -152,14 +152,14 @@ std::optional<ExpertSlot> gguf_expert_slot(const std::string& hf) {
 }
 
 void ExpertStacks::add(const ExpertSlot& slot, const std::vector<int64_t>& shape, GgmlType type,
-                       std::vector<uint8_t> data) {
+                       GgufExtent where) {
   auto [it, fresh] = stacks_.try_emplace(slot.name);
   Stack& s = it->second;
   if (fresh) s.shape = shape, s.type = type;
   if ((shape != s.shape || type != s.type) && s.mismatch.empty())
     s.mismatch = str_cat("expert ", slot.expert, " is ", ggml_type_name(type), ", expert ",
                          s.slices.begin()->first, " ", ggml_type_name(s.type));
-  s.slices[slot.expert] = std::move(data);
+  s.slices[slot.expert] = std::move(where);
 }
 
 void ExpertStacks::write(GgufFile& file, int64_t n_experts) {
@@ -169,9 +169,9 @@ void ExpertStacks::write(GgufFile& file, int64_t n_experts) {
                  s.mismatch, ": give the experts of a layer one format (--recipe, --target-bpw)");
     QS_ASSERT(int64_t(s.slices.size()) == n_experts && s.slices.rbegin()->first == n_experts - 1, name,
               ": ", s.slices.size(), " of ", n_experts, " experts");
-    std::vector<uint8_t> bytes;
-    for (auto& [e, slice] : s.slices) bytes.insert(bytes.end(), slice.begin(), slice.end()), slice.clear();
-    file.add_tensor(name, {n_experts, s.shape[0], s.shape[1]}, s.type, std::move(bytes));
+    std::vector<GgufExtent> parts;
+    for (auto& [e, slice] : s.slices) parts.push_back(std::move(slice));
+    file.add_tensor_at(name, {n_experts, s.shape[0], s.shape[1]}, s.type, std::move(parts));
   }
   stacks_.clear();
 }

@@ -55,10 +55,11 @@ struct ExpertSlot {
 std::optional<ExpertSlot> gguf_expert_slot(const std::string& hf);
 
 // The experts' slices gathered into llama.cpp's [experts, out, in] tensors: every slice of
-// a stack has the same shape and type (one type per GGUF tensor).
+// a stack has the same shape and type (one type per GGUF tensor). The slices' bytes stay
+// where the export spooled them; the stack is written from them in expert order.
 class ExpertStacks {
  public:
-  void add(const ExpertSlot& slot, const std::vector<int64_t>& shape, GgmlType type, std::vector<uint8_t> data);
+  void add(const ExpertSlot& slot, const std::vector<int64_t>& shape, GgmlType type, GgufExtent where);
   // Adds every stack to `file`; an InputError if a stack mixes types (e.g. --recipe or
   // --target-bpw gave experts of one layer different formats).
   void write(GgufFile& file, int64_t n_experts);
@@ -67,7 +68,7 @@ class ExpertStacks {
   struct Stack {
     std::vector<int64_t> shape;
     GgmlType type;
-    std::map<int64_t, std::vector<uint8_t>> slices;
+    std::map<int64_t, GgufExtent> slices;
     std::string mismatch;  // the first slice whose shape or type differs
   };
   std::map<std::string, Stack> stacks_;

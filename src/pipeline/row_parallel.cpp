@@ -112,7 +112,8 @@ uint64_t row_results_bytes(int64_t out, int64_t in, const QuantFormat& format) {
   const int64_t ng = format.n_groups(in);
   const bool zeros = format.stores_zeros();
   const uint64_t codes = packs_codes(format) ? uint64_t(out * in) / 2 : uint64_t(out * in);  // in is even
-  return codes + uint64_t(out * ng) * 4 * (zeros ? 2 : 1) + uint64_t(in) * 4;
+  const uint64_t super = format.ggml_block() == 256 ? uint64_t(out * (in / 256) * 2) * 4 : 0;  // d, dmin
+  return codes + uint64_t(out * ng) * 4 * (zeros ? 2 : 1) + super + uint64_t(in) * 4;
 }
 
 RowParallelResult quantize_rows_parallel(const Tensor& weight, const Tensor* hessian,
@@ -171,6 +172,19 @@ RowParallelResult quantize_rows_parallel(const Tensor& weight, const Tensor* hes
     if (has_zeros) {
       q.zeros.resize(size_t(out * ng));
       comm.allgatherv(local.q.zeros.data(), q.zeros.data(), scale_bytes, Traffic::Results);
+    }
+    // GGML 256-blocks (K-quants, IQ4_XS): each super-block's FP16 d and dmin, which the
+    // GGUF export encodes the sub-block scale codes against.
+    int64_t has_super = int64_t(!local.q.super_scales.empty());
+    comm.allreduce_max(&has_super, 1);
+    if (has_super) {
+      const int64_t per_row = in / 256 * 2;
+      QS_ASSERT(format.ggml_block() == 256 && int64_t(local.q.super_scales.size()) == mine.size() * per_row,
+                "row block super-block scales");
+      std::vector<int64_t> super_bytes;
+      for (int k = 0; k < n; ++k) super_bytes.push_back(row_range(out, n, k).size() * per_row * int64_t(sizeof(float)));
+      q.super_scales.resize(size_t(out * per_row));
+      comm.allgatherv(local.q.super_scales.data(), q.super_scales.data(), super_bytes, Traffic::Results);
     }
     // g_idx depends on H alone, the same everywhere; rank 0 always has rows.
     q.g_idx.resize(size_t(in));

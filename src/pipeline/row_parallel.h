@@ -50,7 +50,7 @@ RowParallelResult quantize_rows_parallel(const Tensor& weight, const Tensor* hes
 
 // Bytes one module's results put on the wire in the allgather (codes u8, two to a byte
 // for formats of at most 4 bits, scales f32,
-// zeros f32 for asymmetric-capable Int, g_idx broadcast): the accounting formula the
+// zeros f32 for asymmetric-capable Int, GGML 256-blocks' d and dmin f32, g_idx broadcast): the accounting formula the
 // benchmark's analytic 70B numbers use too.
 uint64_t row_results_bytes(int64_t out, int64_t in, const QuantFormat& format);
 

@@ -7,8 +7,11 @@ integer codes identical to one rank's; KLD against the original within 1% of one
 a rerun at the same rank count is byte-identical; the sharded output is what engines
 expect (model-0000i-of-0000N.safetensors + model.safetensors.index.json naming every
 tensor once, no temporaries left); the parallel-HDF5 export at 3 ranks holds the same
-codes as one rank's; a failure on one rank ends every rank with a non-zero exit.
-Kept small (--n-calib 32 --calib-seqlen 128). Env: QSHARD_BIN, QSHARD_TEST_MODEL.
+codes as one rank's; --export gguf (gptq: the Q4_K_M mix at 2 and 3 ranks, q4_0's
+32-blocks at 3) writes a model.gguf byte-identical to one rank's and leaves no spool
+behind; a failure on one rank ends every rank with a non-zero exit.
+Kept small (--n-calib 32 --calib-seqlen 128; the gguf runs 8 x 64).
+Env: QSHARD_BIN, QSHARD_TEST_MODEL.
 Exit 0 pass, 1 fail, 77 skip (no safetensors/torch/h5py).
 """
 import hashlib
@@ -139,6 +142,20 @@ def main():
         check(total > 0 and same / total >= 0.999, f"hdf5 3 ranks: {same / total:.5%} of codes identical")
         dense_ok = all(np.array_equal(a["dense"][k][()], b["dense"][k][()]) for k in a["dense"])
         check(dense_ok, "hdf5 3 ranks: dense tensors identical")
+
+    # GGUF: each rank spools the tensors it owns, rank 0 writes the one file.
+    for fmt, counts in (("gguf:Q4_K_M", (1, 2, 3)), ("q4_0", (1, 3))):
+        sums = {}
+        for np_ in counts:
+            d = os.path.join(t, f"gguf-{fmt.replace(':', '-')}-np{np_}")
+            run(MPIRUN + ["-np", str(np_), QBIN, "quantize", "--model", MODEL, "--out", d, "--quiet"]
+                + calib_args(8, 64) + ["--method", "gptq", "--format", fmt, "--export", "gguf"])
+            with open(os.path.join(d, "model.gguf"), "rb") as fh:
+                sums[np_] = hashlib.sha256(fh.read()).hexdigest()
+            left = [f for f in os.listdir(d) if f.endswith(".partial") or f.endswith(".tmp")]
+            check(not left, f"gguf {fmt} {np_} ranks: no spool or temporary left ({left})")
+        check(all(sums[n] == sums[1] for n in counts),
+              f"gguf {fmt}: model.gguf at {counts[1:]} ranks byte-identical to 1 rank's ({sums})")
 
     # An error on one rank (rank 0 refuses an --out that holds a finished checkpoint)
     # ends every rank: non-zero exit, no hang (subprocess timeout otherwise).

@@ -65,6 +65,9 @@ def main():
             "awq": ["--export", "fakequant", "--method", "awq", "--asym"],
             # Fitted ranges kept as GPTQ's groups; the quantized output carries h.
             "awq-joint+gptq": ["--method", "awq-joint+gptq", "--asym"],
+            # One file from tensors spooled in OUT as they arrive; K-quant super-block scales
+            # recorded; the mix's embeddings and output quantized at finish.
+            "gguf": ["--export", "gguf", "--method", "rtn", "--format", "gguf:Q4_K_M"],
         }
         refs = {}
         durations = {}
@@ -91,6 +94,9 @@ def main():
                 check(p.returncode == 0, f"{name}: rerun after a kill at {point}: rc {p.returncode} "
                                          f"{p.stderr.strip()[-300:]}")
                 same_as(refs[name], out, f"{name} killed at {point}")
+                if name == "gguf":  # the killed run's spool is not left behind
+                    left = [f for f in os.listdir(out) if f.endswith(".partial") or f.endswith(".tmp")]
+                    check(not left, f"gguf killed at {point}: no spool or temporary after the rerun ({left})")
 
         # Killed twice in a row, at different layers.
         out = os.path.join(t, "twice")

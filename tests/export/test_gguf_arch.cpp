@@ -37,13 +37,13 @@ TEST(GgufArch, ExpertSlots) {
 
 TEST(GgufArch, StackedExpertsKeepOrderAndRefuseMixedTypes) {
   ExpertStacks s;
-  s.add({"blk.0.ffn_up_exps.weight", 1}, {2, 32}, GgmlType::Q8_0, std::vector<uint8_t>(68, 1));
-  s.add({"blk.0.ffn_up_exps.weight", 0}, {2, 32}, GgmlType::Q8_0, std::vector<uint8_t>(68, 0));
+  s.add({"blk.0.ffn_up_exps.weight", 1}, {2, 32}, GgmlType::Q8_0, GgufExtent{"spool", 68, {}});
+  s.add({"blk.0.ffn_up_exps.weight", 0}, {2, 32}, GgmlType::Q8_0, GgufExtent{"spool", 0, {}});
   GgufFile f;
   EXPECT_NO_THROW(s.write(f, 2));
   ExpertStacks bad;
-  bad.add({"blk.0.ffn_up_exps.weight", 0}, {2, 32}, GgmlType::Q8_0, std::vector<uint8_t>(68));
-  bad.add({"blk.0.ffn_up_exps.weight", 1}, {2, 32}, GgmlType::F32, std::vector<uint8_t>(256));
+  bad.add({"blk.0.ffn_up_exps.weight", 0}, {2, 32}, GgmlType::Q8_0, GgufExtent{"spool", 0, {}});
+  bad.add({"blk.0.ffn_up_exps.weight", 1}, {2, 32}, GgmlType::F32, GgufExtent{"spool", 68, {}});
   try {
     bad.write(f, 2);
     FAIL() << "no error";

@@ -114,6 +114,28 @@ TEST(RowParallel, RtnNvfp4TensorScaleIsGlobal) {
   EXPECT_EQ(got.q.scales, ref.scales);
 }
 
+// GGML 256-blocks (K-quants, IQ4_XS) also carry each super-block's FP16 d and dmin
+// (super_scales), which the GGUF export encodes the sub-block codes against: gathered
+// like the scales (37 rows: uneven over 2 and 3 ranks).
+TEST(RowParallel, SuperBlockScalesAreGathered) {
+  Communicator& c = world();
+  const Tensor w = seeded(37, 512, 9, 0.02f);
+  for (const char* name : {"q4_k", "q6_k", "iq4_xs"}) {
+    SCOPED_TRACE(name);
+    const QuantFormat f = QuantFormat::parse(name, 0, true);
+    const auto scheme = Scheme::make(f);
+    const QuantizedLinear ref = rtn_quantize(w, *scheme, ClipSearch{}, "w");
+    const RowQuantizer rtn = [](const Tensor& rows, const Scheme& s) {
+      return RowQuantized{rtn_quantize(rows, s, ClipSearch{}, "w")};
+    };
+    const RowParallelResult got = quantize_rows_parallel(w, nullptr, f, rtn, c);
+    EXPECT_EQ(ref.super_scales.size(), size_t(37 * 2 * 2));
+    EXPECT_EQ(got.q.super_scales, ref.super_scales);
+    EXPECT_EQ(got.q.codes, ref.codes);
+    EXPECT_EQ(got.q.scales, ref.scales);
+  }
+}
+
 // The windows split over ranks as the pipeline splits them; the sum must be the bits
 // one rank gets from all windows, batched differently.
 TEST(HessianSum, SameBitsAtEveryRankCount) {
