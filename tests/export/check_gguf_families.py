@@ -27,7 +27,9 @@ Per family:
    quarter of the quantization's own distance to the golden logits (llama.cpp rounds the
    activations to Q8_0 blocks inside its Q4_0 dot products, which qshard does not:
    measured 0.7e-2 .. 2.3e-2, against 5e-2 .. 3.8e-1 from the golden logits).
-3. Refused with one error line (docs/errors.md rows 57, 69): a llama.cpp mix of an MoE
+3. MoE: the quantized export written by 2 ranks (experts owned by ranks, spooled by their
+   owners, stacked by rank 0) is byte-identical to 1 rank's.
+4. Refused with one error line (docs/errors.md rows 57, 69): a llama.cpp mix of an MoE
    model (not planned yet), rope_scaling llama3 on qwen2, norm_topk_prob false on
    qwen3_moe, one layer's experts in two types (one --skip'ed).
 Env: QSHARD_BIN, QSHARD_SOURCE_DIR, QSHARD_VOCAB_DIR (its cache holds the llama.cpp build and
@@ -46,7 +48,7 @@ from safetensors.numpy import load_file
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
-from checklib import QBIN, attempt, check, run, verdict  # noqa: E402
+from checklib import MPIRUN, QBIN, attempt, check, run, verdict  # noqa: E402
 
 ROOT = os.environ["QSHARD_SOURCE_DIR"]
 sys.path.insert(0, os.path.join(ROOT, "tools"))
@@ -250,6 +252,12 @@ def family(exe, t, name, arch, pre):
     types = {t_.name: t_.tensor_type.name for t_ in gguf.GGUFReader(os.path.join(q, "model.gguf")).tensors}
     n_q = sum(v == QFMT.upper() for v in types.values())
     check(n_q > 0, f"{name}: {n_q} {QFMT.upper()} tensors in the quantized export ({' '.join(skip) or 'nothing skipped'})")
+    if "num_experts" in config or "num_local_experts" in config:
+        q2 = os.path.join(t, name + "-q-2ranks")
+        run(MPIRUN + ["-np", "2", QBIN, "quantize", "--model", src, "--out", q2, "--quiet"] + CALIB +
+            ["--method", "rtn", "--format", QFMT, *skip, "--export", "gguf"])
+        same = open(os.path.join(q, "model.gguf"), "rb").read() == open(os.path.join(q2, "model.gguf"), "rb").read()
+        check(same, f"{name}: the {QFMT} export from 2 ranks is byte-identical to 1 rank's (stacked experts)")
     lq = logits(exe, os.path.join(q, "model.gguf"), golden["tokens"], t)
     lf = logits(exe, os.path.join(fq32, "model.gguf"), golden["tokens"], t)
     e, eg = rel_err(lq, lf), rel_err(lq, golden["logits"])
