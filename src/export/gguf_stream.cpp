@@ -6,6 +6,7 @@
 
 #include "core/error.h"
 #include "dist/communicator.h"
+#include "export/gather_bytes.h"
 
 namespace qshard::exporting {
 
@@ -16,31 +17,6 @@ bool is_alone(const WriteSplit* split) { return !split || !split->comm || split-
 std::string spool_name(const std::string& file_name, int rank) {
   return "." + file_name + ".r" + std::to_string(rank) + ".partial";
 }
-
-// A rank's records as bytes for the gather, little-endian: [u64 count], then per record
-// [u64 call][u64 dense][u64 len][name][u64 ndim][u64 dim]...[u64 type][u64 offset][u64 bytes].
-void put_u64(std::vector<uint8_t>& b, uint64_t v) {
-  for (int i = 0; i < 8; ++i) b.push_back(uint8_t(v >> (8 * i)));
-}
-
-struct Reader {
-  const std::vector<uint8_t>& b;
-  size_t pos = 0;
-  uint64_t u64() {
-    QS_ASSERT(pos + 8 <= b.size(), "truncated GGUF tensor list");
-    uint64_t v = 0;
-    for (int i = 0; i < 8; ++i) v |= uint64_t(b[pos + size_t(i)]) << (8 * i);
-    pos += 8;
-    return v;
-  }
-  std::string str() {
-    const uint64_t n = u64();
-    QS_ASSERT(pos + n <= b.size(), "truncated GGUF tensor list");
-    std::string s(reinterpret_cast<const char*>(b.data() + pos), size_t(n));
-    pos += size_t(n);
-    return s;
-  }
-};
 
 }  // namespace
 
@@ -102,12 +78,13 @@ void GgufStream::encode_dense(const std::function<Encoded(const std::string&, co
 
 std::vector<GgufStream::Placed> GgufStream::gather() {
   spool_.close();
+  // This rank's records for the gather: [u64 count], then per record [u64 call][u64 dense]
+  // [str name][u64 ndim][u64 dim]...[u64 type][u64 offset][u64 bytes] (gather_bytes.h).
   std::vector<uint8_t> mine;
   put_u64(mine, records_.size());
   for (const Record& r : records_) {
     QS_ASSERT(r.encoded, "GGUF export: ", r.name, " gathered before encode_dense");
-    put_u64(mine, r.call), put_u64(mine, r.dense ? 1 : 0), put_u64(mine, r.name.size());
-    mine.insert(mine.end(), r.name.begin(), r.name.end());
+    put_u64(mine, r.call), put_u64(mine, r.dense ? 1 : 0), put_str(mine, r.name);
     put_u64(mine, r.shape.size());
     for (const int64_t d : r.shape) put_u64(mine, uint64_t(d));
     put_u64(mine, r.type), put_u64(mine, r.offset), put_u64(mine, r.bytes);
@@ -121,7 +98,7 @@ std::vector<GgufStream::Placed> GgufStream::gather() {
   std::vector<Placed> slot(static_cast<size_t>(calls_));
   std::vector<int> dense(static_cast<size_t>(calls_), -1);  // -1: no rank spooled the call
   for (size_t rank = 0; rank < all.size(); ++rank) {
-    Reader in{all[rank]};
+    GatherReader in{all[rank], "GGUF tensor list"};
     for (uint64_t n = in.u64(); n > 0; --n) {
       const uint64_t call = in.u64();
       QS_ASSERT(call < calls_ && dense[size_t(call)] < 0, "GGUF export: call ", call, " spooled twice or unknown");

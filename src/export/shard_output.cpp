@@ -4,39 +4,14 @@
 
 #include "core/error.h"
 #include "dist/communicator.h"
+#include "export/gather_bytes.h"
 
 namespace qshard::exporting {
 
 namespace {
 
 // A rank's parts as bytes for the gather: [u64 count] then per part
-// [u64 bytes][u32 len][tmp path][u32 n][u32 len, name]...
-void put_u64(std::vector<uint8_t>& b, uint64_t v) {
-  for (int i = 0; i < 8; ++i) b.push_back(uint8_t(v >> (8 * i)));
-}
-void put_str(std::vector<uint8_t>& b, const std::string& s) {
-  put_u64(b, s.size());
-  b.insert(b.end(), s.begin(), s.end());
-}
-struct Reader {
-  const std::vector<uint8_t>& b;
-  size_t pos = 0;
-  uint64_t u64() {
-    QS_ASSERT(pos + 8 <= b.size(), "truncated shard list");
-    uint64_t v = 0;
-    for (int i = 0; i < 8; ++i) v |= uint64_t(b[pos + size_t(i)]) << (8 * i);
-    pos += 8;
-    return v;
-  }
-  std::string str() {
-    const uint64_t n = u64();
-    QS_ASSERT(pos + n <= b.size(), "truncated shard list");
-    std::string s(reinterpret_cast<const char*>(b.data() + pos), size_t(n));
-    pos += size_t(n);
-    return s;
-  }
-};
-
+// [u64 bytes][str tmp path][u64 n][str name]... (gather_bytes.h)
 std::vector<uint8_t> encode(const std::vector<SafetensorsWriter::Part>& parts) {
   std::vector<uint8_t> b;
   put_u64(b, parts.size());
@@ -50,7 +25,7 @@ std::vector<uint8_t> encode(const std::vector<SafetensorsWriter::Part>& parts) {
 }
 
 void decode(const std::vector<uint8_t>& b, std::vector<SafetensorsWriter::Part>& out) {
-  Reader r{b};
+  GatherReader r{b, "shard list"};
   const uint64_t n = r.u64();
   for (uint64_t i = 0; i < n; ++i) {
     SafetensorsWriter::Part p;
