@@ -169,6 +169,10 @@ BpwPlan bpw_plan_inputs(const po::variables_map& vm, ExportKind kind, const Quan
   if (kind == ExportKind::Awq)
     fail_input("--target-bpw with --export awq: an AWQ checkpoint holds one format (int4, one group size); "
                "use --export gptq, compressed-tensors, hdf5, gguf or fakequant");
+  if (kind == ExportKind::Gguf && spec.num_experts > 0)
+    fail_input("--target-bpw with --export gguf of model_type ", spec.model_type, " (mixture of experts): "
+               "llama.cpp stacks a layer's experts in one tensor of one type, which a per-module plan "
+               "does not keep; give one 32-block --format (q4_0, q4_1, q5_0, q5_1, q8_0, iq4_nl)");
   if (opt.quantize_lm_head)
     fail_input("--target-bpw plans the decoder layers' Linears, not lm_head yet: drop --quantize-lm-head");
   if (vm["bpw-kld-windows"].as<int64_t>() < 0) fail_input("--bpw-kld-windows must not be negative");
@@ -404,6 +408,7 @@ int run_quantize(const std::vector<std::string>& args, Communicator& comm) {
   {  // with a plan, --format's group size matters for no module: check as planned (any choice)
     Recipe checked = recipe;
     if (bpw) bpw->apply(checked);
+    check_gguf_expert_formats(kind, lm.spec(), [&checked](const std::string& m) { return checked.format_for(m); });
     check_quantize_inputs(lm.spec(), store, checked, opt);
   }
   if (act != ActFormat::None)  // calibration sees what the quantized Linears will read

@@ -4,6 +4,7 @@
 #include "core/error.h"
 #include "export/export_common.h"
 #include "export/gguf_arch.h"
+#include "model/architecture.h"
 
 namespace qshard {
 
@@ -117,6 +118,32 @@ void check_export_supports_model(ExportKind kind, const ModelSpec& spec, const Q
     fail_input("--export gguf of model_type ", spec.model_type, " (mixture of experts): llama.cpp's "
                "per-tensor types and K-quant fallbacks for expert layers are not planned yet; use a "
                "32-block --format (q4_0, q4_1, q5_0, q5_1, q8_0, iq4_nl)");
+}
+
+void check_gguf_expert_formats(ExportKind kind, const ModelSpec& spec,
+                               const std::function<std::optional<QuantFormat>(const std::string&)>& format_for) {
+  if (kind != ExportKind::Gguf || spec.num_experts == 0) return;
+  struct First {
+    std::string module, format;
+  };
+  std::map<std::string, First> stacks;  // stacked tensor -> its first expert and that one's format
+  for (int64_t l = 0; l < spec.num_layers; ++l)
+    for (const LinearSlot& linear : layer_linears(spec)) {
+      const std::string module = spec.layer_prefix(l) + linear.name;
+      const auto slot = exporting::gguf_expert_slot(module + ".weight");
+      if (!slot) continue;
+      const std::optional<QuantFormat> f = format_for(module);
+      if (f && f->ggml_block() == 256)
+        fail_input("--recipe: ", module, " gets ", f->describe(), ", but --export gguf of model_type ",
+                   spec.model_type, " (mixture of experts) writes experts in 32-block types only "
+                   "(q4_0, q4_1, q5_0, q5_1, q8_0, iq4_nl): give them one of those");
+      const std::string name = f ? f->describe() : "not quantized";
+      const auto [it, first] = stacks.try_emplace(slot->name, First{module, name});
+      if (!first && it->second.format != name)
+        fail_input("--export gguf: ", slot->name, " stacks every expert in one GGUF tensor of one type, but ",
+                   it->second.module, " is ", it->second.format, " and ", module, " is ", name,
+                   ": give the experts of a layer one format (--recipe, --skip)");
+    }
 }
 
 std::unique_ptr<Exporter> make_exporter(ExportKind kind, const std::string& out_dir,

@@ -6,6 +6,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -74,6 +75,12 @@ void check_export_supports_act(ExportKind kind, ActFormat act, const QuantFormat
 // gguf_arch.cpp's table, mixture-of-experts ones with 32-block types only (no llama.cpp
 // mix or K-quant fallback plan for experts yet). mix: --format gguf:MIX.
 void check_export_supports_model(ExportKind kind, const ModelSpec& spec, const QuantFormat& format, bool mix);
+// --export gguf of an MoE model, once --recipe/--skip are known: llama.cpp stacks a layer's
+// experts in one tensor of one type, so every expert Linear of a stack must get one format
+// (format_for: the module's, nullopt when it stays unquantized), and that a 32-block type.
+// Refused before calibration rather than when the stacks are written at the end.
+void check_gguf_expert_formats(ExportKind kind, const ModelSpec& spec,
+                               const std::function<std::optional<QuantFormat>(const std::string&)>& format_for);
 
 // A checkpoint written by every rank of a job. Every rank makes the same exporter and
 // the same add_dense/add_quantized/finish calls in the same order (every rank holds every

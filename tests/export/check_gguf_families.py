@@ -29,9 +29,10 @@ Per family:
    measured 0.7e-2 .. 2.3e-2, against 5e-2 .. 3.8e-1 from the golden logits).
 3. MoE: the quantized export written by 2 ranks (experts owned by ranks, spooled by their
    owners, stacked by rank 0) is byte-identical to 1 rank's.
-4. Refused with one error line (docs/errors.md rows 57, 69): a llama.cpp mix of an MoE
-   model (not planned yet), rope_scaling llama3 on qwen2, norm_topk_prob false on
-   qwen3_moe, one layer's experts in two types (one --skip'ed).
+4. Refused with one error line, before --out is made (docs/errors.md rows 57, 69): a
+   llama.cpp mix of an MoE model (not planned yet), rope_scaling llama3 on qwen2,
+   norm_topk_prob false on qwen3_moe, one layer's experts in two types (one --skip'ed),
+   --target-bpw on an MoE model, a K type for the experts by --recipe.
 Env: QSHARD_BIN, QSHARD_SOURCE_DIR, QSHARD_VOCAB_DIR (its cache holds the llama.cpp build and
 source). Exit 0 pass, 1 fail (a missing llama.cpp build fails, naming the script).
 """
@@ -281,6 +282,7 @@ def refused(t, what, name, patch, args, pattern):
     errors = [line for line in p.stderr.splitlines() if line.startswith("qshard: error:")]
     check(p.returncode == 2 and len(errors) == 1 and pattern in errors[0],
           f"{what} refused with one error line: {' / '.join(errors) or p.stderr.strip()[-300:]}")
+    check(not os.path.exists(src + "-out"), f"{what} refused before --out was made")
 
 
 def main():
@@ -303,6 +305,12 @@ def main():
             "always renormalizes")
     refused(tmp.name, "one layer's experts in two types", "rand-mixtral", {}, ["--skip", r"layers\.0\..*experts\.1\."],
             "one GGUF tensor of one type")
+    refused(tmp.name, "--target-bpw on rand-mixtral", "rand-mixtral", {}, ["--target-bpw", "4.5"],
+            "a per-module plan does not keep")
+    recipe = os.path.join(tmp.name, "experts-q4_k.json")
+    json.dump({"rules": [{"match": r".*experts\..*", "format": "q4_k"}]}, open(recipe, "w"))
+    refused(tmp.name, "a K type for qwen3-moe's experts by --recipe", "rand-qwen3-moe", {}, ["--recipe", recipe],
+            "32-block types only")
     return verdict()
 
 

@@ -51,3 +51,41 @@ TEST(GgufArch, StackedExpertsKeepOrderAndRefuseMixedTypes) {
     EXPECT_NE(std::string(e.what()).find("blk.0.ffn_up_exps.weight stacks every expert"), std::string::npos) << e.what();
   }
 }
+
+// Experts a --recipe/--skip splits are refused before any work (docs/errors.md row 69),
+// not only when the stacks are written at the end; the shared expert is no stack.
+TEST(GgufArch, ExpertFormatsCheckedBeforeQuantizing) {
+  ModelSpec s;
+  s.arch = Arch::Qwen2Moe;
+  s.model_type = "qwen2_moe";
+  s.num_layers = 2;
+  s.hidden_size = 64;
+  s.num_experts = 2;
+  s.moe_intermediate_size = 32;
+  s.shared_expert_intermediate_size = 64;
+  const QuantFormat q4_0 = QuantFormat::parse("q4_0", 0, true), q4_k = QuantFormat::parse("q4_k", 0, true);
+  const auto all = [](QuantFormat f) { return [f](const std::string&) { return std::optional<QuantFormat>(f); }; };
+  EXPECT_NO_THROW(check_gguf_expert_formats(ExportKind::Gguf, s, all(q4_0)));
+  EXPECT_NO_THROW(check_gguf_expert_formats(ExportKind::FakeQuant, s, all(q4_k)));
+  try {
+    check_gguf_expert_formats(ExportKind::Gguf, s, all(q4_k));
+    ADD_FAILURE() << "K type on experts not refused";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("32-block types only"), std::string::npos) << e.what();
+  }
+  const auto skip_one = [&](const std::string& m) {
+    return m == "model.layers.1.mlp.experts.1.up_proj" ? std::nullopt : std::optional<QuantFormat>(q4_0);
+  };
+  try {
+    check_gguf_expert_formats(ExportKind::Gguf, s, skip_one);
+    ADD_FAILURE() << "experts of one layer in two formats not refused";
+  } catch (const InputError& e) {
+    const std::string w = e.what();
+    EXPECT_NE(w.find("blk.1.ffn_up_exps.weight"), std::string::npos) << w;
+    EXPECT_NE(w.find("model.layers.1.mlp.experts.1.up_proj is not quantized"), std::string::npos) << w;
+  }
+  const auto shared_dense = [&](const std::string& m) {
+    return m.find("shared_expert") != std::string::npos ? std::nullopt : std::optional<QuantFormat>(q4_0);
+  };
+  EXPECT_NO_THROW(check_gguf_expert_formats(ExportKind::Gguf, s, shared_dense));
+}
