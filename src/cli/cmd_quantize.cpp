@@ -172,7 +172,7 @@ BpwPlan bpw_plan_inputs(const po::variables_map& vm, ExportKind kind, const Quan
   if (kind == ExportKind::Gguf && spec.num_experts > 0)
     fail_input("--target-bpw with --export gguf of model_type ", spec.model_type, " (mixture of experts): "
                "llama.cpp stacks a layer's experts in one tensor of one type, which a per-module plan "
-               "does not keep; give one 32-block --format (q4_0, q4_1, q5_0, q5_1, q8_0, iq4_nl)");
+               "does not keep; give one 32-block --format (", kGgufExpertFormats, ")");
   if (opt.quantize_lm_head)
     fail_input("--target-bpw plans the decoder layers' Linears, not lm_head yet: drop --quantize-lm-head");
   if (vm["bpw-kld-windows"].as<int64_t>() < 0) fail_input("--bpw-kld-windows must not be negative");

@@ -117,7 +117,7 @@ void check_export_supports_model(ExportKind kind, const ModelSpec& spec, const Q
   if (spec.num_experts > 0 && (mix || format.ggml_block() == 256))
     fail_input("--export gguf of model_type ", spec.model_type, " (mixture of experts): llama.cpp's "
                "per-tensor types and K-quant fallbacks for expert layers are not planned yet; use a "
-               "32-block --format (q4_0, q4_1, q5_0, q5_1, q8_0, iq4_nl)");
+               "32-block --format (", kGgufExpertFormats, ")");
 }
 
 void check_gguf_expert_formats(ExportKind kind, const ModelSpec& spec,
@@ -135,8 +135,8 @@ void check_gguf_expert_formats(ExportKind kind, const ModelSpec& spec,
       const std::optional<QuantFormat> f = format_for(module);
       if (f && f->ggml_block() == 256)
         fail_input("--recipe: ", module, " gets ", f->describe(), ", but --export gguf of model_type ",
-                   spec.model_type, " (mixture of experts) writes experts in 32-block types only "
-                   "(q4_0, q4_1, q5_0, q5_1, q8_0, iq4_nl): give them one of those");
+                   spec.model_type, " (mixture of experts) writes experts in 32-block types only (",
+                   kGgufExpertFormats, "): give them one of those");
       const std::string name = f ? f->describe() : "not quantized";
       const auto [it, first] = stacks.try_emplace(slot->name, First{module, name});
       if (!first && it->second.format != name)

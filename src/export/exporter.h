@@ -75,6 +75,8 @@ void check_export_supports_act(ExportKind kind, ActFormat act, const QuantFormat
 // gguf_arch.cpp's table, mixture-of-experts ones with 32-block types only (no llama.cpp
 // mix or K-quant fallback plan for experts yet). mix: --format gguf:MIX.
 void check_export_supports_model(ExportKind kind, const ModelSpec& spec, const QuantFormat& format, bool mix);
+// The --format names an MoE model's experts can take in a GGUF file (32-block types).
+inline constexpr const char* kGgufExpertFormats = "q4_0, q4_1, q5_0, q5_1, q8_0, iq4_nl";
 // --export gguf of an MoE model, once --recipe/--skip are known: llama.cpp stacks a layer's
 // experts in one tensor of one type, so every expert Linear of a stack must get one format
 // (format_for: the module's, nullopt when it stays unquantized), and that a 32-block type.

@@ -132,6 +132,12 @@ uint64_t ggml_row_bytes(GgmlType t, int64_t n) {
   return uint64_t(n / ti.block) * ti.bytes;
 }
 
+uint64_t ggml_tensor_bytes(GgmlType t, const std::vector<int64_t>& shape) {
+  uint64_t bytes = ggml_row_bytes(t, shape.back());
+  for (size_t i = 0; i + 1 < shape.size(); ++i) bytes *= uint64_t(shape[i]);
+  return bytes;
+}
+
 void GgufFile::set_string(const std::string& key, const std::string& v) {
   put_str(kv_, key), put<uint32_t>(kv_, kString), put_str(kv_, v), ++n_kv_;
 }
@@ -180,7 +186,7 @@ uint64_t GgufFile::check_tensor(const std::string& name, const std::vector<int64
                  "dimension is not positive): split the tensor or export safetensors");
     n *= d;
   }
-  return ggml_row_bytes(type, shape.back()) * uint64_t(n / shape.back());
+  return ggml_tensor_bytes(type, shape);
 }
 
 void GgufFile::add_tensor(const std::string& name, const std::vector<int64_t>& shape, GgmlType type,

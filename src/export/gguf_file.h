@@ -20,6 +20,8 @@ enum class GgmlType : uint32_t {
 const char* ggml_type_name(GgmlType t);
 // Bytes of one row of `n` elements (n a multiple of the type's block size).
 uint64_t ggml_row_bytes(GgmlType t, int64_t n);
+// Bytes of a tensor: rows of shape.back() elements (dimensions checked by the caller).
+uint64_t ggml_tensor_bytes(GgmlType t, const std::vector<int64_t>& shape);
 
 // Where a tensor's bytes lie when they are not held in memory.
 struct GgufExtent {

@@ -110,8 +110,7 @@ std::vector<GgufStream::Placed> GgufStream::gather() {
       p.type = GgmlType(uint32_t(in.u64()));
       p.where.path = out_dir_ + "/" + spool_name(file_name_, int(rank));
       p.where.offset = in.u64();
-      uint64_t want = ggml_row_bytes(p.type, p.shape.back());
-      for (size_t i = 0; i + 1 < p.shape.size(); ++i) want *= uint64_t(p.shape[i]);
+      const uint64_t want = ggml_tensor_bytes(p.type, p.shape);
       const uint64_t bytes = in.u64();
       QS_ASSERT(bytes == want, "GGUF export: ", p.name, " spooled as ", bytes, " bytes, its type and shape make ", want);
     }
